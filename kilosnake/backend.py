@@ -1,0 +1,112 @@
+"""The array backend: NumPy/SciPy on the CPU or CuPy/cupyx.scipy on a GPU, chosen once.
+
+Stage functions take a :class:`Backend` explicitly and never pick a GPU by themselves::
+
+    be = get_backend("auto")      # logs which one it chose
+    x = be.xp.asarray(batch)      # numpy or cupy
+    y = be.signal.sosfilt(sos, x, axis=0)
+    host = be.to_host(y)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import ModuleType
+
+import numpy as np
+
+from .errors import DeviceError
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """Array modules for one device."""
+
+    name: str  # "cpu" or "gpu"
+    xp: ModuleType  # numpy or cupy
+    signal: ModuleType  # scipy.signal or cupyx.scipy.signal
+    ndimage: ModuleType  # scipy.ndimage or cupyx.scipy.ndimage
+    device_label: str
+
+    def asarray(self, array, dtype=None):
+        """Move (or view) an array onto this backend's device."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        """A NumPy copy (or view, on the CPU) of an array of this backend."""
+        if self.name == "gpu":
+            return self.xp.asnumpy(array)
+        return np.asarray(array)
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (no-op on the CPU)."""
+        if self.name == "gpu":
+            self.xp.cuda.Stream.null.synchronize()
+
+
+def cpu_backend() -> Backend:
+    """The NumPy/SciPy backend."""
+    import scipy.ndimage
+    import scipy.signal
+
+    return Backend("cpu", np, scipy.signal, scipy.ndimage, "cpu (NumPy)")
+
+
+def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
+    try:
+        import cupy
+        import cupyx.scipy.ndimage
+        import cupyx.scipy.signal
+    except Exception as exc:  # ImportError, or CUDA libraries missing at import
+        return None, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy sees no CUDA device ({exc.__class__.__name__}: {exc})"
+    if n == 0:
+        return None, "CuPy sees no CUDA device"
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    label = f"gpu {dev.id} ({name}, CuPy {cupy.__version__})"
+    return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label), ""
+
+
+def get_backend(device: str = "cpu") -> Backend:
+    """Choose the backend for ``device`` (``cpu``, ``gpu`` or ``auto``) and log the choice.
+
+    ``gpu`` without a usable GPU raises :class:`DeviceError`; ``auto`` falls back to the CPU
+    and says why in the log.
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        backend = cpu_backend()
+    else:
+        backend, reason = _gpu_backend_or_reason()
+        if backend is None and device == "gpu":
+            raise DeviceError(
+                f"device=gpu was asked for but {reason}.\n  fix: install the GPU extra "
+                "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or run with "
+                "--config device=cpu")
+        if backend is None:
+            logger.info("device=auto: using the CPU because %s", reason)
+            backend = cpu_backend()
+        elif device == "auto":
+            logger.info("device=auto: a GPU is available, using it")
+    logger.info("backend: %s", backend.device_label)
+    return backend
+
+
+def array_module(array) -> ModuleType:
+    """numpy or cupy, whichever owns ``array``."""
+    if type(array).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np

@@ -1,0 +1,145 @@
+"""Reading raw recordings batch by batch.
+
+A raw file is flat binary, samples x channels interleaved (C order), with ``n_channels_total``
+columns (385 for Neuropixels with the sync channel). It is memory-mapped, never loaded whole;
+:meth:`RawRecording.read` returns any window of samples, and pads windows that stick out of the
+recording by repeating the first or last sample, so that every batch can be read with margins on
+both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+SUPPORTED_DTYPES = ("int16", "uint16", "int32", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingInfo:
+    """What the sorter needs to know about a raw file."""
+
+    path: str
+    n_channels_total: int
+    dtype: str = "int16"
+    sample_rate: float = 30000.0
+    uv_per_bit: float | None = None
+    offset: int = 0
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+
+class RawRecording:
+    """A memory-mapped raw recording."""
+
+    def __init__(self, info: RecordingInfo):
+        self.info = info
+        n_bytes = os.path.getsize(info.path) - info.offset
+        row = info.n_channels_total * info.itemsize
+        self.n_samples = n_bytes // row
+        self._mm = np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.offset,
+                             shape=(self.n_samples, info.n_channels_total))
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.info.sample_rate
+
+    def read(self, start: int, stop: int, channels=None) -> np.ndarray:
+        """Samples ``[start, stop)`` of ``channels`` (all if None), edges padded by repetition.
+
+        Returns a new C-ordered array of the file's dtype, shape ``(stop - start, n_ch)``.
+        """
+        if stop <= start:
+            raise ValueError(f"empty window [{start}, {stop})")
+        lo, hi = max(start, 0), min(stop, self.n_samples)
+        cols = slice(None) if channels is None else np.asarray(channels)
+        core = np.asarray(self._mm[lo:hi][:, cols]) if hi > lo else None
+        if lo == start and hi == stop:
+            return np.ascontiguousarray(core)
+        if core is None:  # window entirely outside: repeat the nearest edge sample
+            edge = 0 if stop <= 0 else self.n_samples - 1
+            core = np.asarray(self._mm[edge:edge + 1][:, cols])
+            return np.repeat(core, stop - start, axis=0)
+        return np.pad(core, ((lo - start, stop - hi), (0, 0)), mode="edge")
+
+
+def read_spikeglx_meta(raw_path) -> dict:
+    """Channel count, sample rate and µV per bit from a SpikeGLX ``.meta`` beside the file.
+
+    Returns an empty dict when there is no ``.meta``. Keys: ``n_channels``, ``sample_rate``,
+    ``uv_per_bit``.
+    """
+    meta_path = Path(raw_path).with_suffix(".meta")
+    if not meta_path.exists():
+        return {}
+    meta = {}
+    for line in meta_path.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            meta[key.strip().lstrip("~")] = value.strip()
+    out = {}
+    if "nSavedChans" in meta:
+        out["n_channels"] = int(meta["nSavedChans"])
+    for key in ("imSampRate", "niSampRate"):
+        if key in meta:
+            out["sample_rate"] = float(meta[key])
+            break
+    gain = _spikeglx_ap_gain(meta)
+    if gain and "imAiRangeMax" in meta:
+        max_int = float(meta.get("imMaxInt", 512))
+        out["uv_per_bit"] = float(meta["imAiRangeMax"]) / max_int / gain * 1e6
+    return out
+
+
+def _spikeglx_ap_gain(meta: dict) -> float | None:
+    """AP gain of the first channel from the imro table (NP1: 500 by default; NP2: 80)."""
+    imro = meta.get("imroTbl")
+    if imro:
+        entries = imro.strip("()").split(")(")
+        if len(entries) > 1:
+            fields = entries[1].split()
+            if len(fields) >= 4:  # NP1.0: chan bank ref apgain lfgain [hp]
+                return float(fields[3])
+            return 80.0  # NP2.0 tables carry no gain: fixed at 80
+    return None
+
+
+def recording_info(dat, n_channels=None, dtype="int16", sample_rate=None,
+                   uv_per_bit=None) -> RecordingInfo:
+    """Resolve a recording's description from config values and a SpikeGLX ``.meta``.
+
+    Values given explicitly win over the ``.meta``; the sample rate defaults to 30 kHz.
+    """
+    if dat is None or str(dat) == "":
+        raise InputError("no raw recording given", "pass --config dat=PATH/TO/recording.bin")
+    path = Path(os.fspath(dat))
+    if not path.exists():
+        raise InputError(f"raw file {str(path)!r} does not exist",
+                         "check the path given as dat (relative paths are relative to the "
+                         "folder snakemake runs in)")
+    if path.is_dir():
+        raise InputError(f"raw file {str(path)!r} is a folder", "pass the .bin/.dat file itself")
+    if dtype not in SUPPORTED_DTYPES:
+        raise InputError(f"dtype {dtype!r} is not supported",
+                         f"use one of {', '.join(SUPPORTED_DTYPES)}")
+    meta = read_spikeglx_meta(path)
+    n_channels = n_channels or meta.get("n_channels")
+    if not n_channels:
+        raise InputError(f"the channel count of {str(path)!r} is unknown",
+                         "pass --config n_channels=N (total columns in the file, e.g. 385 for "
+                         "Neuropixels with the sync channel) or keep the SpikeGLX .meta beside it")
+    return RecordingInfo(str(path), int(n_channels), dtype,
+                         float(sample_rate or meta.get("sample_rate") or 30000.0),
+                         uv_per_bit if uv_per_bit is not None else meta.get("uv_per_bit"))
+
+
+def batch_starts(n_samples: int, batch_size: int) -> np.ndarray:
+    """First sample of each contiguous batch (the last one may be short)."""
+    return np.arange(0, n_samples, batch_size, dtype=np.int64)

@@ -1,0 +1,126 @@
+"""Filtering, common reference and whitening, batch by batch and whole."""
+import numpy as np
+import pytest
+import scipy.signal
+
+from kilosnake.params import resolve
+from kilosnake.preprocess import (PreprocessedReader, butterworth_sos, common_median_reference,
+                                  compute_whitening, filter_forward_backward,
+                                  local_whitening_matrix, preprocess_recording)
+from kilosnake.probe import neuropixels_like
+from kilosnake.recording import RecordingInfo
+
+FS = 30000.0
+
+
+def sine(freq, n=30000, channels=3):
+    t = np.arange(n) / FS
+    return np.repeat(np.sin(2 * np.pi * freq * t)[:, None], channels, axis=1)
+
+
+def test_filter_matches_scipy_in_float64(be):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20000, 4)).cumsum(axis=0)  # strong low frequencies
+    sos = butterworth_sos(300, FS)
+    expected = scipy.signal.sosfilt(sos, scipy.signal.sosfilt(sos, x, axis=0)[::-1], axis=0)[::-1]
+    got = be.to_host(filter_forward_backward(be.asarray(x), sos, be))
+    np.testing.assert_allclose(got, expected, atol=1e-8 * np.abs(expected).max())
+
+
+def test_highpass_removes_low_and_keeps_high_frequencies(be):
+    sos = butterworth_sos(300, FS)
+    middle = slice(5000, 25000)
+    low = be.to_host(filter_forward_backward(be.asarray(sine(100), np.float32), sos, be))
+    high = be.to_host(filter_forward_backward(be.asarray(sine(2000), np.float32), sos, be))
+    assert np.abs(low[middle]).max() < 0.01
+    assert np.abs(high[middle]).max() > 0.95
+
+
+def test_bandpass_with_fslow(be):
+    sos = butterworth_sos(300, FS, fslow=3000)
+    y = be.to_host(filter_forward_backward(be.asarray(sine(8000), np.float32), sos, be))
+    assert np.abs(y[5000:25000]).max() < 0.05
+
+
+def test_common_median_reference_removes_shared_signal(be):
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=(1000, 1)) * 50
+    x = rng.normal(size=(1000, 31)) + shared
+    y = be.to_host(common_median_reference(be.asarray(x), be))
+    assert np.abs(np.median(y, axis=1)).max() < 1e-9
+    assert y.std() < 1.5
+
+
+def test_local_whitening_whitens_correlated_noise():
+    probe = neuropixels_like(64)
+    rng = np.random.default_rng(3)
+    d = np.hypot(probe.xc[:, None] - probe.xc, probe.yc[:, None] - probe.yc)
+    cov = np.exp(-d / 40.0) * 4.0 + np.eye(64)
+    x = rng.multivariate_normal(np.zeros(64), cov, size=200000)
+    w = local_whitening_matrix(np.cov(x.T), probe.xc, probe.yc, whitening_range=32)
+    white = x @ w
+    c = np.cov(white.T)
+    np.testing.assert_allclose(np.diag(c), 1.0, atol=0.03)
+    near = d < 40
+    assert np.abs((c - np.eye(64))[near]).max() < 0.1
+
+
+def write_wavy_recording(path, n_samples, n_channels, seed=0):
+    """Noise + a slow common wave + DC offsets + a few spikes: what a high-pass must handle."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / FS
+    x = rng.normal(0, 10, (n_samples, n_channels))
+    x += 200 * np.sin(2 * np.pi * 3 * t)[:, None] + rng.normal(0, 300, n_channels)
+    spike_times = rng.integers(100, n_samples - 100, 200)
+    x[spike_times, rng.integers(0, n_channels, 200)] -= 150
+    x.astype(np.int16).tofile(path)
+
+
+@pytest.fixture(scope="module")
+def wavy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wavy")
+    n, nch = 40000, 32
+    write_wavy_recording(folder / "rec.bin", n, nch)
+    info = RecordingInfo(str(folder / "rec.bin"), nch, "int16", FS)
+    probe = neuropixels_like(nch)
+    p = resolve({"NT": 8192, "nSkipCov": 1})
+    from kilosnake.backend import cpu_backend
+
+    compute_whitening(info, probe, p, cpu_backend(), folder / "whitening.zarr")
+    return folder, info, p
+
+
+def test_batches_equal_the_whole_recording(be, wavy):
+    folder, info, p = wavy
+    preprocess_recording(info, folder / "whitening.zarr", p, be, folder / f"b_{be.name}.zarr")
+    whole = dict(p, NT=info_len(info))
+    preprocess_recording(info, folder / "whitening.zarr", whole, be, folder / f"w_{be.name}.zarr")
+    batched = PreprocessedReader(folder / f"b_{be.name}.zarr").read_int16(0, info_len(info))
+    at_once = PreprocessedReader(folder / f"w_{be.name}.zarr").read_int16(0, info_len(info))
+    diff = np.abs(batched.astype(int) - at_once.astype(int))
+    assert diff.max() <= 1  # int16 rounding of float32 arithmetic
+    assert (diff > 0).mean() < 0.01
+    edges = np.arange(8192, info_len(info), 8192)
+    assert diff[np.concatenate([edges - 1, edges])].max() <= 1  # no steps at batch edges
+
+
+def info_len(info):
+    import os
+
+    return os.path.getsize(info.path) // (2 * info.n_channels_total)
+
+
+def test_preprocessed_noise_has_unit_variance(wavy):
+    folder, info, p = wavy
+    from kilosnake.backend import cpu_backend
+
+    preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
+    r = PreprocessedReader(folder / "p.zarr")
+    x = r.read(2000, r.n_samples - 2000)
+    assert r.traces.chunks == (8192, 32) and r.traces.dtype == np.int16
+    # median absolute deviation is robust to the injected spikes
+    sd = np.median(np.abs(x), axis=0) / 0.6745
+    np.testing.assert_allclose(sd, 1.0, atol=0.1)
+    assert np.abs(np.median(x, axis=0)).max() < 0.05
+    outside = r.read(-10, 0)
+    assert outside.shape == (10, 32) and not outside.any()

@@ -1,0 +1,62 @@
+# Path helpers, config handling and input functions shared by every rule file.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+import kilosnake.params as kparams
+from kilosnake.workflow import recording_sources
+
+
+config.update(kparams.coerce_config(config))
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+RECORDINGS = recording_sources(config)
+
+
+wildcard_constraints:
+    recording=r"[^/]+",
+
+
+def out(name):
+    """Path of a per-recording output, with the {recording} wildcard."""
+    return f"results/{{recording}}/{name}"
+
+
+def log_path(rule_name):
+    return f"results/{{recording}}/logs/{rule_name}.log"
+
+
+def bench_path(rule_name):
+    return f"results/{{recording}}/benchmarks/{rule_name}.tsv"
+
+
+def stage_params(*stages):
+    """Resolved values of the parameters of ``stages`` plus device and seed (tracked by value)."""
+    names = [n for s in ("run",) + stages for n in kparams.stage_names(s)]
+    return kparams.resolve(config, names)
+
+
+def conda_env():
+    """The conda environment of the compute rules: GPU when asked for, else CPU."""
+    return "../../envs/gpu.yaml" if config.get("device") == "gpu" else "../../envs/cpu.yaml"
+
+
+def get_raw(wildcards):
+    return RECORDINGS[wildcards.recording]["dat"]
+
+
+def get_probe(wildcards):
+    probe = RECORDINGS[wildcards.recording]["probe"]
+    return [] if probe is None else probe
+
+
+def get_recording_params(wildcards):
+    return RECORDINGS[wildcards.recording]
+
+
+def final_targets():
+    """What `snakemake` builds by default: every recording through its last stage."""
+    return expand(out("preprocessed.zarr"), recording=list(RECORDINGS))
