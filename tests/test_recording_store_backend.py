@@ -1,0 +1,84 @@
+"""Raw-file reading with margins, atomic stores, and the backend choice."""
+import logging
+
+import numpy as np
+import pytest
+
+from kilosnake.backend import cpu_backend, get_backend
+from kilosnake.errors import DeviceError, InputError
+from kilosnake.recording import RawRecording, RecordingInfo, recording_info
+from kilosnake.store import IncompleteStoreError, open_store, write_array, writing_store
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32"])
+def test_read_windows_with_edge_padding(tmp_path, dtype):
+    x = (np.arange(100 * 5).reshape(100, 5) % 1000).astype(dtype)
+    x.tofile(tmp_path / "r.bin")
+    rec = RawRecording(RecordingInfo(str(tmp_path / "r.bin"), 5, dtype))
+    assert rec.n_samples == 100
+    np.testing.assert_array_equal(rec.read(10, 20), x[10:20])
+    np.testing.assert_array_equal(rec.read(10, 20, [4, 0]), x[10:20][:, [4, 0]])
+    left = rec.read(-3, 2)
+    np.testing.assert_array_equal(left, np.concatenate([np.repeat(x[:1], 3, 0), x[:2]]))
+    right = rec.read(98, 103)
+    np.testing.assert_array_equal(right, np.concatenate([x[98:], np.repeat(x[-1:], 3, 0)]))
+    beyond = rec.read(150, 152)
+    np.testing.assert_array_equal(beyond, np.repeat(x[-1:], 2, 0))
+    assert left.dtype == np.dtype(dtype)
+
+
+def test_recording_info_needs_a_channel_count(tmp_path):
+    (tmp_path / "r.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(InputError, match="channel count"):
+        recording_info(tmp_path / "r.bin")
+    assert recording_info(tmp_path / "r.bin", n_channels=4).sample_rate == 30000.0
+
+
+def test_store_is_published_only_when_complete(tmp_path):
+    out = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError):
+        with writing_store(out, "test", {"a": 1}) as g:
+            write_array(g, "x", np.arange(3))
+            raise RuntimeError("crash while writing")
+    assert not out.exists() and not (tmp_path / "s.zarr.tmp").exists()
+    with writing_store(out, "test", {"a": (1, 2)}, seed=7) as g:
+        write_array(g, "x", np.arange(3))
+    g = open_store(out)
+    assert g.attrs["complete"] and g.attrs["seed"] == 7 and g.attrs["params"] == {"a": [1, 2]}
+    np.testing.assert_array_equal(g["x"][...], np.arange(3))
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "half.zarr"), mode="w")
+    with pytest.raises(IncompleteStoreError, match="incomplete"):
+        open_store(tmp_path / "half.zarr")
+
+
+def test_store_bytes_are_deterministic(tmp_path):
+    for name in ("a.zarr", "b.zarr"):
+        with writing_store(tmp_path / name, "test", {"k": 1}, seed=1) as g:
+            write_array(g, "x", np.arange(1000.0))
+    files = sorted(p.relative_to(tmp_path / "a.zarr") for p in (tmp_path / "a.zarr").rglob("*")
+                   if p.is_file())
+    for rel in files:
+        assert (tmp_path / "a.zarr" / rel).read_bytes() == (tmp_path / "b.zarr" / rel).read_bytes()
+
+
+def test_backend_choice(caplog):
+    with caplog.at_level(logging.INFO):
+        be = get_backend("auto")
+    assert be.name in ("cpu", "gpu") and "backend:" in caplog.text
+    assert get_backend("cpu") == cpu_backend()
+    with pytest.raises(DeviceError, match="device must be"):
+        get_backend("tpu")
+
+
+def test_gpu_without_a_gpu_is_a_clear_error():
+    from kilosnake.backend import _gpu_backend_or_reason
+
+    if _gpu_backend_or_reason()[0] is not None:
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match="fix:"):
+        get_backend("gpu")
