@@ -110,7 +110,8 @@ PARAMS: tuple[Param, ...] = (
     _P("whiteningRange", 32, "integer", "whitening", "channels",
        "nearest channels in each local ZCA whitening neighbourhood", minimum=1),
     _P("nSkipCov", 25, "integer", "whitening", "batches",
-       "batch stride when estimating the channel covariance", minimum=1),
+       "batch stride when estimating the channel covariance (shortened so that at least "
+       "10 batches are used)", minimum=1),
     # --- preprocessing -------------------------------------------------------------------
     _P("fshigh", 300.0, "number", "preprocess", "Hz",
        "high-pass corner of the 3rd-order Butterworth filter", minimum=1.0),

@@ -108,8 +108,16 @@ def local_whitening_matrix(cov: np.ndarray, xc, yc, whitening_range: int) -> np.
     return w
 
 
+MIN_COVARIANCE_BATCHES = 10
+
+
 def covariance_batches(n_batches: int, stride: int) -> np.ndarray:
-    """Indices of the batches used for the covariance (and the channel offsets)."""
+    """Indices of the batches used for the covariance (and the channel offsets).
+
+    Every ``stride``-th batch, with the stride shortened so that short recordings still use at
+    least :data:`MIN_COVARIANCE_BATCHES` batches (all of them when they have fewer).
+    """
+    stride = max(1, min(stride, n_batches // MIN_COVARIANCE_BATCHES))
     return np.arange(0, n_batches, stride)
 
 
@@ -151,8 +159,8 @@ def compute_whitening(info: RecordingInfo, probe: Probe, p: dict, be: Backend, o
     """The ``whitening`` stage: channel offsets, covariance and local ZCA matrix → Zarr."""
     rec = RawRecording(info)
     batches = covariance_batches(n_batches(rec.n_samples, p["NT"]), p["nSkipCov"])
-    logger.info("whitening from %d of %d batches (every %d-th)", len(batches),
-                n_batches(rec.n_samples, p["NT"]), p["nSkipCov"])
+    logger.info("whitening from %d of %d batches", len(batches),
+                n_batches(rec.n_samples, p["NT"]))
     offsets = estimate_channel_offsets(rec, probe.chan_map, batches, p["NT"])
     cov = estimate_covariance(rec, probe, offsets, p, be)
     w = local_whitening_matrix(cov, probe.xc, probe.yc, p["whiteningRange"])

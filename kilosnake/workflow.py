@@ -31,11 +31,14 @@ def recording_sources(config: dict) -> dict:
     """
     dat = config.get("dat")
     if not dat:
+        from .synth import preset_config
+
         preset = config.get("demo_preset", "demo")
-        paths = demo_paths(preset)
-        return {preset: {"dat": paths["dat"], "probe": paths["probe"], "n_channels": None,
-                         "dtype": "int16", "sample_rate": None, "uv_per_bit": None,
-                         "gt": paths["gt"], "demo": preset}}
+        paths, synth = demo_paths(preset), preset_config(preset)
+        return {preset: {"dat": paths["dat"], "probe": paths["probe"],
+                         "n_channels": synth.n_channels + int(synth.sync_channel),
+                         "dtype": "int16", "sample_rate": synth.sample_rate,
+                         "uv_per_bit": synth.uv_per_bit, "gt": paths["gt"], "demo": preset}}
     return {recording_name(dat): {
         "dat": str(dat), "probe": config.get("probe"), "n_channels": config.get("n_channels"),
         "dtype": config.get("dtype", "int16"), "sample_rate": config.get("sample_rate"),

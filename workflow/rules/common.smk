@@ -33,9 +33,12 @@ def bench_path(rule_name):
     return f"results/{{recording}}/benchmarks/{rule_name}.tsv"
 
 
-def stage_params(*stages):
-    """Resolved values of the parameters of ``stages`` plus device and seed (tracked by value)."""
-    names = [n for s in ("run",) + stages for n in kparams.stage_names(s)]
+def stage_params(*stages, extra=()):
+    """Values of the parameters of ``stages`` (+ ``extra`` names), device and seed.
+
+    Rules list them under ``params:``, so Snakemake reruns a rule when one of them changes.
+    """
+    names = [n for s in ("run",) + stages for n in kparams.stage_names(s)] + list(extra)
     return kparams.resolve(config, names)
 
 

@@ -29,7 +29,7 @@ rule check_input:
         bench_path("check_input")
     params:
         recording=get_recording_params,
-        p=stage_params("input", "preprocess"),
+        p=stage_params("input", extra=["NT"]),
     conda:
         "../../envs/cpu.yaml"
     script:

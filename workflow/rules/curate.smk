@@ -1,0 +1,61 @@
+# Curation: merges, splits, score cutoff and unit labels. Each stage writes label maps and keep
+# masks over the spikes of spikes.zarr (feature arrays are never rewritten) and reads only its own
+# parameters, so changing a label threshold reruns cutoff and export, not the sort.
+
+
+rule merge:
+    input:
+        spikes=out("spikes.zarr"),
+        info=out("input.json"),
+    output:
+        directory(out("merge.zarr")),
+    log:
+        log_path("merge"),
+    benchmark:
+        bench_path("merge")
+    params:
+        p=stage_params("merge"),
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/merge.py"
+
+
+rule split:
+    input:
+        spikes=out("spikes.zarr"),
+        templates=out("templates.zarr"),
+        merge=out("merge.zarr"),
+        info=out("input.json"),
+    output:
+        directory(out("split.zarr")),
+    log:
+        log_path("split"),
+    benchmark:
+        bench_path("split")
+    params:
+        p=stage_params("split"),
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/split.py"
+
+
+rule cutoff:
+    input:
+        spikes=out("spikes.zarr"),
+        split=out("split.zarr"),
+        whitening=out("whitening.zarr"),
+        info=out("input.json"),
+    output:
+        directory(out("cutoff.zarr")),
+    log:
+        log_path("cutoff"),
+    benchmark:
+        bench_path("cutoff")
+    params:
+        p=stage_params("cutoff", extra=["Th"]),
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/cutoff.py"
