@@ -1,3 +1,21 @@
-"""kilosnake: spike sorting for high-density probes as a resumable Snakemake workflow."""
+"""kilosnake: spike sorting for high-density probes as a resumable Snakemake workflow.
+
+``from kilosnake import add_default_handler, run, Bunch`` gives pykilosort's Python API
+(:mod:`kilosnake.api`), imported on first use so that ``import kilosnake`` stays light.
+"""
 
 __version__ = "0.1.0"
+
+_API_NAMES = ("Bunch", "add_default_handler", "run", "RunResult", "RunError")
+
+
+def __getattr__(name):
+    if name in _API_NAMES:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kilosnake' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API_NAMES))

@@ -206,6 +206,10 @@ PARAMS: tuple[Param, ...] = (
        "written to params.py as template_scaling (Phy's template display scale)",
        minimum=0.0),
     _P("gain", 1.0, "number", "export", "", "multiplies cluster_Amplitude", minimum=0.0),
+    _P("metrics_refractory_ms", 1.5, "number", "export", "ms",
+       "refractory period of the rp_contamination metric (cluster_metrics.tsv)", minimum=0.0),
+    _P("metrics_censored_ms", 0.0, "number", "export", "ms",
+       "censored period of rp_contamination: closer spike pairs are not counted", minimum=0.0),
 )
 
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}

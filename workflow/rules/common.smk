@@ -61,5 +61,8 @@ def get_recording_params(wildcards):
 
 
 def final_targets():
-    """What `snakemake` builds by default: every recording through its last stage."""
-    return expand(out("preprocessed.zarr"), recording=list(RECORDINGS))
+    """What `snakemake` builds by default: every recording's Phy folder, plus the scorecard of
+    each generated recording (those with ground truth)."""
+    scored = [name for name, rec in RECORDINGS.items() if rec.get("gt")]
+    return expand(out("phy"), recording=list(RECORDINGS)) + expand(
+        out("scorecard.txt"), recording=scored)

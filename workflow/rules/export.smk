@@ -2,14 +2,6 @@
 # scorecard against its ground truth.
 
 
-def get_ground_truth(wildcards):
-    """Ground truth of a generated recording (the scorecard exists only for those)."""
-    gt = RECORDINGS[wildcards.recording].get("gt")
-    if not gt:
-        raise ValueError(f"recording {wildcards.recording!r} has no ground truth to score")
-    return gt
-
-
 rule export_phy:
     input:
         dat=get_raw,
@@ -36,7 +28,7 @@ rule export_phy:
 rule scorecard:
     input:
         phy=out("phy"),
-        gt=get_ground_truth,
+        gt=lookup(dpath="{recording}/gt", within=RECORDINGS),
     output:
         out("scorecard.txt"),
     log:

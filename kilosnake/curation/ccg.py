@@ -1,0 +1,225 @@
+"""Refractoriness statistics of cross- and auto-correlograms (merges, splits and cutoff).
+
+Two spike trains are compared through the histogram ``K`` of all pairwise time differences
+``t2 - t1`` in bins of ``tbin`` (1 ms), for lags up to ``nbins`` bins (500) on either side; bin
+``k`` (centred index, ``-nbins..nbins``) holds the differences ``d`` with
+``k - 1/2 <= d / tbin < k + 1/2``. With ``N1, N2`` spikes and ``T`` the span of both trains, two
+independent Poisson trains give ``E = tbin * N1 * N2 / T`` pairs per bin. From ``K``:
+
+* far shoulders ``I1`` = centred bins ``[-499, -250) ∪ [250, 500)``, near shoulders
+  ``I2 = [-50, -10)`` and ``I3 = [11, 50)``;
+* ``Q00 = ΣK[I1] / (|I1| E)``, ``Q01 = max(ΣK[I2] / (|I2| E), ΣK[I3] / (|I3| E))``;
+* ``R00 = max(mean K[I2], mean K[I3], mean K[I1])`` (pairs per bin on the shoulders);
+* with the centre bin left out, for ``i = 1..10`` over the bins ``[-i, i]``:
+  ``Qi = ΣK / (2 i E)`` and, with ``n = ΣK / 2`` and ``λ = R00 i``,
+  ``Ri = (1 + erf((n - λ) / sqrt(2 λ))) / 2`` (Gaussian approximation of the Poisson probability of
+  seeing at most ``n`` pairs);
+* ``Q = min_i Qi / max(Q00, Q01)`` (about the fraction of refractory violations relative to the
+  shoulders, i.e. a contamination estimate) and ``R = min_i Ri`` (how significant the dip is; small
+  means a real refractory period).
+
+Computation
+-----------
+Only sums of ``K`` over ranges of bins are needed, and a range sum is a difference of the
+cumulative pair count ``C(e) = #{(i, j): t2[j] - t1[i] < e}``, which is
+``Σ_i searchsorted(t2, t1[i] + e)``. About twenty such counts give every statistic, in
+``O(N1 log N2)`` per count, without ever listing the pairs (a 100 Hz unit has ~10⁸ pairs within
+±0.5 s over an hour). Undetermined cases (an empty train, a zero time span, no pairs on the
+shoulders) give ``Q = 1`` and ``R = 1``: no evidence of a refractory period.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: bin width of the correlogram (s)
+TBIN_S = 1e-3
+#: bins on each side of the centre
+NBINS = 500
+#: far shoulders, in centred bins: [start, stop) ranges
+FAR_SHOULDERS = ((-499, -250), (250, 500))
+#: near shoulders before and after the centre
+NEAR_BEFORE = (-50, -10)
+NEAR_AFTER = (11, 50)
+#: largest half-width (bins) of the central windows
+N_CENTRAL = 10
+#: spikes of the first train handled per vectorised step
+CHUNK = 1 << 18
+
+
+class RefractoryStats(NamedTuple):
+    """Refractoriness of a pair of spike trains (see the module docstring)."""
+
+    Q: float
+    R: float
+
+
+UNDETERMINED = RefractoryStats(1.0, 1.0)
+
+
+def bin_samples(sample_rate: float, tbin_s: float = TBIN_S) -> float:
+    """Width of one correlogram bin in samples (may be fractional)."""
+    return float(sample_rate) * tbin_s
+
+
+def cumulative_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Number of pairs ``(i, j)`` with ``t2[j] - t1[i] < lag``, for every lag.
+
+    Parameters
+    ----------
+    t1, t2 : ndarray
+        Spike times in samples; ``t2`` must be sorted ascending.
+    lags : ndarray of float
+        Lags in samples.
+
+    Returns
+    -------
+    ndarray of int64, same shape as ``lags``
+    """
+    t1 = np.asarray(t1, dtype=np.float64)
+    t2 = np.asarray(t2, dtype=np.float64)
+    lags = np.asarray(lags, dtype=np.float64)
+    counts = np.zeros(lags.shape, dtype=np.int64)
+    for start in range(0, t1.size, CHUNK):
+        block = t1[start:start + CHUNK]
+        for k, lag in enumerate(lags.flat):
+            counts.flat[k] += int(np.searchsorted(t2, block + lag, side="left").sum())
+    return counts
+
+
+def range_sums(t1: np.ndarray, t2: np.ndarray, ranges: Sequence[tuple[int, int]],
+               tbin: float) -> np.ndarray:
+    """``ΣK`` over each ``[start, stop)`` range of centred bins of the correlogram ``t2 - t1``."""
+    bounds = np.asarray(ranges, dtype=np.float64).reshape(-1, 2)
+    edges, inverse = np.unique(bounds, return_inverse=True)
+    c = cumulative_pair_counts(t1, t2, (edges - 0.5) * tbin)[inverse.reshape(-1, 2)]
+    return (c[:, 1] - c[:, 0]).astype(np.float64)
+
+
+def correlogram(t1: np.ndarray, t2: np.ndarray, sample_rate: float, tbin_s: float = TBIN_S,
+                nbins: int = NBINS) -> np.ndarray:
+    """The full correlogram ``K`` of ``t2 - t1`` (``2 nbins + 1`` bins, centre at ``nbins``).
+
+    Parameters
+    ----------
+    t1, t2 : ndarray
+        Spike times in samples (any order).
+    sample_rate : float
+        Hz.
+    tbin_s : float
+        Bin width in seconds.
+    nbins : int
+        Bins on each side of the centre.
+
+    Returns
+    -------
+    ndarray of int64, shape (2 nbins + 1,)
+    """
+    tbin = bin_samples(sample_rate, tbin_s)
+    edges = (np.arange(-nbins, nbins + 2) - 0.5) * tbin
+    return np.diff(cumulative_pair_counts(t1, np.sort(np.asarray(t2)), edges))
+
+
+def refractory_stats(t1: np.ndarray, t2: np.ndarray, sample_rate: float,
+                     tbin_s: float = TBIN_S) -> RefractoryStats:
+    """Refractoriness ``Q`` and significance ``R`` of the correlogram of two trains.
+
+    Pass the same train twice for the auto-correlogram (self-pairs fall in the centre bin, which
+    is left out).
+
+    Parameters
+    ----------
+    t1, t2 : ndarray
+        Spike times in samples (any order, integer or float).
+    sample_rate : float
+        Hz.
+    tbin_s : float
+        Bin width in seconds (1 ms in Kilosort).
+
+    Returns
+    -------
+    RefractoryStats
+        ``Q`` (≈ contamination; small = refractory) and ``R`` (significance; small = significant).
+    """
+    t1 = np.asarray(t1, dtype=np.float64).ravel()
+    t2 = np.sort(np.asarray(t2, dtype=np.float64).ravel())
+    if t1.size == 0 or t2.size == 0:
+        return UNDETERMINED
+    span = max(t1.max(), t2[-1]) - min(t1.min(), t2[0])
+    if span <= 0:
+        return UNDETERMINED
+    tbin = bin_samples(sample_rate, tbin_s)
+    expected = tbin * t1.size * t2.size / span
+    return stats_from_range_sums(_sums_needed(t1, t2, tbin), expected)
+
+
+def _central_ranges():
+    return [(-i, i + 1) for i in range(1, N_CENTRAL + 1)]
+
+
+def _sums_needed(t1, t2, tbin) -> dict:
+    ranges = [*FAR_SHOULDERS, NEAR_BEFORE, NEAR_AFTER, (0, 1), *_central_ranges()]
+    s = range_sums(t1, t2, ranges, tbin)
+    return {"far": s[0] + s[1], "near_before": s[2], "near_after": s[3], "centre": s[4],
+            "central": s[5:] - s[4]}
+
+
+def _width(r) -> int:
+    return r[1] - r[0]
+
+
+def stats_from_range_sums(sums: dict, expected: float) -> RefractoryStats:
+    """``Q`` and ``R`` from the range sums of a correlogram and the Poisson pairs per bin."""
+    n_far = sum(_width(r) for r in FAR_SHOULDERS)
+    n_before, n_after = _width(NEAR_BEFORE), _width(NEAR_AFTER)
+    q00 = sums["far"] / (n_far * expected)
+    q01 = max(sums["near_before"] / (n_before * expected),
+              sums["near_after"] / (n_after * expected))
+    r00 = max(sums["near_before"] / n_before, sums["near_after"] / n_after, sums["far"] / n_far)
+    half_widths = np.arange(1, N_CENTRAL + 1)
+    qi = sums["central"] / (2 * half_widths * expected)
+    ri = [_poisson_cdf_gauss(s / 2.0, r00 * i) for s, i in zip(sums["central"], half_widths)]
+    baseline = max(q00, q01)
+    q = float(qi.min() / baseline) if baseline > 0 else 1.0
+    return RefractoryStats(q, float(min(ri)))
+
+
+def _poisson_cdf_gauss(n: float, lam: float) -> float:
+    """Gaussian approximation of P(X <= n) for X ~ Poisson(lam); 1 when lam is 0."""
+    if lam <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.erf((n - lam) / math.sqrt(2.0 * lam)))
+
+
+def refractory_stats_many(trains: Sequence[np.ndarray], pairs: np.ndarray, sample_rate: float,
+                          tbin_s: float = TBIN_S) -> tuple[np.ndarray, np.ndarray]:
+    """``Q`` and ``R`` for many pairs of trains.
+
+    Parameters
+    ----------
+    trains : sequence of ndarray
+        Spike times (samples) of each unit.
+    pairs : ndarray of int, shape (n_pairs, 2)
+        Indices into ``trains``; a pair ``(a, a)`` gives the auto-correlogram statistics.
+    sample_rate : float
+        Hz.
+
+    Returns
+    -------
+    Q, R : ndarray of float64, shape (n_pairs,)
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    sorted_trains = {}
+    q = np.ones(len(pairs))
+    r = np.ones(len(pairs))
+    for k, (a, b) in enumerate(pairs):
+        if b not in sorted_trains:
+            sorted_trains[b] = np.sort(np.asarray(trains[b], dtype=np.float64))
+        q[k], r[k] = refractory_stats(trains[a], sorted_trains[b], sample_rate, tbin_s)
+    return q, r

@@ -1,0 +1,206 @@
+"""Score cutoff per cluster and good/mua labels (Kilosort 2.5's ``set_cutoff``, ``get_good_units``).
+
+For each cluster with spikes, the score threshold starts at ``Th[0]`` and drops by 0.5 while it
+stays at or above ``Th[1]``. At each threshold the auto-correlogram of the spikes scoring above
+it gives ``Q`` and ``R`` (:mod:`kilosnake.curation.ccg`); the descent stops at the first threshold
+where ``Q > fcont`` or ``R > cutoff_R_max``. ``fcont`` starts at ``cutoff_fcont``; when the unit
+is very clean at ``Th[0]`` (``Q < 0.05``) it is tightened to ``min(0.05, max(0.01, 2 Q))``. A
+cluster that passed at least one threshold is refractory-good. The cluster's threshold is the one
+at which the descent stopped plus 0.5 (the last threshold tried when the descent ran to ``Th[1]``;
+``Th[0] + 0.5`` when the very first one failed, as in Kilosort) and its spikes scoring at or below
+it get ``keep = False``. The contamination estimate is ``Q`` of the kept spikes (1 when none,
+clipped to [0, 1]).
+
+Spatial test: each cluster's template energy per channel (``Σ_t T²``), channels under 10 % of the
+largest set to 0; with the energy-weighted centre of the channel positions, the energy-weighted
+mean distance of the channels to it is the spread. A cluster is labelled ``good`` when it is
+refractory-good and its spread is below ``good_max_spread_um``; every other cluster is ``mua``.
+
+The stage writes ``cutoff.zarr``:
+
+* ``keep`` (nspk,) bool: spike kept after the score cutoff;
+* ``good`` (n_clusters,) bool: label good (else mua);
+* ``refractory_good`` (n_clusters,) bool: passed the refractory test;
+* ``contamination`` (n_clusters,) float64: estimated contamination of the kept spikes, [0, 1];
+* ``threshold`` (n_clusters,) float64: score threshold of the cluster;
+* ``spread_um`` (n_clusters,) float64: spatial spread of the template (inf if empty);
+* ``n_kept`` (n_clusters,) int64: spikes kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from ..store import open_store, write_array, writing_store
+from .ccg import refractory_stats
+from .data import members_by_label, read_input_json, read_probe_geometry
+
+logger = logging.getLogger(__name__)
+
+#: threshold step of the descent
+STEP = 0.5
+#: a unit with Q below this at the first threshold gets a tighter contamination limit
+VERY_CLEAN_Q = 0.05
+#: channels below this fraction of the peak energy are left out of the spread
+ENERGY_FLOOR = 0.1
+SPIKE_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass
+class ClusterCutoff:
+    """Outcome of the threshold descent for one cluster."""
+
+    threshold: float
+    contamination: float
+    refractory_good: bool
+
+
+@dataclasses.dataclass
+class CutoffResult:
+    """Per-spike keep mask and per-cluster labels."""
+
+    keep: np.ndarray
+    good: np.ndarray
+    refractory_good: np.ndarray
+    contamination: np.ndarray
+    threshold: np.ndarray
+    spread_um: np.ndarray
+
+
+def thresholds(th_high: float, th_low: float) -> np.ndarray:
+    """``th_high, th_high - 0.5, ...`` down to ``th_low`` (inclusive, float-safe)."""
+    n = int(np.floor((th_high - th_low) / STEP + 1e-9)) + 1
+    return th_high - STEP * np.arange(max(n, 0))
+
+
+def cluster_cutoff(times: np.ndarray, scores: np.ndarray, sample_rate: float, th_high: float,
+                   th_low: float, fcont: float = 0.1, R_max: float = 0.05) -> ClusterCutoff:
+    """The threshold descent of one cluster (see the module docstring)."""
+    good = False
+    steps = thresholds(th_high, th_low)
+    for k, th in enumerate(steps):
+        above = scores > th
+        if not above.any():
+            continue
+        st = refractory_stats(times[above], times[above], sample_rate)
+        if st.Q > fcont or st.R > R_max:
+            stopped = th
+            break
+        if k == 0 and st.Q < VERY_CLEAN_Q:
+            fcont = min(VERY_CLEAN_Q, max(0.01, 2 * st.Q))
+        good = True
+    else:
+        stopped = steps[-1] - STEP if steps.size else th_high
+    th_final = float(stopped + STEP)
+    kept = scores > th_final
+    q = refractory_stats(times[kept], times[kept], sample_rate).Q if kept.any() else 1.0
+    contamination = 1.0 if not np.isfinite(q) else float(np.clip(q, 0.0, 1.0))
+    return ClusterCutoff(th_final, contamination, good)
+
+
+def template_spread(template: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> float:
+    """Energy-weighted mean distance (µm) of a template's channels to its energy centre."""
+    energy = (np.asarray(template, dtype=np.float64) ** 2).sum(axis=0)
+    if not energy.any():
+        return float("inf")
+    energy[energy < ENERGY_FLOOR * energy.max()] = 0.0
+    w = energy / energy.sum()
+    xm, ym = w @ xc, w @ yc
+    return float(w @ np.hypot(xc - xm, yc - ym))
+
+
+def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_rate,
+                 Th, fcont=0.1, R_max=0.05, max_spread_um=100.0) -> CutoffResult:
+    """Score cutoff and labels of every cluster.
+
+    Parameters
+    ----------
+    times, scores, labels : ndarray (n,)
+        Spike times (samples), scores, clusters.
+    n_clusters : int
+    templates : ndarray (n_clusters, nt0, Nchan)
+        Whitened cluster waveforms.
+    xc, yc : ndarray (Nchan,)
+        Channel positions (µm).
+    sample_rate : float
+    Th : pair of float
+        Score thresholds (``Th[0]`` high, ``Th[1]`` low).
+    fcont, R_max, max_spread_um : float
+        ``cutoff_fcont``, ``cutoff_R_max``, ``good_max_spread_um``.
+
+    Returns
+    -------
+    CutoffResult
+    """
+    keep = np.zeros(len(times), dtype=bool)
+    refr = np.zeros(n_clusters, dtype=bool)
+    contamination = np.ones(n_clusters)
+    threshold = np.full(n_clusters, float(Th[0]))
+    spread = np.array([template_spread(templates[c], xc, yc) for c in range(n_clusters)])
+    for c, idx in enumerate(members_by_label(labels, n_clusters)):
+        if idx.size == 0:
+            continue
+        res = cluster_cutoff(np.asarray(times[idx], np.float64), scores[idx], sample_rate,
+                             Th[0], Th[1], fcont, R_max)
+        keep[idx] = scores[idx] > res.threshold
+        refr[c], contamination[c], threshold[c] = (res.refractory_good, res.contamination,
+                                                   res.threshold)
+    good = refr & (spread < max_spread_um)
+    logger.info("cutoff: %d of %d spikes kept; %d good clusters of %d with spikes", keep.sum(),
+                keep.size, good.sum(), np.unique(labels).size if len(labels) else 0)
+    return CutoffResult(keep, good, refr, contamination, threshold, spread)
+
+
+def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
+    """Write ``cutoff.zarr`` (see the module docstring)."""
+    n_clusters = result.good.size
+    n_kept = np.bincount(np.asarray(labels, dtype=np.int64)[result.keep],
+                         minlength=n_clusters)[:n_clusters]
+    attrs = {"n_clusters": int(n_clusters), "n_good": int(result.good.sum())}
+    with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
+        write_array(g, "keep", result.keep,
+                    chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
+        write_array(g, "good", result.good)
+        write_array(g, "refractory_good", result.refractory_good)
+        write_array(g, "contamination", result.contamination.astype(np.float64))
+        write_array(g, "threshold", result.threshold.astype(np.float64))
+        write_array(g, "spread_um", result.spread_um.astype(np.float64))
+        write_array(g, "n_kept", n_kept.astype(np.int64))
+
+
+def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict, Th,
+               out) -> CutoffResult:
+    """The ``cutoff`` stage: score cutoff and labels → ``cutoff.zarr``.
+
+    Parameters
+    ----------
+    spikes_zarr, split_zarr, whitening_zarr : path
+        Final-pass spikes (times, scores), split labels and templates, probe geometry.
+    input_json : path
+        The recording description (sample rate).
+    params : dict
+        Resolved ``cutoff`` parameters.
+    Th : pair of float
+        Score thresholds of the sort (``Th[0]`` starts the descent, ``Th[1]`` ends it).
+    out : path
+        ``cutoff.zarr`` to write.
+    """
+    g = open_store(spikes_zarr)
+    times = np.asarray(g["time"][...], dtype=np.float64)
+    scores = np.asarray(g["score"][...], dtype=np.float32)
+    sg = open_store(split_zarr)
+    labels = np.asarray(sg["cluster"][...], dtype=np.int64)
+    if labels.size != times.size:
+        raise ValueError(f"{split_zarr} labels {labels.size} spikes, {spikes_zarr} {times.size}")
+    templates = np.asarray(sg["templates"][...], dtype=np.float32)
+    geom = read_probe_geometry(whitening_zarr)
+    sample_rate = float(read_input_json(input_json)["sample_rate"])
+    result = apply_cutoff(times, scores, labels, int(sg.attrs["n_clusters"]), templates,
+                          geom["xc"], geom["yc"], sample_rate, Th,
+                          params["cutoff_fcont"], params["cutoff_R_max"],
+                          params["good_max_spread_um"])
+    write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
+    return result
