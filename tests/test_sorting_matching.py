@@ -1,0 +1,64 @@
+"""Matching pursuit: injected templates are found at the right times and amplitudes."""
+import numpy as np
+
+from kilosnake.sorting import matching, svd, toy, waveforms
+
+NT0, NT0MIN = 61, 20
+
+
+def _templates(be, rec):
+    iC, _, _ = waveforms.closest_channels(rec.probe.xc, rec.probe.yc, 32, 30.0)
+    Ka, Kb = waveforms.kriging_kernels(NT0, NT0MIN, 10, 1.0)
+    lr = svd.factorise_templates(be, be.asarray(rec.waveforms), iC, Ka, Kb, NT0MIN)
+    return matching.make_template_set(be, lr.W, lr.U, lr.mu)
+
+
+def test_peel_finds_injected_spikes(be):
+    rec = toy.make_toy_recording(n_channels=16, duration_s=1.0, n_units=4, rate_hz=25, seed=2)
+    tset = _templates(be, rec)
+    result = matching.peel(be, be.asarray(rec.traces), tset, 6.0, 10.0)
+    times = be.to_host(result.onset) + NT0MIN
+    ids = be.to_host(result.template)
+    amps = be.to_host(result.amplitude)
+    mu = be.to_host(tset.mu)
+    assert result.n_spikes == rec.spike_times.size
+    matched, close = 0, 0
+    for t, u, s in zip(rec.spike_times, rec.spike_units, rec.spike_amplitudes):
+        hit = np.flatnonzero((np.abs(times - t) <= 1) & (ids == u))
+        if hit.size == 1:
+            matched += 1
+            # least-squares amplitude of the unit-norm template = scale x template norm
+            close += abs(amps[hit[0]] - s * mu[u]) < 0.1 * mu[u]
+    assert matched == rec.spike_times.size
+    assert close >= 0.95 * matched  # the rest overlap another spike
+    # the residual is noise again
+    assert abs(float(be.to_host(result.residual).std()) - 1.0) < 0.05
+
+
+def test_peel_separates_overlapping_spikes(be):
+    rec = toy.make_toy_recording(n_channels=16, duration_s=0.1, n_units=2, rate_hz=0, seed=4,
+                                 noise=0.5)
+    X = rec.traces.copy()
+    toy.add_spikes(X, rec.waveforms, [1000, 1012], [0, 1], [1.0, 1.0], NT0MIN)
+    tset = _templates(be, rec)
+    result = matching.peel(be, be.asarray(X), tset, 6.0, 10.0)
+    found = sorted(zip((be.to_host(result.onset) + NT0MIN).tolist(),
+                       be.to_host(result.template).tolist()))
+    assert found == [(1000, 0), (1012, 1)]
+
+
+def test_peel_without_templates_or_spikes_returns_nothing(be):
+    rec = toy.make_toy_recording(n_channels=8, duration_s=0.2, n_units=2, rate_hz=0, seed=5)
+    tset = _templates(be, rec)
+    assert matching.peel(be, be.asarray(rec.traces), tset, 6.0, 10.0).n_spikes == 0
+
+
+def test_segment_sum_matches_a_loop(be):
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((50, 3, 2))
+    labels = rng.integers(0, 6, 50)
+    labels[labels == 4] = 5  # one empty label
+    sums, counts = matching.segment_sum(be, be.asarray(values), be.asarray(labels), 6)
+    for k in range(6):
+        np.testing.assert_allclose(be.to_host(sums)[k], values[labels == k].sum(0), atol=1e-12)
+        assert int(be.to_host(counts)[k]) == (labels == k).sum()
