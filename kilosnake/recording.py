@@ -1,7 +1,7 @@
 """Reading raw recordings batch by batch.
 
 A raw file is flat binary, samples x channels interleaved (C order), with ``n_channels_total``
-columns (385 for Neuropixels with the sync channel). It is memory-mapped, never loaded whole;
+columns (385 for Neuropixels with the sync channel). It is read window by window, never whole;
 :meth:`RawRecording.read` returns any window of samples, and pads windows that stick out of the
 recording by repeating the first or last sample, so that every batch can be read with margins on
 both sides.
@@ -37,15 +37,25 @@ class RecordingInfo:
 
 
 class RawRecording:
-    """A memory-mapped raw recording."""
+    """A raw recording read window by window.
+
+    Windows are read with plain file reads rather than a memory map, so the process's resident
+    memory does not grow with the part of the file already visited.
+    """
 
     def __init__(self, info: RecordingInfo):
         self.info = info
         n_bytes = os.path.getsize(info.path) - info.offset
-        row = info.n_channels_total * info.itemsize
-        self.n_samples = n_bytes // row
-        self._mm = np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.offset,
-                             shape=(self.n_samples, info.n_channels_total))
+        self._row_bytes = info.n_channels_total * info.itemsize
+        self.n_samples = n_bytes // self._row_bytes
+
+    def _rows(self, lo: int, hi: int) -> np.ndarray:
+        """Samples [lo, hi) of every channel (inside the recording)."""
+        with open(self.info.path, "rb") as f:
+            f.seek(self.info.offset + lo * self._row_bytes)
+            data = np.fromfile(f, dtype=self.info.dtype,
+                               count=(hi - lo) * self.info.n_channels_total)
+        return data.reshape(hi - lo, self.info.n_channels_total)
 
     @property
     def duration_s(self) -> float:
@@ -60,12 +70,12 @@ class RawRecording:
             raise ValueError(f"empty window [{start}, {stop})")
         lo, hi = max(start, 0), min(stop, self.n_samples)
         cols = slice(None) if channels is None else np.asarray(channels)
-        core = np.asarray(self._mm[lo:hi][:, cols]) if hi > lo else None
+        core = self._rows(lo, hi)[:, cols] if hi > lo else None
         if lo == start and hi == stop:
             return np.ascontiguousarray(core)
         if core is None:  # window entirely outside: repeat the nearest edge sample
             edge = 0 if stop <= 0 else self.n_samples - 1
-            core = np.asarray(self._mm[edge:edge + 1][:, cols])
+            core = self._rows(edge, edge + 1)[:, cols]
             return np.repeat(core, stop - start, axis=0)
         return np.pad(core, ((lo - start, stop - hi), (0, 0)), mode="edge")
 
