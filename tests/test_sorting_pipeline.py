@@ -64,3 +64,14 @@ def test_two_cpu_runs_give_identical_spikes(tmp_path, toy_recording):
     for name in SPIKE_ARRAYS:
         np.testing.assert_array_equal(stores[0][name][...], stores[1][name][...], err_msg=name)
     assert stores[0].attrs["n_spikes"] > 0
+
+
+def test_silent_recording_fails_with_a_clear_message(tmp_path):
+    from kilosnake.errors import KilosnakeError
+
+    rec = toy.make_toy_recording(n_channels=8, duration_s=1.0, n_units=1, rate_hz=0, seed=1)
+    _write_input(tmp_path / "s", rec)
+    p = kparams.resolve({"device": "cpu"})
+    with pytest.raises(KilosnakeError, match="too few"):
+        detect.run_detect(tmp_path / "s" / "preprocessed.zarr", tmp_path / "s" / "detect.zarr", p)
+    assert not (tmp_path / "s" / "detect.zarr").exists()

@@ -45,6 +45,31 @@ def read_margin(nt0: int) -> int:
     return 2 * int(nt0)
 
 
+def open_reader(preprocessed, drift=None, be=None):
+    """The reader of the whitened traces, with the drift taken out when ``drift`` is given.
+
+    Parameters
+    ----------
+    preprocessed : str or Path
+        ``preprocessed.zarr``.
+    drift : str or Path, optional
+        ``drift.zarr``; reads then go through :class:`kilosnake.drift.DriftCorrectedReader`.
+    be : Backend, optional
+        Where the drift correction's matrix products run.
+
+    Returns
+    -------
+    PreprocessedReader or DriftCorrectedReader
+    """
+    if drift:
+        from ..drift import DriftCorrectedReader
+
+        return DriftCorrectedReader(preprocessed, drift, backend=be)
+    from ..preprocess import PreprocessedReader
+
+    return PreprocessedReader(preprocessed)
+
+
 def read_batch(reader, window: BatchWindow):
     """Whitened samples ``[read_start, read_stop)`` of a batch (float32, host)."""
     return reader.read(window.read_start, window.read_stop)

@@ -227,8 +227,8 @@ def universal_waveforms(be: Backend, snippets, nt0min: int):
 # the stage
 
 
-def run_detect(preprocessed, out, p: dict) -> None:
-    """The ``detect`` stage: ``preprocessed.zarr`` → ``detect.zarr``.
+def run_detect(preprocessed, out, p: dict, drift=None) -> None:
+    """The ``detect`` stage: ``preprocessed.zarr`` (+ ``drift.zarr``) → ``detect.zarr``.
 
     Parameters
     ----------
@@ -238,11 +238,11 @@ def run_detect(preprocessed, out, p: dict) -> None:
         The store to write.
     p : dict
         Resolved parameters (detect and learn stages, device, seed).
+    drift : str or Path, optional
+        The drift store; the traces are read drift-corrected when given.
     """
-    from ..preprocess import PreprocessedReader
-
     be = get_backend(p["device"])
-    reader = PreprocessedReader(preprocessed)
+    reader = batches.open_reader(preprocessed, drift, be)
     result = compute_detect(be, reader, p)
     attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,
              "n_samples": reader.n_samples, "sample_rate": reader.sample_rate,

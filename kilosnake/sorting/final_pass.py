@@ -73,7 +73,7 @@ def spike_features(be: Backend, result: matching.PeelResult, ft: FrozenTemplates
 
 
 def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: batches.BatchWindow,
-                     nt0min: int):
+                        nt0min: int):
     """Keep the spikes the batch owns, sorted by (time, template); return absolute times too."""
     xp = be.xp
     peaks = result.onset + nt0min + window.read_start
@@ -99,7 +99,7 @@ def match_batch(be: Backend, reader, ft: FrozenTemplates, b: int, p: dict):
             "pc_features": h(pcfeat)}
 
 
-def run_final_pass(preprocessed, templates_store, out, p: dict) -> None:
+def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None) -> None:
     """The ``final_pass`` stage: ``preprocessed.zarr`` + ``templates.zarr`` → ``spikes.zarr``.
 
     Parameters
@@ -110,11 +110,11 @@ def run_final_pass(preprocessed, templates_store, out, p: dict) -> None:
         The store to write.
     p : dict
         Resolved parameters (learn and final_pass stages, device, seed).
+    drift : str or Path, optional
+        The drift store; the traces are read drift-corrected when given.
     """
-    from ..preprocess import PreprocessedReader
-
     be = get_backend(p["device"])
-    reader = PreprocessedReader(preprocessed)
+    reader = batches.open_reader(preprocessed, drift, be)
     tg = open_store(templates_store)
     tpl = read_arrays(tg, ("W", "U", "mu", "wPCA_all", "template_neighbours", "pc_channels",
                            "similar_templates"))

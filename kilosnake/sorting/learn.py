@@ -143,7 +143,32 @@ def accumulate_spikes(be: Backend, result: matching.PeelResult, tset: matching.T
 
 
 def learn_batch(be: Backend, state: LearnerState, X, owned, det: dict, p: dict, pm: float):
-    """One learning step on one batch; returns the new state and the batch's residual."""
+    """One learning step: factorise, match with ``Th[0]``, blend the new spikes in.
+
+    Parameters
+    ----------
+    be : Backend
+    state : LearnerState
+    X : array (T, Nchan)
+        The batch with its margins.
+    owned : (int, int)
+        Peak samples (batch coordinates) the batch owns; only their spikes are averaged.
+    det : dict
+        ``iC``, ``Ka``, ``Kb`` (device arrays).
+    p : dict
+        Resolved parameters.
+    pm : float
+        Forgetting factor of this batch.
+
+    Returns
+    -------
+    state : LearnerState
+    result : PeelResult
+        The owned spikes and the batch's residual.
+    lr : LowRankTemplates
+        The factors the batch was matched with.
+    tset : TemplateSet
+    """
     lr = svd.factorise_templates(be, state.dWU, det["iC"], det["Ka"], det["Kb"], p["nt0min"])
     tset = matching.make_template_set(be, lr.W, lr.U, lr.mu)
     result = matching.peel(be, X, tset, p["Th"][0], p["lam"])
@@ -152,6 +177,19 @@ def learn_batch(be: Backend, state: LearnerState, X, owned, det: dict, p: dict, 
     sums, counts = accumulate_spikes(be, result, tset)
     state = momentum_update(be, state, sums, counts, pm)
     return state, result, lr, tset
+
+
+def add_templates_from_residual(be: Backend, state: LearnerState, residual, owned, dev: dict,
+                                wPCA3, p: dict, m0: float, cap: int) -> LearnerState:
+    """Append templates seeded by the residual's unexplained spikes (up to ``cap`` in all).
+
+    New templates start as the clips projected on the first three PCs, with the running spike
+    count ``m0`` (so they are dropped at the next triage unless they catch spikes).
+    """
+    t, _ = detect_new_spikes(be, residual, dev["wTEMP"], dev["iC"], p["Th"][0], p["nt0min"],
+                             owned=owned)
+    waveforms = new_template_waveforms(be, residual, t, wPCA3, p["nt0min"])
+    return state.add(be, waveforms, m0, cap)
 
 
 def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
@@ -171,14 +209,13 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     dict of host arrays for ``templates.zarr``
     """
     xp = be.xp
-    nt0, nt0min = p["nt0"], p["nt0min"]
     dev = {k: xp.asarray(det[k]) for k in ("iC", "Ka", "Kb", "wTEMP")}
     wPCA3 = det["wPCA"][:, :3]
     order = np.asarray(det["batch_order"])
     pms = momentum_schedule(p["momentum"], order.size)
     m0 = min_spikes_per_batch(p["minFR"], reader.NT, reader.sample_rate)
     cap = int(p["nfilt_factor"]) * reader.n_channels
-    margin = batches.read_margin(nt0)
+    margin = batches.read_margin(p["nt0"])
     dWU0 = xp.asarray(np.asarray(det["dWU"]).transpose(2, 0, 1), dtype=xp.float64)
     state = LearnerState(dWU0[:cap], xp.full(min(cap, dWU0.shape[0]), m0))
     t_start = last_log = time.perf_counter()
@@ -194,11 +231,9 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
             n_spikes += result.n_spikes
             if i % TRIAGE_EVERY == 0:
                 state = state.keep(triage(be, state.nsp, lr.mu, tset.ctc, m0))
-        if i > 0 or state.n_templates == 0:
-            t, _ = detect_new_spikes(be, residual, dev["wTEMP"], dev["iC"], p["Th"][0],
-                                     nt0min, owned=owned)
-            state = state.add(be, new_template_waveforms(be, residual, t, wPCA3, nt0min), m0,
-                              cap)
+        if i > 0 or state.n_templates == 0:  # the first batch gave the detect stage's seeds
+            state = add_templates_from_residual(be, state, residual, owned, dev, wPCA3, p, m0,
+                                                cap)
         now = time.perf_counter()
         if now - last_log > 10 or i == order.size - 1:
             last_log = now
@@ -254,7 +289,7 @@ def finalise_templates(be: Backend, state: LearnerState, det: dict, p: dict, m0:
 DETECT_ARRAYS = ("wTEMP", "wPCA", "iC", "Ka", "Kb", "batch_order", "dWU")
 
 
-def run_learn(preprocessed, detect_store, out, p: dict) -> None:
+def run_learn(preprocessed, detect_store, out, p: dict, drift=None) -> None:
     """The ``learn`` stage: ``preprocessed.zarr`` + ``detect.zarr`` → ``templates.zarr``.
 
     Parameters
@@ -265,11 +300,11 @@ def run_learn(preprocessed, detect_store, out, p: dict) -> None:
         The store to write.
     p : dict
         Resolved parameters (detect and learn stages, device, seed).
+    drift : str or Path, optional
+        The drift store; the traces are read drift-corrected when given.
     """
-    from ..preprocess import PreprocessedReader
-
     be = get_backend(p["device"])
-    reader = PreprocessedReader(preprocessed)
+    reader = batches.open_reader(preprocessed, drift, be)
     det = read_arrays(open_store(detect_store), DETECT_ARRAYS)
     result = learn_templates(be, reader, det, p)
     attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,

@@ -5,7 +5,7 @@ For a batch ``X`` (T × Nchan, whitened) and unit-norm templates ``T_i`` with am
 ``mu_i``:
 
 1. projections ``C[t, i] = <X[t : t+nt0], T_i>`` of every window onto every template, computed
-   as ``X @ U`` (spatial) followed by a correlation with ``W`` along time (FFT overlap-add);
+   as ``X @ U`` (spatial) followed by a correlation with ``W`` along time (FFT overlap-save);
 2. the score with the amplitude prior ``Cf = (max(0, C) + λμ)² / (1+λ) − λμ²`` (the variance
    explained by the template at the best amplitude penalised for deviating from ``mu``), its
    maximum over templates ``best[t]`` and the arg-max template;
@@ -58,7 +58,7 @@ class TemplateSet:
     channels: object  # (Nfilt, n_near) int64, the channels where a template can be non-zero
     T_local: object  # (Nfilt, nt0, n_near) unit-norm templates on those channels
     ctc: object  # (Nfilt, 2*nt0-1, Nfilt), see svd.template_cross_correlations
-    blocks: list  # [(template indices, channel indices, spectra (L/2+1, b*rank) complex)]
+    blocks: list  # [(template indices, channel indices, spectra (b*rank, SEGMENT/2+1))]
 
     @property
     def n_templates(self) -> int:
@@ -71,6 +71,8 @@ class TemplateSet:
     def dense(self, be: Backend):
         """Unit-norm templates on every channel, (Nfilt, nt0, Nchan)."""
         return svd.full_templates(be, self.W, self.U)
+
+
 @dataclasses.dataclass
 class PeelResult:
     """Spikes found in one batch and what is left of the batch."""
@@ -323,10 +325,19 @@ def residual_windows(be: Backend, result: PeelResult, nt0: int, channels=None):
 
 
 def segment_sum(be: Backend, values, labels, n_labels: int):
-    """Sum of ``values`` rows per label, in float64, independent of the rows' order.
+    """Sum of ``values`` rows per label, in float64, deterministically.
 
-    Rows are ordered by (label, original position) and each label's rows summed in one
-    reduction, so the same input gives the same sums on the CPU whatever the thread count.
+    Rows are ordered by (label, position) and each label's rows are summed by one reduction,
+    so the same input gives the same sums on the CPU whatever the thread count (no scattered
+    atomic adds).
+
+    Parameters
+    ----------
+    be : Backend
+    values : array (n, ...)
+    labels : array (n,) int
+        Label of each row, in ``[0, n_labels)``.
+    n_labels : int
 
     Returns
     -------
@@ -339,10 +350,10 @@ def segment_sum(be: Backend, values, labels, n_labels: int):
     sums = xp.zeros((n_labels, *values.shape[1:]))
     if values.shape[0] == 0:
         return sums, counts
-    order = xp.argsort(labels, kind="stable")
-    ordered = values[order]
-    ends = np.cumsum(be.to_host(counts))
-    for label in np.flatnonzero(be.to_host(counts)):
-        start, stop = int(ends[label] - be.to_host(counts)[label]), int(ends[label])
+    ordered = values[xp.argsort(labels, kind="stable")]
+    host_counts = be.to_host(counts)
+    ends = np.cumsum(host_counts)
+    for label in np.flatnonzero(host_counts):
+        start, stop = int(ends[label] - host_counts[label]), int(ends[label])
         sums[label] = ordered[start:stop].sum(axis=0, dtype=xp.float64)
     return sums, counts

@@ -1,9 +1,12 @@
 # Sorting core: universal waveforms and first templates, template learning, final pass.
+# All three read the preprocessed traces through the drift correction when the drift rule is part
+# of the workflow (kilosnake.drift.DriftCorrectedReader), and as stored otherwise.
 
 
 rule detect:
     input:
         preprocessed=out("preprocessed.zarr"),
+        drift=get_drift,
     output:
         directory(out("detect.zarr")),
     log:
@@ -22,6 +25,7 @@ rule learn:
     input:
         preprocessed=out("preprocessed.zarr"),
         detect=out("detect.zarr"),
+        drift=get_drift,
     output:
         directory(out("templates.zarr")),
     log:
@@ -40,6 +44,7 @@ rule final_pass:
     input:
         preprocessed=out("preprocessed.zarr"),
         templates=out("templates.zarr"),
+        drift=get_drift,
     output:
         directory(out("spikes.zarr")),
     log:
