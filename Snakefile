@@ -11,6 +11,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/drift.smk"
 include: "workflow/rules/sort.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/export.smk"

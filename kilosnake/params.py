@@ -94,7 +94,8 @@ PARAMS: tuple[Param, ...] = (
        nullable=True),
     _P("demo_preset", "demo", "string", "input", "",
        "generator preset sorted when no dat is given",
-       choices=("demo", "small", "np", "drift")),
+       choices=("demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",
+                "drift_static")),
     # --- how it runs ---------------------------------------------------------------------
     _P("device", "auto", "string", "run", "",
        "array backend: cpu (NumPy), gpu (CuPy, error if none), auto (GPU when CuPy sees one)",
@@ -128,7 +129,7 @@ PARAMS: tuple[Param, ...] = (
     _P("sig_datashift", 20.0, "number", "drift", "um",
        "length scale of the kriging interpolation used to shift the data", minimum=1.0),
     _P("spkTh_drift", 8.0, "number", "drift", "whitened SD",
-       "detection threshold of the universal-template detector used for drift estimation",
+       "threshold of the negative peaks detected for drift estimation",
        minimum=1.0),
     # --- detection and universal waveforms -------------------------------------------------
     _P("spkTh", -6.0, "number", "detect", "whitened SD",

@@ -204,6 +204,8 @@ PRESETS: dict[str, dict] = {
     "drift_nonrigid": dict(n_channels=64, duration_s=120.0, n_units=40, drift="zigzag",
                            drift_amplitude_um=30.0, drift_period_s=60.0,
                            drift_scale_bottom=0.2, drift_scale_top=1.0),
+    # the drift preset's recording without the motion, to measure what drift costs
+    "drift_static": dict(n_channels=64, duration_s=120.0, n_units=40),
 }
 """Preset name -> overrides of the :class:`SynthConfig` defaults."""
 

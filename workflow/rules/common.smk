@@ -56,11 +56,6 @@ def get_probe(wildcards):
     return [] if probe is None else probe
 
 
-def get_drift(wildcards):
-    """drift.zarr of the recording when the workflow has a drift rule, else nothing."""
-    return out("drift.zarr").format(**wildcards) if workflow.is_rule("drift") else []
-
-
 def get_recording_params(wildcards):
     return RECORDINGS[wildcards.recording]
 

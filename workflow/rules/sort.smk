@@ -1,12 +1,12 @@
 # Sorting core: universal waveforms and first templates, template learning, final pass.
-# All three read the preprocessed traces through the drift correction when the drift rule is part
-# of the workflow (kilosnake.drift.DriftCorrectedReader), and as stored otherwise.
+# All three read the preprocessed traces through the drift correction
+# (kilosnake.drift.DriftCorrectedReader; the identity when drift correction is off).
 
 
 rule detect:
     input:
         preprocessed=out("preprocessed.zarr"),
-        drift=get_drift,
+        drift=out("drift.zarr"),
     output:
         directory(out("detect.zarr")),
     log:
@@ -25,7 +25,7 @@ rule learn:
     input:
         preprocessed=out("preprocessed.zarr"),
         detect=out("detect.zarr"),
-        drift=get_drift,
+        drift=out("drift.zarr"),
     output:
         directory(out("templates.zarr")),
     log:
@@ -44,7 +44,7 @@ rule final_pass:
     input:
         preprocessed=out("preprocessed.zarr"),
         templates=out("templates.zarr"),
-        drift=get_drift,
+        drift=out("drift.zarr"),
     output:
         directory(out("spikes.zarr")),
     log:

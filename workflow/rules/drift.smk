@@ -1,0 +1,21 @@
+# Drift estimation (Kilosort 2.5 registration): displacement per batch and depth block, and its
+# plot. Later stages apply it while reading (kilosnake.drift.DriftCorrectedReader).
+
+
+rule drift:
+    input:
+        preprocessed=out("preprocessed.zarr"),
+        whitening=out("whitening.zarr"),
+    output:
+        store=directory(out("drift.zarr")),
+        plot=out("drift.png"),
+    log:
+        log_path("drift"),
+    benchmark:
+        bench_path("drift")
+    params:
+        p=stage_params("drift"),
+    conda:
+        conda_env()
+    script:
+        "../../scripts/drift.py"
