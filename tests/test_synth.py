@@ -233,7 +233,14 @@ def test_drift_moves_the_units_across_the_channels(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid"}
+    assert set(PRESETS) == {"demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",
+                            "drift_static"}
+    from kilosnake.params import PARAMS_BY_NAME
+
+    assert set(PARAMS_BY_NAME["demo_preset"].choices) == set(PRESETS)
+    static, moving = preset_config("drift_static"), preset_config("drift")
+    assert static.drift == "none" and (static.n_units, static.duration_s) == (
+        moving.n_units, moving.duration_s)
     demo = preset_config("demo")
     assert (demo.n_channels, demo.duration_s, demo.n_units) == (32, 30.0, 10)
     assert (preset_config("small").duration_s, preset_config("small").n_units) == (300.0, 20)
