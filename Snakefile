@@ -15,6 +15,7 @@ include: "workflow/rules/drift.smk"
 include: "workflow/rules/sort.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -77,6 +77,7 @@ import numpy as np
 from .backend import Backend, cpu_backend
 from .errors import KilosnakeError
 from .probe import Probe
+from .progress import Progress
 from .store import open_store, write_array, writing_store
 
 logger = logging.getLogger(__name__)
@@ -348,7 +349,8 @@ def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
     unwhiten = None if unwhiten is None else be.asarray(unwhiten, be.xp.float32)
     margin = DETECT_HALF_WINDOW + COM_HALF_WINDOW + 1
     nb = n_batches(reader.n_samples, reader.NT)
-    parts = []
+    parts, n_found = [], 0
+    progress = Progress(nb, "drift detection", logger, every_n=progress_every)
     for b in range(nb):
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
@@ -357,9 +359,9 @@ def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
         d["time"] = d.pop("t") + (start - margin)
         d["batch"] = np.full(d["time"].size, b, dtype=np.int32)
         parts.append(d)
-        if (b + 1) % progress_every == 0 or b == nb - 1:
-            logger.info("drift detection: batch %d/%d, %d spikes so far", b + 1, nb,
-                        sum(p["time"].size for p in parts))
+        n_found += d["time"].size
+        progress.update(spikes=n_found)
+    progress.close()
     keys = ("time", "channel", "depth", "amplitude", "batch")
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["depth"] = out["depth"].astype(np.float32)

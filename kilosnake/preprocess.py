@@ -23,6 +23,7 @@ import numpy as np
 
 from .backend import Backend
 from .probe import Probe
+from .progress import Progress
 from .recording import RawRecording, RecordingInfo, batch_starts
 from .store import TRACE_CODEC, open_store, write_array, writing_store
 
@@ -204,8 +205,6 @@ def whiten_to_int16(x, w, scaleproc: float, be: Backend) -> np.ndarray:
 def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
                          progress_every_s: float = 10.0) -> None:
     """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``."""
-    import time
-
     wg = open_store(whitening_path)
     probe = probe_from_group(wg)
     w, offsets = wg["whitening"][...], wg["channel_offset"][...]
@@ -219,8 +218,8 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
     attrs = {"scaleproc": p["scaleproc"], "NT": NT, "sample_rate": info.sample_rate,
              "n_samples": rec.n_samples, "n_channels_total": info.n_channels_total,
              "dat": info.path, "dtype": info.dtype, "filter_margin": margin}
-    t0 = last = time.perf_counter()
-    with writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
+    progress = Progress(nb, "preprocess", logger, every_s=progress_every_s)
+    with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
         traces = g.create_array("traces", shape=(rec.n_samples, probe.n_channels),
                                 dtype="int16", chunks=(NT, probe.n_channels),
                                 compressors=TRACE_CODEC, fill_value=0,
@@ -229,12 +228,7 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
         for b in range(nb):
             x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be)
             traces[b * NT: b * NT + x.shape[0]] = whiten_to_int16(x, w, p["scaleproc"], be)
-            now = time.perf_counter()
-            if now - last >= progress_every_s or b == nb - 1:
-                last = now
-                rate = (b + 1) / (now - t0)
-                logger.info("batch %d/%d, %.2f batches/s, ETA %.0f s", b + 1, nb, rate,
-                            (nb - b - 1) / rate)
+            progress.update()
 
 
 class PreprocessedReader:

@@ -27,6 +27,7 @@ import logging
 import numpy as np
 
 from ..backend import Backend, get_backend
+from ..progress import Progress
 from ..store import write_array, writing_store
 from . import batches, waveforms
 
@@ -191,6 +192,7 @@ def _scan_batches(be: Backend, reader, p: dict, margin: int, which):
     nt0, nt0min = p["nt0"], p["nt0min"]
     parts = []
     total = 0
+    progress = Progress(len(which), "detect: snippet scan", logger)
     for b in which:
         w = batches.batch_window(int(b), reader.n_samples, reader.NT, margin)
         X = be.asarray(batches.read_batch(reader, w))
@@ -201,8 +203,10 @@ def _scan_batches(be: Backend, reader, p: dict, margin: int, which):
         s = waveforms.extract_snippets(be, X, t, c, nt0, nt0min)
         parts.append((be.to_host(s), be.to_host(t) + w.read_start, be.to_host(c)))
         total += int(t.shape[0])
+        progress.update(peaks=total)
         if total > MAX_SNIPPETS:
             break
+    progress.close()
     snips = np.concatenate([q[0] for q in parts]) if parts else np.zeros((0, nt0), np.float32)
     times = np.concatenate([q[1] for q in parts]) if parts else np.zeros(0, np.int64)
     chans = np.concatenate([q[2] for q in parts]) if parts else np.zeros(0, np.int64)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 import numpy as np
 
 from ..backend import Backend, get_backend
+from ..progress import Progress
 from ..store import AppendableArray, open_store, read_arrays, write_array, writing_store
 from . import batches, matching
 
@@ -137,18 +137,15 @@ def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group
     columns["pc_features"] = AppendableArray(group, "pc_features", (int(p["nPCs"]), c),
                                              np.float32)
     nb = batches.n_batches(reader.n_samples, reader.NT)
-    t_start = last_log = time.perf_counter()
+    progress = Progress(nb, "final pass", logger)
     total = 0
     for b in range(nb):
         spikes = match_batch(be, reader, ft, b, p)
         for name, arr in columns.items():
             arr.append(spikes[name])
         total += spikes["time"].size
-        now = time.perf_counter()
-        if now - last_log > 10 or b == nb - 1:
-            last_log = now
-            logger.info("final pass batch %d/%d: %d spikes, %.2f s/batch", b + 1, nb, total,
-                        (now - t_start) / (b + 1))
+        progress.update(spikes=total)
+    progress.close()
     write_array(group, "template_feature_ind", tpl["template_neighbours"].astype(np.uint32))
     write_array(group, "pc_feature_ind", tpl["pc_channels"].astype(np.uint32))
     write_array(group, "similar_templates", tpl["similar_templates"].astype(np.float32))

@@ -26,11 +26,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 
 import numpy as np
 
 from ..backend import Backend, get_backend
+from ..progress import Progress
 from ..store import open_store, read_arrays, write_array, writing_store
 from . import batches, matching, svd
 from .detect import detect_new_spikes, new_template_waveforms
@@ -218,7 +218,7 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     margin = batches.read_margin(p["nt0"])
     dWU0 = xp.asarray(np.asarray(det["dWU"]).transpose(2, 0, 1), dtype=xp.float64)
     state = LearnerState(dWU0[:cap], xp.full(min(cap, dWU0.shape[0]), m0))
-    t_start = last_log = time.perf_counter()
+    progress = Progress(order.size, "learn", logger)
     n_spikes = 0
     for i, b in enumerate(order):
         w = batches.batch_window(int(b), reader.n_samples, reader.NT, margin)
@@ -234,12 +234,8 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
         if i > 0 or state.n_templates == 0:  # the first batch gave the detect stage's seeds
             state = add_templates_from_residual(be, state, residual, owned, dev, wPCA3, p, m0,
                                                 cap)
-        now = time.perf_counter()
-        if now - last_log > 10 or i == order.size - 1:
-            last_log = now
-            logger.info("learning batch %d/%d: %d templates, %d spikes so far, %.2f s/batch",
-                        i + 1, order.size, state.n_templates, n_spikes,
-                        (now - t_start) / (i + 1))
+        progress.update(templates=state.n_templates, spikes=n_spikes)
+    progress.close()
     return finalise_templates(be, state, det, p, m0)
 
 

@@ -56,13 +56,20 @@ def get_probe(wildcards):
     return [] if probe is None else probe
 
 
+def report_scorecard(wildcards):
+    """The scorecard of a generated recording (it has ground truth), else nothing."""
+    rec = RECORDINGS[wildcards.recording]
+    return {"scorecard": out("scorecard.txt").format(recording=wildcards.recording)} if rec.get(
+        "gt") else {}
+
+
 def get_recording_params(wildcards):
     return RECORDINGS[wildcards.recording]
 
 
 def final_targets():
-    """What `snakemake` builds by default: every recording's Phy folder, plus the scorecard of
-    each generated recording (those with ground truth)."""
+    """What `snakemake` builds by default: every recording's Phy folder, input check picture and
+    QC report, plus the scorecard of each generated recording (those with ground truth)."""
     scored = [name for name, rec in RECORDINGS.items() if rec.get("gt")]
-    return expand(out("phy"), recording=list(RECORDINGS)) + expand(
-        out("scorecard.txt"), recording=scored)
+    return expand([out("phy"), out("input_check.png"), out("report.html")],
+                  recording=list(RECORDINGS)) + expand(out("scorecard.txt"), recording=scored)

@@ -1,0 +1,10 @@
+"""Rule report: the sort's outputs → report.html (self-contained QC page)."""
+from kilosnake.logs import stage_logging
+from kilosnake.report import write_report
+
+i = snakemake.input
+with stage_logging(snakemake.log[0], "report", snakemake.params.p):
+    write_report(snakemake.output[0], i.info, i.phy, preprocessed=i.preprocessed,
+                 spikes=i.spikes, drift=i.drift, drift_plot=i.drift_plot,
+                 input_check=i.input_check, scorecard=getattr(i, "scorecard", None),
+                 params=snakemake.params.p)

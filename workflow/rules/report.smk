@@ -1,0 +1,57 @@
+# What users look at: the input check picture (ready right after check_input, before the sort)
+# and the QC report of every recording (one self-contained HTML page). Both are marked for
+# `snakemake --report`.
+
+
+rule input_report:
+    input:
+        dat=get_raw,
+        info=out("input.json"),
+    output:
+        report(
+            out("input_check.png"),
+            caption="../report/input_check.rst",
+            category="Input check",
+            labels={"recording": "{recording}", "figure": "input check"},
+        ),
+    log:
+        log_path("input_report"),
+    benchmark:
+        bench_path("input_report")
+    params:
+        p=stage_params(),
+    priority: 50
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/input_report.py"
+
+
+rule report:
+    input:
+        unpack(report_scorecard),
+        dat=get_raw,
+        info=out("input.json"),
+        input_check=out("input_check.png"),
+        preprocessed=out("preprocessed.zarr"),
+        drift=out("drift.zarr"),
+        drift_plot=out("drift.png"),
+        spikes=out("spikes.zarr"),
+        phy=out("phy"),
+    output:
+        report(
+            out("report.html"),
+            caption="../report/report.rst",
+            category="QC report",
+            labels={"recording": "{recording}", "figure": "QC report"},
+        ),
+    log:
+        log_path("report"),
+    benchmark:
+        bench_path("report")
+    params:
+        p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/report.py"
