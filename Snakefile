@@ -22,3 +22,11 @@ rule all:
     input:
         final_targets(),
     default_target: True
+
+
+onsuccess:
+    print(write_summary(RECORDINGS))
+
+
+onerror:
+    print(write_summary(RECORDINGS))

@@ -73,8 +73,30 @@ def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    label = f"gpu {dev.id} ({name}, CuPy {cupy.__version__})"
+    try:
+        bus = f", PCI {dev.pci_bus_id}"
+    except Exception:  # not every driver/runtime answers
+        bus = ""
+    label = (f"gpu {dev.id} of {n} visible ({name}{bus}, {visible_gpus_text()}, "
+             f"CuPy {cupy.__version__})")
     return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label), ""
+
+
+def visible_gpus_text() -> str:
+    """Which physical GPUs this process may use, as the environment says.
+
+    CuPy (like every CUDA program) numbers only the GPUs listed in ``CUDA_VISIBLE_DEVICES`` and
+    uses the first of them, so a SLURM job that got GPU 3 (``--gpus=1``; SLURM sets
+    ``CUDA_VISIBLE_DEVICES=3``) computes on GPU 3, which CuPy calls device 0. Without the
+    variable every GPU is visible and all jobs of a machine would share GPU 0: on a shared
+    workstation set it per run (``CUDA_VISIBLE_DEVICES=1 snakemake ...``).
+    """
+    import os
+
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return "CUDA_VISIBLE_DEVICES unset: all GPUs visible"
+    return f"CUDA_VISIBLE_DEVICES={value}"
 
 
 def get_backend(device: str = "cpu") -> Backend:
@@ -100,6 +122,11 @@ def get_backend(device: str = "cpu") -> Backend:
         elif device == "auto":
             logger.info("device=auto: a GPU is available, using it")
     logger.info("backend: %s", backend.device_label)
+    if backend.name == "cpu":
+        import os
+
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # e.g. a SLURM GPU job on the CPU
+            logger.info("GPUs given to this job (not used): %s", visible_gpus_text())
     return backend
 
 

@@ -92,6 +92,10 @@ PARAMS: tuple[Param, ...] = (
     _P("uv_per_bit", None, "number", "input", "uV",
        "microvolts per raw unit; read from a SpikeGLX .meta when not given", minimum=0.0,
        nullable=True),
+    _P("recordings", None, "string", "input", "path",
+       "tab-separated table of recordings sorted in one run (header: name, dat, probe, "
+       "n_channels, sample_rate, dtype; see config/recordings.tsv); replaces dat",
+       nullable=True),
     _P("demo_preset", "demo", "string", "input", "",
        "generator preset sorted when no dat is given",
        choices=("demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",

@@ -4,6 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import kilosnake.params as kparams
+from kilosnake.summary import write_summary
 from kilosnake.workflow import recording_sources
 
 
