@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from results_table import append_row as append_section_row
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 STAGES = ("preprocess", "detect", "learn", "final_pass")
 SECTION = "## Sorting accuracy (benchmarks/accuracy.py: templates scored as units)"
-TABLE_HEADER = "| date | machine | command | figure |\n| --- | --- | --- | --- |\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -116,21 +117,7 @@ def results_row(args, result, stages: dict, n_spikes: int, n_templates: int) -> 
 
 def append_row(row: str) -> None:
     """Add ``row`` at the end of this benchmark's section of RESULTS.md (created if missing)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    if SECTION not in text:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines += ["\n", SECTION + "\n", "\n", TABLE_HEADER]
-        lines.append(row)
-    else:
-        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        while end > start and not lines[end - 1].strip():
-            end -= 1
-        lines.insert(end, row)
-    RESULTS.write_text("".join(lines))
+    append_section_row(SECTION, row)
 
 
 def main(argv=None) -> int:

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from results_table import append_row as append_section_row
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DATA = ROOT / "resources" / "benchmark" / "drift"
 SECTION = "## Drift estimation and correction (benchmarks/drift_accuracy.py)"
-TABLE_HEADER = "| date | machine | command | figure |\n| --- | --- | --- | --- |\n"
 PRESETS = ("drift", "drift_randomwalk", "drift_nonrigid")
 
 
@@ -259,20 +260,7 @@ def machine_label(be) -> str:
 
 def append_row(row: str) -> None:
     """Add ``row`` at the end of this benchmark's section of RESULTS.md (created if missing)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    if SECTION not in text:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines += ["\n", SECTION + "\n", "\n", TABLE_HEADER, row]
-    else:
-        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        while end > start and not lines[end - 1].strip():
-            end -= 1
-        lines.insert(end, row)
-    RESULTS.write_text("".join(lines))
+    append_section_row(SECTION, row)
 
 
 def main(argv=None) -> int:
