@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: stages, in pipeline order; "input" covers what every stage needs to read the recording
 STAGES = (
-    "input", "run", "whitening", "preprocess", "drift", "detect", "learn", "final_pass",
+    "input", "run", "workflow", "whitening", "preprocess", "drift", "detect", "learn",
+    "final_pass",
     "merge", "split", "cutoff", "export",
 )
 
@@ -106,6 +107,10 @@ PARAMS: tuple[Param, ...] = (
        choices=("auto", "cpu", "gpu")),
     _P("seed", 42, "integer", "run", "", "seed of every random choice; same seed, same output",
        minimum=0),
+    _P("keep_intermediates", True, "boolean", "workflow", "",
+       "keep preprocessed.zarr after the Phy folder is written (about 60 GB per hour of "
+       "384-channel data); false: Snakemake deletes it at the end of the run, and a later "
+       "rerun of a sorting stage preprocesses again"),
     # --- batches -------------------------------------------------------------------------
     _P("NT", 65472, "integer", "preprocess", "samples",
        "batch length (Kilosort 2.5: 64*1024-64)", minimum=4096),

@@ -122,11 +122,16 @@ def covariance_batches(n_batches: int, stride: int) -> np.ndarray:
     return np.arange(0, n_batches, stride)
 
 
+#: raw samples per channel, over the whole recording, that the channel offsets come from
+OFFSET_SAMPLES = 300_000
+
+
 def estimate_channel_offsets(rec: RawRecording, chan_map, batches, NT: int) -> np.ndarray:
-    """Per-channel median of the raw data over the sampled batches (at most ~1 s each)."""
-    n = min(NT, int(rec.info.sample_rate))
+    """Per-channel median of the raw data over the sampled batches (at most ``OFFSET_SAMPLES``
+    samples in all, so memory does not grow with the recording)."""
+    n = max(1, min(NT, int(rec.info.sample_rate), OFFSET_SAMPLES // len(batches)))
     parts = [rec.read(b * NT, min(b * NT + n, rec.n_samples), chan_map) for b in batches]
-    return np.median(np.concatenate(parts, axis=0).astype(np.float64), axis=0)
+    return np.median(np.concatenate(parts, axis=0), axis=0).astype(np.float64)
 
 
 def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: Backend):

@@ -61,6 +61,12 @@ class Probe:
             "name": self.name,
         }
 
+    def subset(self, keep) -> "Probe":
+        """The probe restricted to channels ``keep`` (indices or boolean mask, probe order)."""
+        keep = np.asarray(keep)
+        return Probe(self.chan_map[keep], self.xc[keep], self.yc[keep], self.kcoords[keep],
+                     self.n_channels_total, self.name)
+
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
         """Inverse of :meth:`to_dict`."""

@@ -43,6 +43,12 @@ def stage_params(*stages, extra=()):
     return kparams.resolve(config, names)
 
 
+def preprocessed_output():
+    """preprocessed.zarr, marked temporary unless keep_intermediates is set."""
+    store = directory(out("preprocessed.zarr"))
+    return store if config["keep_intermediates"] else temp(store)
+
+
 def conda_env():
     """The conda environment of the compute rules: GPU when asked for, else CPU."""
     return "../../envs/gpu.yaml" if config.get("device") == "gpu" else "../../envs/cpu.yaml"

@@ -60,7 +60,7 @@ rule preprocess:
         info=out("input.json"),
         whitening=out("whitening.zarr"),
     output:
-        directory(out("preprocessed.zarr")),
+        preprocessed_output(),
     log:
         log_path("preprocess"),
     benchmark:
