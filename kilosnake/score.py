@@ -50,7 +50,6 @@ import json
 import logging
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -839,11 +838,10 @@ def load_spikes_store(spikes_zarr):
 
 
 def _open_zarr_group(path):
-    import zarr
+    """Open a finished pipeline store (refuses one whose writer did not complete)."""
+    from .store import open_store
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return zarr.open_group(str(path), mode="r")
+    return open_store(path)
 
 
 def _spikes_store_sample_rate(spikes_zarr):

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import zarr
 
 from kilosnake import score
 from kilosnake.errors import InputError
+from kilosnake.store import write_array, writing_store
 from kilosnake.score import (count_pair_matches, greedy_match_count, load_ground_truth,
                              load_phy_sorting, load_spikes_store, read_phy_params,
                              score_phy_folder, score_spike_trains)
@@ -357,13 +357,10 @@ def test_cli_on_phy_folder(tmp_path, gt, capsys):
 def test_cli_on_spikes_store(tmp_path, gt, capsys):
     times, units = gt
     gt_path = write_gt(tmp_path, times, units)
-    store = zarr.open_group(str(tmp_path / "spikes.zarr"), mode="w")
     order = np.lexsort((units, times))
-    time_array = store.create_array("time", shape=times.shape, dtype="uint64", chunks=(128,))
-    time_array[...] = times[order]
-    template_array = store.create_array("template", shape=units.shape, dtype="uint32",
-                                        chunks=(128,))
-    template_array[...] = (units[order] + 7).astype(np.uint32)
+    with writing_store(tmp_path / "spikes.zarr", "final_pass") as store:
+        write_array(store, "time", times[order].astype(np.uint64), chunks=(128,))
+        write_array(store, "template", (units[order] + 7).astype(np.uint32), chunks=(128,))
     loaded_t, loaded_u = load_spikes_store(tmp_path / "spikes.zarr")
     assert np.array_equal(loaded_u, units[order] + 7)
     rc = score.main(["--gt", str(gt_path), str(tmp_path / "spikes.zarr"),
