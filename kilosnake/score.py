@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 #: default time tolerance of a match (ms)
 DEFAULT_TOLERANCE_MS = 0.4
+#: sorted spikes matched per stretch of time (bounds the matching's scratch memory)
+MATCH_STEP = 1 << 17
 #: GT units at or above this accuracy are "well detected"
 DEFAULT_WELL_DETECTED_ACCURACY = 0.8
 #: agreement at or above which an unmatched sorted unit is redundant (below: false positive)
@@ -207,9 +209,41 @@ def count_pair_matches(gt_times, gt_codes, sorted_times, sorted_codes, n_gt_unit
         return counts
     gt_t, gt_c = _sort_by_time(gt_times, gt_codes)
     st_t, st_c = _sort_by_time(sorted_times, sorted_codes)
+    for g, st in independent_steps(gt_t, st_t, tolerance):
+        _count_step_matches(counts, gt_t[g], gt_c[g], st_t[st], st_c[st], tolerance)
+    return counts
+
+
+def independent_steps(gt_t: np.ndarray, st_t: np.ndarray, tolerance: int,
+                      step: int = MATCH_STEP):
+    """``(GT slice, sorted slice)`` of consecutive stretches of time no candidate edge crosses.
+
+    A stretch ends about every ``step`` sorted spikes, at a time with no spike of either train
+    within ``tolerance + 1`` samples, so every pairing (and every chain of ambiguous edges) lies
+    inside one stretch and the matches of the stretches add up to those of the whole trains.
+    """
+    g0 = s0 = 0
+    s = step
+    while s < st_t.size:
+        if st_t[s] - st_t[s - 1] > 2 * tolerance + 2:
+            cut = int(st_t[s - 1]) + tolerance + 1
+            lo = np.searchsorted(gt_t, cut - tolerance - 1, side="left")
+            hi = np.searchsorted(gt_t, cut + tolerance + 1, side="right")
+            if lo == hi:
+                yield slice(g0, lo), slice(s0, s)
+                g0, s0 = lo, s
+                s += step
+                continue
+        s += 1
+    yield slice(g0, gt_t.size), slice(s0, st_t.size)
+
+
+def _count_step_matches(counts, gt_t, gt_c, st_t, st_c, tolerance: int) -> None:
+    """Add the matches of one stretch of time (time-sorted trains) to ``counts``."""
+    n_gt_units, n_sorted_units = counts.shape
     edge_gt, edge_st = candidate_edges(gt_t, st_t, tolerance)
     if len(edge_gt) == 0:
-        return counts
+        return
     edge_gt_unit = gt_c[edge_gt]
     edge_st_unit = st_c[edge_st]
     uncertain = (_shares_key(edge_gt * n_sorted_units + edge_st_unit)
@@ -220,7 +254,6 @@ def count_pair_matches(gt_times, gt_codes, sorted_times, sorted_codes, n_gt_unit
     if uncertain.any():
         _add_uncertain_matches(counts, pair[uncertain], edge_gt[uncertain], edge_st[uncertain],
                                gt_t, st_t, n_sorted_units, tolerance)
-    return counts
 
 
 def candidate_edges(gt_t: np.ndarray, st_t: np.ndarray, tolerance: int):
@@ -462,14 +495,26 @@ def _checked_train(times, units, what: str):
                              "give spike times in samples, not seconds")
     if times.size and times.min() < 0:
         raise InputError(f"{what}: negative spike times", "give spike times in samples from 0")
-    return times.astype(np.int64), units.astype(np.int64)
+    if times.dtype == np.uint64 and (times.size == 0 or times.max() < 2 ** 63):
+        times = times.view(np.int64)  # the same values, no copy
+    return times.astype(np.int64, copy=False), units.astype(np.int64, copy=False)
+
+
+#: unit ids below this are coded with a lookup table (no sort of the spikes)
+_SMALL_IDS = 1 << 20
 
 
 def _unit_codes(units: np.ndarray):
     """Sorted unique unit ids, each spike's index into them, and each unit's spike count."""
+    if units.size and units.min() >= 0 and units.max() < _SMALL_IDS:
+        present = np.bincount(units)
+        ids = np.flatnonzero(present)
+        lookup = np.cumsum(present > 0) - 1
+        return ids.astype(np.int64), lookup[units].astype(np.int64, copy=False), \
+            present[ids].astype(np.int64)
     ids, codes = np.unique(units, return_inverse=True)
     counts = np.bincount(codes, minlength=len(ids)).astype(np.int64)
-    return ids.astype(np.int64), codes.astype(np.int64).ravel(), counts
+    return ids.astype(np.int64), codes.astype(np.int64, copy=False).ravel(), counts
 
 
 def _snr_of_units(gt_ids: np.ndarray, gt_snr):
@@ -695,7 +740,7 @@ def load_ground_truth(gt_npz) -> GroundTruth:
         if missing:
             raise InputError(f"ground-truth file {str(path)!r} lacks {', '.join(missing)}",
                              "give a file with spike_times and spike_units arrays")
-        times = np.asarray(data["spike_times"]).ravel().astype(np.uint64)
+        times = np.asarray(data["spike_times"]).ravel().astype(np.uint64, copy=False)
         units = np.asarray(data["spike_units"]).ravel().astype(np.int64)
         snr = np.asarray(data["snr"], dtype=np.float64).ravel() if "snr" in data.files else None
         sample_rate = float(data["sample_rate"]) if "sample_rate" in data.files else None
@@ -795,7 +840,7 @@ def load_phy_sorting(phy_dir):
     if not times_path.is_file():
         raise InputError(f"{str(folder)!r} has no spike_times.npy",
                          "give a Phy folder (as written by kilosnake's export stage)")
-    times = np.load(times_path, allow_pickle=False).ravel().astype(np.uint64)
+    times = np.load(times_path, allow_pickle=False).ravel().astype(np.uint64, copy=False)
     labels_path = folder / "spike_clusters.npy"
     if not labels_path.is_file():
         labels_path = folder / "spike_templates.npy"

@@ -19,11 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEAD_ROW, STUCK_ROW = 5, 9
 
 
-def sort(workdir: Path, dat: Path, probe: Path, n_channels: int, *config: str):
-    """Sort ``dat`` up to its Phy folder; return the finished process and the results folder."""
+def sort(workdir: Path, dat: Path, probe: Path, n_channels: int, *config: str,
+         targets=("phy",)):
+    """Sort ``dat`` up to its Phy folder (or ``targets``); return the finished process and the
+    results folder."""
     out = Path("results") / recording_name(str(dat))
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), str(out / "phy"), "--config", "device=cpu", f"dat={dat}",
+           "-d", str(workdir), *(str(out / t) for t in targets), "--config", "device=cpu",
+           f"dat={dat}",
            f"probe={probe}", f"n_channels={n_channels}", *config]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900), workdir / out
 
@@ -101,12 +104,24 @@ def test_dead_and_stuck_channels_are_left_out_of_the_sort(awkward):
     assert f"(row {DEAD_ROW}) is flat" in log and f"(row {STUCK_ROW}) is saturated" in log
 
 
-@pytest.mark.xfail(strict=True, reason="detect refuses a recording without threshold crossings "
-                   "and learn one without templates, instead of passing zero spikes on")
-def test_pure_noise_gives_an_empty_valid_phy_folder(tmp_path):
+#: one per-spike array of each store, and its axis of spikes
+PER_SPIKE_ARRAYS = {"spikes.zarr": "time", "merge.zarr": "cluster", "split.zarr": "cluster",
+                    "cutoff.zarr": "keep"}
+
+
+def test_pure_noise_gives_an_empty_valid_phy_folder_and_report(tmp_path):
     dat = write_noise_recording(tmp_path, n_samples=5 * 30000)
-    done, results = sort(tmp_path, dat, write_probe_json(tmp_path), 32)
+    done, results = sort(tmp_path, dat, write_probe_json(tmp_path), 32,
+                         targets=("phy", "report.html"))
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     sizes = validate_phy(results / "phy")
-    assert sizes["n_spikes"] == 0
+    assert sizes["n_spikes"] == 0 and not sizes["phylib_checked"]
     assert np.load(results / "phy" / "spike_times.npy").shape == (0,)
+    assert np.load(results / "phy" / "pc_features.npy").shape[0] == 0
+    assert np.load(results / "phy" / "template_features.npy").shape[0] == 0
+    for store, name in PER_SPIKE_ARRAYS.items():
+        assert open_store(results / store)[name].shape == (0,), store
+    assert open_store(results / "templates.zarr")["W"].shape[1] == 0
+    for stage in ("detect", "learn", "final_pass", "merge", "split", "cutoff", "export_phy"):
+        assert "no spikes found" in (results / "logs" / f"{stage}.log").read_text(), stage
+    assert "no spikes found" in (results / "report.html").read_text()

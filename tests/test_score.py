@@ -377,3 +377,40 @@ def test_cli_reports_a_bad_sorting_path(tmp_path, gt, capsys):
     (tmp_path / "empty").mkdir()
     assert score.main(["--gt", str(gt_path), str(tmp_path / "empty")]) == 1
     assert "neither a Phy folder nor a Zarr store" in capsys.readouterr().err
+
+
+def test_matching_in_stretches_of_time_counts_as_matching_at_once():
+    rng = np.random.default_rng(7)
+    gt_t = np.sort(rng.integers(0, 3_000_000, 20_000))
+    gt_c = rng.integers(0, 6, gt_t.size)
+    jitter = rng.integers(-15, 16, gt_t.size)
+    st_t = np.sort(np.concatenate([gt_t + jitter, rng.integers(0, 3_000_000, 3_000)]))
+    st_c = rng.integers(0, 8, st_t.size)
+    whole = score.count_pair_matches(gt_t, gt_c, st_t, st_c, 6, 8, 12)  # one stretch
+    assert st_t.size < score.MATCH_STEP
+    steps = list(score.independent_steps(gt_t, st_t, 12, step=500))
+    assert len(steps) > 10
+    assert sum(s.stop - s.start for _, s in steps) == st_t.size
+    assert sum(g.stop - g.start for g, _ in steps) == gt_t.size
+    stepped = np.zeros_like(whole)
+    for g, s in steps:
+        score._count_step_matches(stepped, gt_t[g], gt_c[g], st_t[s], st_c[s], 12)
+    np.testing.assert_array_equal(stepped, whole)
+
+
+def test_a_sorting_without_spikes_scores_every_unit_as_missed():
+    result = score.score_spike_trains(np.array([100, 5000, 9000]), np.array([0, 1, 1]),
+                                      np.zeros(0, np.uint64), np.zeros(0, np.int64), 30000.0)
+    assert result.summary["n_sorted_units"] == 0 and result.summary["n_well_detected"] == 0
+    assert [row["fn"] for row in result.per_unit] == [1, 2]
+    assert "0 / 2" in result.to_text()
+
+
+@pytest.mark.parametrize("units", [np.array([7, 3, 3, 0, 7, 12]), np.array([-2, 5, 5, 1 << 40])],
+                         ids=["small-ids", "large-or-negative-ids"])
+def test_unit_codes_are_those_of_np_unique(units):
+    ids, codes, counts = score._unit_codes(units)
+    want_ids, want_codes, want_counts = np.unique(units, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(codes, want_codes)
+    np.testing.assert_array_equal(counts, want_counts)

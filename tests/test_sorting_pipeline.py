@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kilosnake import params as kparams
+from kilosnake.backend import cpu_backend
 from kilosnake.score import load_spikes_store, score_spike_trains
 from kilosnake.sorting import detect, final_pass, learn, toy
 from kilosnake.store import open_store
@@ -66,12 +67,30 @@ def test_two_cpu_runs_give_identical_spikes(tmp_path, toy_recording):
     assert stores[0].attrs["n_spikes"] > 0
 
 
-def test_silent_recording_fails_with_a_clear_message(tmp_path):
-    from kilosnake.errors import KilosnakeError
-
+def test_silent_recording_gives_complete_empty_stores_and_a_warning(tmp_path, caplog):
     rec = toy.make_toy_recording(n_channels=8, duration_s=1.0, n_units=1, rate_hz=0, seed=1)
     _write_input(tmp_path / "s", rec)
+    with caplog.at_level("WARNING"):
+        g = _sort(tmp_path / "s", "cpu")
+    for name in SPIKE_ARRAYS:
+        assert g[name].shape[0] == 0, name
+    assert g["pc_features"].shape == (0, 3, 8) and g.attrs["n_spikes"] == 0
+    det = open_store(tmp_path / "s" / "detect.zarr")
+    assert det["dWU"].shape[2] == 0 and not np.any(det["wTEMP"][...])
+    t = open_store(tmp_path / "s" / "templates.zarr")
+    assert t["W"].shape[1] == 0 and t["pc_channels"].shape == (0, 8)
+    warned = [r.name for r in caplog.records if r.getMessage().startswith("no spikes found")]
+    assert {"kilosnake.sorting.empty"} == set(warned) and len(warned) == 3
+
+
+def test_learning_that_keeps_no_template_gives_empty_templates(tmp_path, toy_recording):
+    _write_input(tmp_path / "a", toy_recording)
     p = kparams.resolve({"device": "cpu"})
-    with pytest.raises(KilosnakeError, match="too few"):
-        detect.run_detect(tmp_path / "s" / "preprocessed.zarr", tmp_path / "s" / "detect.zarr", p)
-    assert not (tmp_path / "s" / "detect.zarr").exists()
+    detect.run_detect(tmp_path / "a" / "preprocessed.zarr", tmp_path / "a" / "detect.zarr", p)
+    det = open_store(tmp_path / "a" / "detect.zarr")
+    det = {name: np.asarray(det[name][...]) for name in learn.DETECT_ARRAYS}
+    nt0, n_chan = det["dWU"].shape[:2]
+    none_left = learn.LearnerState(np.zeros((0, nt0, n_chan)), np.zeros(0))
+    out = learn.finalise_templates(cpu_backend(), none_left, det, p, m0=1.0)
+    assert out["W"].shape == (nt0, 0, 3) and out["U"].shape == (n_chan, 0, 3)
+    assert out["similar_templates"].shape == (0, 0) and out["iC"].shape[1] == n_chan

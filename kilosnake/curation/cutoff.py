@@ -35,8 +35,9 @@ import logging
 import numpy as np
 
 from ..store import open_store, write_array, writing_store
+from ..streaming import blocks, columns_by_label, label_counts
 from .ccg import refractory_stats
-from .data import members_by_label, read_input_json, read_probe_geometry
+from .data import read_input_json, read_probe_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,12 @@ def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_ra
                  Th, fcont=0.1, R_max=0.05, max_spread_um=100.0) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
+    Clusters are handled a few at a time (:func:`kilosnake.streaming.columns_by_label`), so
+    ``times``, ``scores`` and ``labels`` may be Zarr arrays, read in blocks.
+
     Parameters
     ----------
-    times, scores, labels : ndarray (n,)
+    times, scores, labels : array (n,)
         Spike times (samples), scores, clusters.
     n_clusters : int
     templates : ndarray (n_clusters, nt0, Nchan)
@@ -135,30 +139,37 @@ def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_ra
     -------
     CutoffResult
     """
-    keep = np.zeros(len(times), dtype=bool)
     refr = np.zeros(n_clusters, dtype=bool)
     contamination = np.ones(n_clusters)
     threshold = np.full(n_clusters, float(Th[0]))
     spread = np.array([template_spread(templates[c], xc, yc) for c in range(n_clusters)])
-    for c, idx in enumerate(members_by_label(labels, n_clusters)):
-        if idx.size == 0:
-            continue
-        res = cluster_cutoff(np.asarray(times[idx], np.float64), scores[idx], sample_rate,
+    counts = label_counts(blocks(labels), n_clusters)
+
+    def spike_blocks():
+        for (_, lab), (_, t), (_, sc) in zip(blocks(labels), blocks(times), blocks(scores)):
+            yield lab, {"time": t, "score": sc}
+
+    for c, _, v in columns_by_label(spike_blocks, counts):
+        res = cluster_cutoff(np.asarray(v["time"], np.float64), v["score"], sample_rate,
                              Th[0], Th[1], fcont, R_max)
-        keep[idx] = scores[idx] > res.threshold
         refr[c], contamination[c], threshold[c] = (res.refractory_good, res.contamination,
                                                    res.threshold)
+    keep = np.concatenate([np.zeros(0, bool)] + [
+        sc > threshold[np.asarray(lab, np.int64)]
+        for (_, lab), (_, sc) in zip(blocks(labels), blocks(scores))])
     good = refr & (spread < max_spread_um)
     logger.info("cutoff: %d of %d spikes kept; %d good clusters of %d with spikes", keep.sum(),
-                keep.size, good.sum(), np.unique(labels).size if len(labels) else 0)
+                keep.size, good.sum(), np.count_nonzero(counts))
     return CutoffResult(keep, good, refr, contamination, threshold, spread)
 
 
 def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
     """Write ``cutoff.zarr`` (see the module docstring)."""
     n_clusters = result.good.size
-    n_kept = np.bincount(np.asarray(labels, dtype=np.int64)[result.keep],
-                         minlength=n_clusters)[:n_clusters]
+    n_kept = np.zeros(n_clusters, np.int64)
+    for start, lab in blocks(labels):
+        kept = np.asarray(lab, np.int64)[result.keep[start:start + lab.size]]
+        n_kept += np.bincount(kept, minlength=n_clusters)[:n_clusters]
     attrs = {"n_clusters": int(n_clusters), "n_good": int(result.good.sum())}
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
         write_array(g, "keep", result.keep,
@@ -189,15 +200,17 @@ def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict
         ``cutoff.zarr`` to write.
     """
     g = open_store(spikes_zarr)
-    times = np.asarray(g["time"][...], dtype=np.float64)
-    scores = np.asarray(g["score"][...], dtype=np.float32)
+    times, scores = g["time"], g["score"]
     sg = open_store(split_zarr)
-    labels = np.asarray(sg["cluster"][...], dtype=np.int64)
-    if labels.size != times.size:
-        raise ValueError(f"{split_zarr} labels {labels.size} spikes, {spikes_zarr} {times.size}")
+    labels = sg["cluster"]
+    if labels.shape[0] != times.shape[0]:
+        raise ValueError(f"{split_zarr} labels {labels.shape[0]} spikes, {spikes_zarr} "
+                         f"{times.shape[0]}")
     templates = np.asarray(sg["templates"][...], dtype=np.float32)
     geom = read_probe_geometry(whitening_zarr)
     sample_rate = float(read_input_json(input_json)["sample_rate"])
+    if labels.shape[0] == 0:
+        logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
     result = apply_cutoff(times, scores, labels, int(sg.attrs["n_clusters"]), templates,
                           geom["xc"], geom["yc"], sample_rate, Th,
                           params["cutoff_fcont"], params["cutoff_R_max"],

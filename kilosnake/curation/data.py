@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import KilosnakeError
 from ..store import open_store
+from ..streaming import blocks
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,37 @@ def read_spikes(path) -> Spikes:
     return Spikes(time, template, amplitude, score, n_templates)
 
 
+@dataclasses.dataclass
+class SpikeArrays:
+    """The per-spike columns of ``spikes.zarr`` left in the store, read in blocks or by rows
+    (:mod:`kilosnake.streaming`), so that curation memory does not grow with the recording."""
+
+    time: object  # (n,) uint64, sorted
+    template: object  # (n,) uint32
+    amplitude: object  # (n,) float32
+    score: object  # (n,) float32
+    n_templates: int
+
+    @property
+    def n_spikes(self) -> int:
+        return int(self.time.shape[0])
+
+
+def open_spikes(path) -> SpikeArrays:
+    """The per-spike columns of ``spikes.zarr`` (not read), checked for consistency."""
+    g = open_store(path)
+    arrays = {name: g[name] for name in ("time", "template", "amplitude", "score")}
+    n_templates = int(g["similar_templates"].shape[0])
+    lengths = {name: int(a.shape[0]) for name, a in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise StoreMismatchError(f"{path}: per-spike arrays have different lengths {lengths}")
+    top = max((int(b.max()) for _, b in blocks(arrays["template"]) if b.size), default=-1)
+    if top >= n_templates:
+        raise StoreMismatchError(f"{path}: template id {top} >= number of templates "
+                                 f"{n_templates} (similar_templates)")
+    return SpikeArrays(**arrays, n_templates=n_templates)
+
+
 def read_feature_indices(path) -> dict:
     """``pc_feature_ind``, ``template_feature_ind`` and ``similar_templates`` of ``spikes.zarr``."""
     g = open_store(path)
@@ -110,11 +142,6 @@ def read_templates(path) -> Templates:
     if wPCA.shape[0] != W.shape[0]:
         raise StoreMismatchError(f"{path}: wPCA {wPCA.shape} and W {W.shape} disagree on nt0")
     return Templates(W, U, mu, wPCA, nt0, nt0min)
-
-
-def read_pc_features(path) -> np.ndarray:
-    """All PC features of ``spikes.zarr``, (n, nPCs, C) float32 (held in memory)."""
-    return np.asarray(open_store(path)["pc_features"][...], dtype=np.float32)
 
 
 def read_probe_geometry(whitening_path) -> dict:

@@ -29,8 +29,9 @@ import logging
 import numpy as np
 
 from ..store import write_array, writing_store
+from ..streaming import blocks, columns_by_label, label_counts
 from .ccg import refractory_stats
-from .data import members_by_label, read_feature_indices, read_input_json, read_spikes
+from .data import open_spikes, read_feature_indices, read_input_json
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,14 @@ def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray
                 R_max: float = 0.05) -> MergeResult:
     """Decide which templates to merge.
 
+    Only the spike times are held (one train per template); ``times`` and ``templates`` may be
+    Zarr arrays, read in blocks.
+
     Parameters
     ----------
-    times : ndarray of uint64, shape (n,)
+    times : array of uint64, shape (n,)
         Spike times in samples, sorted.
-    templates : ndarray of int, shape (n,)
+    templates : array of int, shape (n,)
         Template of each spike.
     similarity : ndarray, shape (Nfilt, Nfilt)
         Template similarity (``similar_templates``).
@@ -89,10 +93,9 @@ def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray
     n_templates = similarity.shape[0]
     sim = np.array(similarity, dtype=np.float64, copy=True)
     np.fill_diagonal(sim, 0.0)
-    members = members_by_label(templates, n_templates)
-    trains = {i: np.asarray(times[idx], dtype=np.float64) for i, idx in enumerate(members)}
+    trains = trains_by_template(times, templates, n_templates)
     label = np.arange(n_templates, dtype=np.int64)
-    order = visiting_order(np.array([len(m) for m in members]))
+    order = visiting_order(np.array([t.size for t in trains.values()], dtype=np.int64))
     merges = []
     for pos, j in enumerate(order):
         if trains[j].size == 0:
@@ -113,14 +116,32 @@ def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray
     return MergeResult(label, merges)
 
 
-def write_merge_store(out, result: MergeResult, spike_templates: np.ndarray, params: dict) -> None:
-    """Write ``merge.zarr`` (see the module docstring)."""
+def trains_by_template(times, templates, n_templates: int) -> dict:
+    """``{template: spike times (float64, sorted)}`` of every template, read in blocks."""
+    counts = label_counts(blocks(templates), n_templates)
+
+    def spike_blocks():
+        for (_, t), (_, tpl) in zip(blocks(times), blocks(templates)):
+            yield tpl, {"time": t}
+
+    trains = {i: np.zeros(0, np.float64) for i in range(n_templates)}
+    for label, _, columns in columns_by_label(spike_blocks, counts):
+        trains[label] = columns["time"].astype(np.float64)
+    return trains
+
+
+def write_merge_store(out, result: MergeResult, spike_templates, params: dict) -> None:
+    """Write ``merge.zarr`` (see the module docstring); ``spike_templates`` is read in
+    blocks."""
     m = result.merges
+    n = int(spike_templates.shape[0])
     with writing_store(out, "merge", params, "cpu", params.get("seed"),
                        attrs={"n_clusters": int(result.template_cluster.size),
                               "n_merges": len(m)}) as g:
-        clusters = result.spike_clusters(spike_templates).astype(np.uint32)
-        write_array(g, "cluster", clusters, chunks=(max(1, min(SPIKE_CHUNK, clusters.size)),))
+        clusters = g.create_array("cluster", shape=(n,), dtype=np.uint32,
+                                  chunks=(max(1, min(SPIKE_CHUNK, n)),), fill_value=0)
+        for start, tpl in blocks(spike_templates, SPIKE_CHUNK):
+            clusters[start:start + tpl.size] = result.spike_clusters(tpl).astype(np.uint32)
         write_array(g, "template_cluster", result.template_cluster.astype(np.uint32))
         write_array(g, "merges", np.array([r[:2] for r in m], dtype=np.uint32).reshape(-1, 2))
         write_array(g, "merge_similarity", np.array([r[2] for r in m], dtype=np.float32))
@@ -142,10 +163,12 @@ def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
     out : path
         ``merge.zarr`` to write.
     """
-    spikes = read_spikes(spikes_zarr)
+    spikes = open_spikes(spikes_zarr)
     similarity = read_feature_indices(spikes_zarr)["similar_templates"]
     sample_rate = float(read_input_json(input_json)["sample_rate"])
     logger.info("merge: %d spikes, %d templates", spikes.n_spikes, spikes.n_templates)
+    if spikes.n_spikes == 0:
+        logger.warning("no spikes found: nothing to merge; merge.zarr is written empty")
     result = find_merges(spikes.time, spikes.template, similarity, sample_rate,
                          params["merge_sim_min"], params["merge_Q_max"], params["merge_R_max"])
     write_merge_store(out, result, spikes.template, params)

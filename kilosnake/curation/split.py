@@ -47,10 +47,10 @@ import logging
 import numpy as np
 
 from ..store import open_store, write_array, writing_store
+from ..streaming import read_rows
 from .ccg import refractory_stats
-from .data import (StoreMismatchError, check_template_counts, members_by_label,
-                   read_feature_indices, read_input_json, read_pc_features, read_spikes,
-                   read_templates, remap_columns)
+from .data import (StoreMismatchError, check_template_counts, members_by_label, open_spikes,
+                   read_feature_indices, read_input_json, read_templates, remap_columns)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ EM_ITERATIONS = 50
 #: iteration (0-based) from which the projection direction is re-estimated, every other one
 DIRECTION_FROM = 10
 SPIKE_CHUNK = 1 << 20
+#: rows of PC features read at once when gathering a cluster's features
+FEATURE_ROWS = 1 << 14
+#: spikes per block of the weighted Gram matrix of the separating direction
+GRAM_ROWS = 1 << 14
+#: per-spike arrays up to this size are read into memory once (each cluster's rows then cost
+#: no reading); larger ones are read by rows, cluster by cluster, so memory stays bounded
+IN_MEMORY_BYTES = 256 << 20
 
 
 @dataclasses.dataclass
@@ -121,10 +128,21 @@ def _m_step(x, r1, r2, floor):
     return means, variances, weight
 
 
+def _weighted_gram(clp, v, rows: int = GRAM_ROWS):
+    """``(clp * v[:, None]).T @ clp``, summed over blocks of ``rows`` spikes (no n x d copy)."""
+    if clp.shape[0] <= rows:
+        return (clp * v[:, None]).T @ clp
+    out = np.zeros((clp.shape[1], clp.shape[1]))
+    for s in range(0, clp.shape[0], rows):
+        block = clp[s:s + rows]
+        out += (block * v[s:s + rows, None]).T @ block
+    return out
+
+
 def _separating_direction(clp, r1, r2, means, variances):
     n = clp.shape[0]
     v = r1 / variances[0] + r2 / variances[1]
-    sts = (clp * v[:, None]).T @ clp / n
+    sts = _weighted_gram(clp, v) / n
     stmu = clp.T @ (r1 * means[0] / variances[0] + r2 * means[1] / variances[1]) / n
     ridge = 1e-9 * max(np.trace(sts), 1e-30) / sts.shape[0]
     w = np.linalg.solve(sts + ridge * np.eye(sts.shape[0]), stmu)
@@ -137,8 +155,8 @@ def fit_bimodality(features: np.ndarray) -> Bimodality | None:
 
     Returns None when the features do not vary (nothing to split).
     """
-    clp = np.asarray(features, dtype=np.float64)
-    clp = clp - clp.mean(axis=0)
+    clp = np.array(features, dtype=np.float64)  # a copy: centred in place
+    clp -= clp.mean(axis=0)
     if clp.shape[0] < 2 or not np.any(clp):
         return None
     w = top_direction(clp)
@@ -245,19 +263,37 @@ def dense_on_channels(wave: np.ndarray, channels: np.ndarray, n_channels: int) -
     return (out / norm if norm > 0 else out).astype(np.float32)
 
 
+def cluster_features(pc_features, spike_templates, idx, src: int, pc_feature_ind) -> np.ndarray:
+    """PC features (n, nPCs, C) of the spikes ``idx`` on the channel list of template ``src``.
+
+    Spikes found with another template (merged in) are carried onto ``src``'s channels; the
+    others are used as read.
+    """
+    feats = read_rows(pc_features, idx, FEATURE_ROWS)
+    found_with = read_rows(spike_templates, idx).astype(np.int64)
+    moved = np.flatnonzero(found_with != src)
+    if moved.size:
+        feats[moved] = remap_columns(feats[moved], found_with[moved], np.full(moved.size, src),
+                                     pc_feature_ind, pc_feature_ind)
+    return feats
+
+
 def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, wpca,
                    dense_templates, similarity, sample_rate, settings: SplitSettings) -> SplitState:
     """Split bimodal clusters (see the module docstring).
 
+    Only one cluster's features (and times) are in memory at a time: ``times``,
+    ``spike_templates`` and ``pc_features`` may be Zarr arrays, read by rows.
+
     Parameters
     ----------
-    times : ndarray (n,)
+    times : array (n,)
         Spike times (samples), sorted.
-    spike_templates : ndarray (n,)
+    spike_templates : array (n,)
         Template each spike was found with (its features' channel list).
     labels : ndarray (n,)
         Cluster of each spike after merges (cluster ids = template ids).
-    pc_features : ndarray (n, nPCs, C)
+    pc_features : array (n, nPCs, C)
     pc_feature_ind : ndarray (Nfilt, C)
     wpca : ndarray (nt0, >= nPCs)
     dense_templates : ndarray (Nfilt, nt0, Nchan)
@@ -281,8 +317,7 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
             ik += 1
             continue
         src = state.source[ik]
-        feats = remap_columns(pc_features[idx], spike_templates[idx],
-                              np.full(idx.size, src), pc_feature_ind, pc_feature_ind)
+        feats = cluster_features(pc_features, spike_templates, idx, src, pc_feature_ind)
         fit = fit_bimodality(feats.reshape(idx.size, -1))
         if not accepts_split(fit, settings) or _vetoed(fit, idx, feats, times, wpca,
                                                        sample_rate, settings, ik):
@@ -300,7 +335,7 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
 
 
 def _vetoed(fit, idx, feats, times, wpca, sample_rate, s: SplitSettings, ik) -> bool:
-    t_low, t_high = times[idx[fit.low]], times[idx[~fit.low]]
+    t_low, t_high = read_rows(times, idx[fit.low]), read_rows(times, idx[~fit.low])
     if halves_refractory(t_low, t_high, sample_rate, s.veto_Q, s.veto_R):
         logger.debug("cluster %d: split vetoed, the halves share a refractory period", ik)
         return True
@@ -351,7 +386,7 @@ def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict,
     out : path
         ``split.zarr`` to write.
     """
-    spikes = read_spikes(spikes_zarr)
+    spikes = open_spikes(spikes_zarr)
     templates = read_templates(templates_zarr)
     indices = read_feature_indices(spikes_zarr)
     check_template_counts(spikes, templates, indices)
@@ -362,7 +397,14 @@ def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict,
     sample_rate = float(read_input_json(input_json)["sample_rate"])
     logger.info("split: %d spikes, %d clusters after merges", spikes.n_spikes,
                 np.unique(labels).size)
-    state = split_clusters(spikes.time, spikes.template, labels, read_pc_features(spikes_zarr),
+    if spikes.n_spikes == 0:
+        logger.warning("no spikes found: nothing to split; split.zarr is written empty")
+    times, spike_templates, pc_features = (spikes.time, spikes.template,
+                                           open_store(spikes_zarr)["pc_features"])
+    if pc_features.nbytes <= IN_MEMORY_BYTES:
+        times, spike_templates, pc_features = (np.asarray(a[...]) for a in (
+            times, spike_templates, pc_features))
+    state = split_clusters(times, spike_templates, labels, pc_features,
                            indices["pc_feature_ind"], templates.wPCA, templates.dense(),
                            indices["similar_templates"], sample_rate,
                            SplitSettings.from_params(params))
