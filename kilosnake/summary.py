@@ -31,6 +31,12 @@ STAGES = (
     ("export_phy", "phy"),
 )
 COLUMNS = ("recording", "status", "stage", "n_units", "n_spikes", "message", "log")
+#: logs of a stage's jobs besides ``<stage>.log``: the block jobs and the gather of a scattered
+#: stage (``scatter_blocks > 1``)
+SCATTERED_LOGS = {
+    "preprocess": ("preprocess_block.*.log", "gather_preprocessed.log"),
+    "final_pass": ("final_pass_block.*.log", "gather_spikes.log"),
+}
 
 
 def _last_error_line(log: Path) -> str:
@@ -59,6 +65,18 @@ def _phy_counts(phy: Path) -> tuple[int | str, int | str]:
         return "", ""
 
 
+def stage_log(logs: Path, stage: str) -> Path | None:
+    """The log that tells why ``stage`` stopped: of its jobs' logs (one, or the block jobs' and
+    the gather's), the first naming an error, else the newest; None when there is none."""
+    patterns = (f"{stage}.log",) + SCATTERED_LOGS.get(stage, ())
+    found = sorted({p for pattern in patterns for p in logs.glob(pattern)})
+    for log in found:
+        if _last_error_line(log) and any(w in _last_error_line(log).lower()
+                                         for w in ("error", "exception")):
+            return log
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def recording_status(name: str, results="results") -> dict:
     """One row of the summary: ``done``, ``failed`` (with the stage and its log's last error
     line) or ``not started``."""
@@ -70,19 +88,49 @@ def recording_status(name: str, results="results") -> dict:
         row["status"], row["stage"] = "done", "export_phy"
         row["n_units"], row["n_spikes"] = _phy_counts(phy)
         return row
-    for stage, output in STAGES:
-        if not (folder / output).exists():
-            log = folder / "logs" / f"{stage}.log"
-            row["stage"] = stage
-            if log.exists():
-                row["status"] = "failed"
-                row["message"] = _last_error_line(log)
-                row["log"] = str(log)
-            else:
-                row["status"] = "not started" if stage == "check_input" else "incomplete"
-            return row
-    row["status"], row["stage"] = "incomplete", "export_phy"
+    shanks = shank_folders(folder)
+    if not shanks:
+        stopped = first_unfinished(folder, STAGES)
+    else:  # one job per shank and stage: the input check, each shank's stages, the export
+        stopped = first_unfinished(folder, STAGES[:1]) or first_shank_unfinished(shanks) or \
+            first_unfinished(folder, STAGES[-1:])
+    if stopped is None:
+        row["status"], row["stage"] = "incomplete", "export_phy"
+        return row
+    row["stage"], log = stopped
+    if log is not None:
+        row["status"], row["message"], row["log"] = "failed", _last_error_line(log), str(log)
+    else:
+        row["status"] = "not started" if row["stage"] == "check_input" else "incomplete"
     return row
+
+
+def shank_folders(folder: Path) -> list:
+    """The shank folders of a recording sorted one job per shank and stage (``shank<k>``, in
+    shank order; ``scatter_shanks``); empty for any other recording. (A recording whose stage
+    jobs loop over the shanks has only the shanks' ``input.json`` there, its stores on top.)"""
+    found = [p for p in folder.glob("shank*") if p.is_dir() and p.name[5:].isdigit()]
+    if not any((p / "whitening.zarr").exists() or (p / "logs" / "whitening.log").exists()
+               for p in found):
+        return []
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def first_shank_unfinished(shanks) -> tuple[str, Path | None] | None:
+    """Of the shanks' first unfinished stages (``shank<k>/<stage>``), a failed one if any."""
+    found = [(f"{shank.name}/{stage}", log) for shank in shanks
+             for stage, log in [first_unfinished(shank, STAGES[1:-1]) or (None, None)] if stage]
+    failed = [f for f in found if f[1] is not None]
+    return (failed or found or [None])[0]
+
+
+def first_unfinished(folder: Path, stages) -> tuple[str, Path | None] | None:
+    """The first of ``stages`` whose output is missing under ``folder``, with the log saying why
+    it failed (None when it has none); None when every output is there."""
+    for stage, output in stages:
+        if not (folder / output).exists():
+            return stage, stage_log(folder / "logs", stage)
+    return None
 
 
 def summarize(names, results="results") -> list[dict]:

@@ -206,6 +206,8 @@ PRESETS: dict[str, dict] = {
                            drift_scale_bottom=0.2, drift_scale_top=1.0),
     # the drift preset's recording without the motion, to measure what drift costs
     "drift_static": dict(n_channels=64, duration_s=120.0, n_units=40),
+    # four shanks of 16 channels, 250 um apart: each shank is sorted on its own
+    "shanks4": dict(n_channels=64, n_shanks=4, duration_s=30.0, n_units=16),
 }
 """Preset name -> overrides of the :class:`SynthConfig` defaults."""
 

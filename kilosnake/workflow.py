@@ -166,3 +166,23 @@ def recording_sources(config: dict) -> dict:
         "dat": str(dat), "probe": config.get("probe"), "n_channels": config.get("n_channels"),
         "dtype": config.get("dtype", "int16"), "sample_rate": config.get("sample_rate"),
         "uv_per_bit": config.get("uv_per_bit"), "gt": None, "demo": None}}
+
+
+def shank_counts(recordings: dict) -> dict:
+    """``{recording name: number of shanks of its probe}``, read when the workflow is built.
+
+    A generated recording's count comes from its preset; a recording's from its probe file (1
+    when the file is missing or unreadable: the input check then says why).
+    """
+    from .shanks import probe_shank_count
+    from .synth import preset_config
+
+    counts = {}
+    for name, rec in recordings.items():
+        if rec.get("demo"):
+            counts[name] = int(preset_config(rec["demo"]).n_shanks)
+        elif rec.get("probe") and Path(rec["probe"]).exists():
+            counts[name] = probe_shank_count(rec["probe"])
+        else:
+            counts[name] = 1
+    return counts

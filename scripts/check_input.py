@@ -4,5 +4,6 @@ from kilosnake.logs import stage_logging
 
 rec, p = snakemake.params.recording, snakemake.params.p
 with stage_logging(snakemake.log[0], "check_input", p):
-    check_input(snakemake.input.dat, rec["probe"], rec["n_channels"], rec["dtype"],
-                rec["sample_rate"], rec["uv_per_bit"], p["NT"], snakemake.output[0])
+    # the paths come from the recording, not the inputs: a missing file is left out of those
+    check_input(rec["dat"], rec["probe"], rec["n_channels"], rec["dtype"], rec["sample_rate"],
+                rec["uv_per_bit"], p["NT"], snakemake.output[0])

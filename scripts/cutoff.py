@@ -1,8 +1,11 @@
 """Rule cutoff: per-cluster score cutoff and good/mua labels → cutoff.zarr."""
 from kilosnake.curation.cutoff import run_cutoff
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 
 p = snakemake.params.p
-with stage_logging(snakemake.log[0], "cutoff", p):
-    run_cutoff(snakemake.input.spikes, snakemake.input.split, snakemake.input.whitening,
-               snakemake.input.info, p, p["Th"], snakemake.output[0])
+with stage_logging(snakemake.log[0], "cutoff", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"out": snakemake.output[0]}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank
+        run_cutoff(i["spikes"], i["split"], i["whitening"], i["info"], pk, pk["Th"], o["out"])

@@ -1,8 +1,12 @@
 """Rule detect: universal waveforms, neighbourhoods, kernels and first templates → detect.zarr."""
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 from kilosnake.sorting.detect import run_detect
 
 p = snakemake.params.p
-drift = snakemake.input.get("drift") or None  # absent when the workflow has no drift rule
-with stage_logging(snakemake.log[0], "detect", p):
-    run_detect(snakemake.input.preprocessed, snakemake.output[0], p, drift)
+with stage_logging(snakemake.log[0], "detect", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"out": snakemake.output[0]}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank
+        # drift is absent when the workflow has no drift rule
+        run_detect(i["preprocessed"], o["out"], pk, i.get("drift") or None)

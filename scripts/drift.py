@@ -1,8 +1,11 @@
 """Rule drift: displacement per batch and depth block → drift.zarr, and drift.png."""
 from kilosnake.drift import run_drift
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 
 p = snakemake.params.p
-with stage_logging(snakemake.log[0], "drift", p):
-    run_drift(snakemake.input.preprocessed, snakemake.input.whitening, snakemake.output.store,
-              snakemake.output.plot, p)
+with stage_logging(snakemake.log[0], "drift", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"store": snakemake.output.store}, {"plot": snakemake.output.plot}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank (their plots stacked)
+        run_drift(i["preprocessed"], i["whitening"], o["store"], o["plot"], pk)

@@ -1,8 +1,8 @@
-"""Rule export_phy: write, validate and publish the Phy folder."""
-from kilosnake.export import export_phy
+"""Rule export_phy: write, validate and publish the Phy folder (shanks joined)."""
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import export_recording
 
 p, i = snakemake.params.p, snakemake.input
 with stage_logging(snakemake.log[0], "export_phy", p):
-    export_phy(i.spikes, i.templates, i.whitening, i.info, i.split, i.cutoff, p,
-               snakemake.output[0])
+    export_recording(i.spikes, i.templates, i.whitening, i.info, i.split, i.cutoff,
+                     i.shank_info, p, snakemake.output[0])

@@ -1,9 +1,15 @@
-"""Rule final_pass: matching pursuit with the frozen templates over every batch → spikes.zarr."""
+"""Rule final_pass (and final_pass_block): matching pursuit with the frozen templates over every
+batch (or one time block's batches) → spikes.zarr (or its block store)."""
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 from kilosnake.sorting.final_pass import run_final_pass
 
 p = snakemake.params.p
-drift = snakemake.input.get("drift") or None  # absent when the workflow has no drift rule
-with stage_logging(snakemake.log[0], "final_pass", p):
-    run_final_pass(snakemake.input.preprocessed, snakemake.input.templates, snakemake.output[0],
-                   p, drift)
+block = tuple(snakemake.params.get("block", (0, 1)))
+with stage_logging(snakemake.log[0], "final_pass", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"out": snakemake.output[0]}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank
+        # drift is absent when the workflow has no drift rule
+        run_final_pass(i["preprocessed"], i["templates"], o["out"], pk,
+                       i.get("drift") or None, block=block)

@@ -1,9 +1,12 @@
 """Rule learn: online template learning over the batches → templates.zarr."""
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 from kilosnake.sorting.learn import run_learn
 
 p = snakemake.params.p
-drift = snakemake.input.get("drift") or None  # absent when the workflow has no drift rule
-with stage_logging(snakemake.log[0], "learn", p):
-    run_learn(snakemake.input.preprocessed, snakemake.input.detect, snakemake.output[0], p,
-              drift)
+with stage_logging(snakemake.log[0], "learn", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"out": snakemake.output[0]}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank
+        # drift is absent when the workflow has no drift rule
+        run_learn(i["preprocessed"], i["detect"], o["out"], pk, i.get("drift") or None)

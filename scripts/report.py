@@ -4,7 +4,8 @@ from kilosnake.report import write_report
 
 i = snakemake.input
 with stage_logging(snakemake.log[0], "report", snakemake.params.p):
-    write_report(snakemake.output[0], i.info, i.phy, preprocessed=i.preprocessed,
-                 spikes=i.spikes, drift=i.drift, drift_plot=i.drift_plot,
+    write_report(snakemake.output[0], i.info, i.phy,
+                 preprocessed=getattr(i, "preprocessed", None), spikes=getattr(i, "spikes", None),
+                 drift=getattr(i, "drift", None), drift_plot=getattr(i, "drift_plot", None),
                  input_check=i.input_check, scorecard=getattr(i, "scorecard", None),
-                 params=snakemake.params.p)
+                 params=snakemake.params.p, workers=snakemake.threads)

@@ -1,8 +1,11 @@
 """Rule split: split clusters with bimodal PC features → split.zarr."""
 from kilosnake.curation.split import run_split
 from kilosnake.logs import stage_logging
+from kilosnake.shanks import per_shank
 
 p = snakemake.params.p
-with stage_logging(snakemake.log[0], "split", p):
-    run_split(snakemake.input.spikes, snakemake.input.templates, snakemake.input.merge,
-              snakemake.input.info, p, snakemake.output[0])
+with stage_logging(snakemake.log[0], "split", p), per_shank(
+        snakemake.params.shanks, p, dict(snakemake.input.items()),
+        {"out": snakemake.output[0]}) as calls:
+    for i, o, pk in calls:  # one call, or one per shank
+        run_split(i["spikes"], i["templates"], i["merge"], i["info"], pk, o["out"])

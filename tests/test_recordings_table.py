@@ -83,17 +83,19 @@ def test_summary_reads_stage_outputs_and_logs(tmp_path):
 
 
 @pytest.mark.slow
-def test_keep_going_sorts_the_good_recording_and_reports_the_broken_one(tmp_path):
+def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_ones(tmp_path):
     from kilosnake.synth import generate, preset_config
 
     cfg = preset_config("demo", duration_s=3.0)
     good = generate(cfg, tmp_path / "data", name="good", seed=1)
     broken = tmp_path / "data" / "broken.bin"
     broken.write_bytes(good.bin.read_bytes()[:-3])  # not a whole number of samples
+    missing = tmp_path / "data" / "missing.bin"  # never written
     n_channels = cfg.n_channels + int(cfg.sync_channel)
     table = write_table(tmp_path / "recordings.tsv",
                         ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
-                        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"))
+                        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"),
+                        ("missing", missing, good.probe, n_channels, cfg.sample_rate, "int16"))
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
            "-d", str(tmp_path), "--keep-going", "--config", f"recordings={table}", "device=cpu"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -103,8 +105,32 @@ def test_keep_going_sorts_the_good_recording_and_reports_the_broken_one(tmp_path
     summary = tmp_path / "results/summary.tsv"
     assert summary.is_file(), out[-3000:]
     rows = {r["recording"]: r for r in csv.DictReader(summary.open(), delimiter="\t")}
-    assert list(rows) == ["good", "broken"]
+    assert list(rows) == ["good", "broken", "missing"]
     assert rows["good"]["status"] == "done" and int(rows["good"]["n_units"]) > 0
-    assert rows["broken"]["status"] == "failed" and rows["broken"]["stage"] == "check_input"
-    assert rows["broken"]["message"] and rows["broken"]["log"].endswith("check_input.log")
-    assert "1 of 2 recordings done" in out
+    for name in ("broken", "missing"):
+        assert rows[name]["status"] == "failed" and rows[name]["stage"] == "check_input", rows
+        assert rows[name]["message"] and rows[name]["log"].endswith("check_input.log")
+    # the missing file's own job says what is wrong and what to do
+    log = (tmp_path / "results/missing/logs/check_input.log").read_text()
+    assert "missing.bin" in log and "does not exist" in log and "fix" in log.lower(), log
+    assert "1 of 3 recordings done" in out
+
+
+def test_missing_raw_file_does_not_stop_the_dag_of_the_others(tmp_path):
+    """A dry run plans the missing recording's input check and the other recording's sort."""
+    from kilosnake.synth import generate, preset_config
+
+    cfg = preset_config("demo", duration_s=3.0)
+    good = generate(cfg, tmp_path / "data", name="good", seed=1)
+    n_channels = cfg.n_channels + int(cfg.sync_channel)
+    table = write_table(tmp_path / "recordings.tsv",
+                        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
+                        ("gone", tmp_path / "nowhere.bin", tmp_path / "nowhere.json",
+                         n_channels, cfg.sample_rate, "int16"))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+           "-d", str(tmp_path), "--dry-run", "--config", f"recordings={table}", "device=cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "MissingInputException" not in out
+    assert "results/gone/input.json" in out and "results/good/phy" in out

@@ -234,7 +234,7 @@ def test_drift_moves_the_units_across_the_channels(tmp_path):
 
 def test_presets_and_overrides():
     assert set(PRESETS) == {"demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",
-                            "drift_static"}
+                            "drift_static", "shanks4"}
     from kilosnake.params import PARAMS_BY_NAME
 
     assert set(PARAMS_BY_NAME["demo_preset"].choices) == set(PRESETS)

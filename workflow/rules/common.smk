@@ -4,26 +4,101 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import kilosnake.params as kparams
+from kilosnake.config_check import check_config
+from kilosnake.shanks import shank_seed, split_name, sub_recording
 from kilosnake.summary import write_summary
-from kilosnake.workflow import recording_sources
+from kilosnake.workflow import recording_sources, shank_counts
 
 
 config.update(kparams.coerce_config(config))
+check_config(config)  # names the key, the bad value, what is allowed and the fix
 
 
 validate(config, "../schemas/config.schema.yaml")
 
 
 RECORDINGS = recording_sources(config)
+#: shanks of each recording's probe; a multi-shank recording is sorted shank by shank, as the
+#: sub-recordings <recording>/shank<k> (kilosnake.shanks), and joined at export
+SHANKS = shank_counts(RECORDINGS)
 
 
 wildcard_constraints:
-    recording=r"[^/]+",
+    recording=r"[^/]+(/shank[0-9]+)?",
+    block=r"[0-9]+",
+
+
+#: jobs the preprocess and final-pass stages are split into (time blocks); 1 = unscattered
+SCATTER_BLOCKS = int(config["scatter_blocks"])
+#: multi-shank recordings: one job per shank and stage (true), or one per stage (false)
+SCATTER_SHANKS = bool(config["scatter_shanks"])
 
 
 def out(name):
-    """Path of a per-recording output, with the {recording} wildcard."""
+    """Path of a per-recording output, with the {recording} wildcard (a whole recording, or one
+    shank of it: <recording>/shank<k>)."""
     return f"results/{{recording}}/{name}"
+
+
+def whole_out(name):
+    """Path of an output made for a whole recording only (never for one shank)."""
+    return f"results/{{recording,[^/]+}}/{name}"
+
+
+def source(wildcards):
+    """The recording (from the recordings table or config) a job works on, shank or whole."""
+    return RECORDINGS[split_name(wildcards.recording)[0]]
+
+
+def shank_loop(wildcards):
+    """Shanks a stage job loops over (a multi-shank recording without scatter_shanks), else
+    None: the job computes what its wildcards name (a whole recording, or one shank)."""
+    n = SHANKS.get(wildcards.recording, 1)
+    return n if n > 1 and not SCATTER_SHANKS else None
+
+
+def stage_info(wildcards):
+    """The input.json a stage job reads: its recording's (or shank's), or each shank's for a
+    job that loops over the shanks."""
+    if shank_loop(wildcards):
+        return [out("input.json").format(recording=sub_recording(wildcards.recording, k))
+                for k in range(SHANKS[wildcards.recording])]
+    return out("input.json").format(recording=wildcards.recording)
+
+
+def shank_infos(wildcards):
+    """The input.json of each shank of a multi-shank recording (of the recording otherwise)."""
+    n = SHANKS[wildcards.recording]
+    names = [wildcards.recording] if n == 1 else [sub_recording(wildcards.recording, k)
+                                                 for k in range(n)]
+    return [out("input.json").format(recording=name) for name in names]
+
+
+def per_shank(name):
+    """Input function: ``name`` of the whole recording (a shank set when its job looped over
+    the shanks), or of each of its shanks in order (scatter_shanks)."""
+
+    def paths(wildcards):
+        n = SHANKS[wildcards.recording]
+        if n == 1 or not SCATTER_SHANKS:
+            return [out(name).format(recording=wildcards.recording)]
+        return [out(name).format(recording=sub_recording(wildcards.recording, k))
+                for k in range(n)]
+
+    return paths
+
+
+def single_shank_inputs(**names):
+    """Input function (for ``unpack``): the given outputs of a recording sorted whole; nothing
+    for a multi-shank one (each shank has its own)."""
+
+    def paths(wildcards):
+        if SHANKS[wildcards.recording] > 1:
+            return {}
+        return {key: value(wildcards) if callable(value) else
+                value.format(recording=wildcards.recording) for key, value in names.items()}
+
+    return paths
 
 
 def log_path(rule_name):
@@ -40,7 +115,13 @@ def stage_params(*stages, extra=()):
     Rules list them under ``params:``, so Snakemake reruns a rule when one of them changes.
     """
     names = [n for s in ("run",) + stages for n in kparams.stage_names(s)] + list(extra)
-    return kparams.resolve(config, names)
+    values = kparams.resolve(config, names)
+
+    def for_job(wildcards):
+        shank = split_name(wildcards.get("recording", ""))[1]
+        return values if shank is None else {**values, "seed": shank_seed(values["seed"], shank)}
+
+    return for_job
 
 
 def preprocessed_output():
@@ -49,18 +130,66 @@ def preprocessed_output():
     return store if config["keep_intermediates"] else temp(store)
 
 
+def block_output(name, keep=True):
+    """One block store of a scattered stage (``{block}`` wildcard): kept when ``keep`` and
+    keep_intermediates are set, else removed once its readers are done."""
+    store = directory(out(f"blocks/{name}.{{block}}.zarr"))
+    return store if keep and config["keep_intermediates"] else temp(store)
+
+
+def block_stores(name):
+    """Input function: every block store of a scattered stage, in block order."""
+
+    def paths(wildcards):
+        return expand(out(f"blocks/{name}.{{block}}.zarr"), recording=wildcards.recording,
+                      block=range(SCATTER_BLOCKS))
+
+    return paths
+
+
+def preprocessed_blocks(wildcards):
+    """The block stores a scattered preprocessed.zarr points at (none when unscattered). Rules
+    reading the traces list them, so they are kept until the last reader has finished."""
+    return block_stores("preprocessed")(wildcards) if SCATTER_BLOCKS > 1 else []
+
+
+def block_of(wildcards):
+    """``(block, n_blocks)`` of a block job, as the library functions take it."""
+    return (int(wildcards.block), SCATTER_BLOCKS)
+
+
+def gpu_jobs():
+    """``resources: gpu=`` of a GPU stage: 1 unless the run is on the CPU, so that
+    `--resources gpu=N` runs at most N of them at once (one per GPU; see kilosnake.gpus)."""
+    return 0 if config.get("device") == "cpu" else 1
+
+
 def conda_env():
     """The conda environment of the compute rules: GPU when asked for, else CPU."""
     return "../../envs/gpu.yaml" if config.get("device") == "gpu" else "../../envs/cpu.yaml"
 
 
+def existing_or_made(rec, path):
+    """``path`` as a rule input, or nothing when it is missing and no rule makes it.
+
+    A missing raw or probe file given by the user must not stop the DAG of the other
+    recordings: the file is then left out of the inputs, and check_input (which reads the
+    paths from its params) fails for that recording alone, saying what is missing and how to
+    fix it; the rules after it never run.
+    """
+    if path is None:
+        return []
+    return path if rec.get("demo") or Path(path).exists() else []
+
+
 def get_raw(wildcards):
-    return RECORDINGS[wildcards.recording]["dat"]
+    rec = source(wildcards)
+    return existing_or_made(rec, rec["dat"])
 
 
 def get_probe(wildcards):
-    probe = RECORDINGS[wildcards.recording]["probe"]
-    return [] if probe is None else probe
+    rec = source(wildcards)
+    return existing_or_made(rec, rec["probe"])
 
 
 def report_scorecard(wildcards):

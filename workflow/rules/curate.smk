@@ -6,7 +6,7 @@
 rule merge:
     input:
         spikes=out("spikes.zarr"),
-        info=out("input.json"),
+        info=stage_info,
     output:
         directory(out("merge.zarr")),
     log:
@@ -15,6 +15,7 @@ rule merge:
         bench_path("merge")
     params:
         p=stage_params("merge"),
+        shanks=shank_loop,
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -26,7 +27,7 @@ rule split:
         spikes=out("spikes.zarr"),
         templates=out("templates.zarr"),
         merge=out("merge.zarr"),
-        info=out("input.json"),
+        info=stage_info,
     output:
         directory(out("split.zarr")),
     log:
@@ -35,6 +36,7 @@ rule split:
         bench_path("split")
     params:
         p=stage_params("split"),
+        shanks=shank_loop,
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -46,7 +48,7 @@ rule cutoff:
         spikes=out("spikes.zarr"),
         split=out("split.zarr"),
         whitening=out("whitening.zarr"),
-        info=out("input.json"),
+        info=stage_info,
     output:
         directory(out("cutoff.zarr")),
     log:
@@ -55,6 +57,7 @@ rule cutoff:
         bench_path("cutoff")
     params:
         p=stage_params("cutoff", extra=["Th"]),
+        shanks=shank_loop,
     conda:
         "../../envs/cpu.yaml"
     script:

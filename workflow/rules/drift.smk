@@ -5,6 +5,7 @@
 rule drift:
     input:
         preprocessed=out("preprocessed.zarr"),
+        preprocessed_blocks=preprocessed_blocks,
         whitening=out("whitening.zarr"),
     output:
         store=directory(out("drift.zarr")),
@@ -15,6 +16,9 @@ rule drift:
         bench_path("drift")
     params:
         p=stage_params("drift"),
+        shanks=shank_loop,
+    resources:
+        gpu=gpu_jobs(),
     conda:
         conda_env()
     script:

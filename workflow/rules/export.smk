@@ -5,14 +5,16 @@
 rule export_phy:
     input:
         dat=get_raw,
-        spikes=out("spikes.zarr"),
-        templates=out("templates.zarr"),
-        whitening=out("whitening.zarr"),
         info=out("input.json"),
-        split=out("split.zarr"),
-        cutoff=out("cutoff.zarr"),
+        # one store each for a recording sorted whole, one per shank for a multi-shank one
+        spikes=per_shank("spikes.zarr"),
+        templates=per_shank("templates.zarr"),
+        whitening=per_shank("whitening.zarr"),
+        split=per_shank("split.zarr"),
+        cutoff=per_shank("cutoff.zarr"),
+        shank_info=shank_infos,
     output:
-        directory(out("phy")),
+        directory(whole_out("phy")),
     log:
         log_path("export_phy"),
     benchmark:
@@ -30,7 +32,7 @@ rule scorecard:
         phy=out("phy"),
         gt=lookup(dpath="{recording}/gt", within=RECORDINGS),
     output:
-        out("scorecard.txt"),
+        whole_out("scorecard.txt"),
     log:
         log_path("scorecard"),
     benchmark:

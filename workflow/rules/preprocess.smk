@@ -22,7 +22,7 @@ rule check_input:
         dat=get_raw,
         probe=get_probe,
     output:
-        out("input.json"),
+        whole_out("input.json"),
     log:
         log_path("check_input"),
     benchmark:
@@ -36,10 +36,27 @@ rule check_input:
         "../../scripts/check_input.py"
 
 
+rule shank_input:
+    # one shank of a multi-shank recording: the input description with the probe restricted to
+    # the shank; every later stage up to the score cutoff then runs on <recording>/shank<k>
+    input:
+        "results/{recording}/input.json",
+    output:
+        "results/{recording,[^/]+}/shank{shank,[0-9]+}/input.json",
+    log:
+        "results/{recording}/shank{shank}/logs/shank_input.log",
+    params:
+        p=stage_params(),
+    conda:
+        "../../envs/cpu.yaml"
+    script:
+        "../../scripts/shank_input.py"
+
+
 rule whitening:
     input:
         dat=get_raw,
-        info=out("input.json"),
+        info=stage_info,
     output:
         directory(out("whitening.zarr")),
     log:
@@ -48,26 +65,77 @@ rule whitening:
         bench_path("whitening")
     params:
         p=stage_params("preprocess", "whitening"),
+        shanks=shank_loop,
+    resources:
+        gpu=gpu_jobs(),
     conda:
         conda_env()
     script:
         "../../scripts/whitening.py"
 
 
-rule preprocess:
-    input:
-        dat=get_raw,
-        info=out("input.json"),
-        whitening=out("whitening.zarr"),
-    output:
-        preprocessed_output(),
-    log:
-        log_path("preprocess"),
-    benchmark:
-        bench_path("preprocess")
-    params:
-        p=stage_params("preprocess"),
-    conda:
-        conda_env()
-    script:
-        "../../scripts/preprocess.py"
+if SCATTER_BLOCKS == 1:
+
+    rule preprocess:
+        input:
+            dat=get_raw,
+            info=stage_info,
+            whitening=out("whitening.zarr"),
+        output:
+            preprocessed_output(),
+        log:
+            log_path("preprocess"),
+        benchmark:
+            bench_path("preprocess")
+        params:
+            p=stage_params("preprocess"),
+            shanks=shank_loop,
+        resources:
+            gpu=gpu_jobs(),
+        conda:
+            conda_env()
+        script:
+            "../../scripts/preprocess.py"
+
+else:
+    # scatter_blocks > 1: one job per time block, then a small store pointing at the blocks
+    # (kilosnake.scatter): the traces are not copied.
+
+    rule preprocess_block:
+        input:
+            dat=get_raw,
+            info=stage_info,
+            whitening=out("whitening.zarr"),
+        output:
+            block_output("preprocessed"),
+        log:
+            log_path("preprocess_block.{block}"),
+        benchmark:
+            bench_path("preprocess_block.{block}")
+        params:
+            p=stage_params("preprocess"),
+            shanks=shank_loop,
+            block=block_of,
+        resources:
+            gpu=gpu_jobs(),
+        conda:
+            conda_env()
+        script:
+            "../../scripts/preprocess.py"
+
+    rule gather_preprocessed:
+        input:
+            blocks=block_stores("preprocessed"),
+        output:
+            preprocessed_output(),
+        log:
+            log_path("gather_preprocessed"),
+        benchmark:
+            bench_path("gather_preprocessed")
+        params:
+            p=stage_params("preprocess"),
+            shanks=shank_loop,
+        conda:
+            "../../envs/cpu.yaml"
+        script:
+            "../../scripts/gather_preprocessed.py"

@@ -9,7 +9,7 @@ rule input_report:
         info=out("input.json"),
     output:
         report(
-            out("input_check.png"),
+            whole_out("input_check.png"),
             caption="../report/input_check.rst",
             category="Input check",
             labels={"recording": "{recording}", "figure": "input check"},
@@ -30,17 +30,19 @@ rule input_report:
 rule report:
     input:
         unpack(report_scorecard),
+        # the traces, drift and spikes sections show a recording sorted whole (a multi-shank
+        # recording's report has the input check, the units and the run)
+        unpack(single_shank_inputs(preprocessed=out("preprocessed.zarr"),
+                                   preprocessed_blocks=preprocessed_blocks,
+                                   drift=out("drift.zarr"), drift_plot=out("drift.png"),
+                                   spikes=out("spikes.zarr"))),
         dat=get_raw,
         info=out("input.json"),
         input_check=out("input_check.png"),
-        preprocessed=out("preprocessed.zarr"),
-        drift=out("drift.zarr"),
-        drift_plot=out("drift.png"),
-        spikes=out("spikes.zarr"),
         phy=out("phy"),
     output:
         report(
-            out("report.html"),
+            whole_out("report.html"),
             caption="../report/report.rst",
             category="QC report",
             labels={"recording": "{recording}", "figure": "QC report"},
@@ -51,6 +53,7 @@ rule report:
         bench_path("report")
     params:
         p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
+    threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
     conda:
         "../../envs/cpu.yaml"
     script:

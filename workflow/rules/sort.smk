@@ -6,6 +6,7 @@
 rule detect:
     input:
         preprocessed=out("preprocessed.zarr"),
+        preprocessed_blocks=preprocessed_blocks,
         drift=out("drift.zarr"),
     output:
         directory(out("detect.zarr")),
@@ -15,6 +16,9 @@ rule detect:
         bench_path("detect")
     params:
         p=stage_params("detect", "learn"),
+        shanks=shank_loop,
+    resources:
+        gpu=gpu_jobs(),
     conda:
         conda_env()
     script:
@@ -24,6 +28,7 @@ rule detect:
 rule learn:
     input:
         preprocessed=out("preprocessed.zarr"),
+        preprocessed_blocks=preprocessed_blocks,
         detect=out("detect.zarr"),
         drift=out("drift.zarr"),
     output:
@@ -34,26 +39,78 @@ rule learn:
         bench_path("learn")
     params:
         p=stage_params("detect", "learn"),
+        shanks=shank_loop,
+    resources:
+        gpu=gpu_jobs(),
     conda:
         conda_env()
     script:
         "../../scripts/learn.py"
 
 
-rule final_pass:
-    input:
-        preprocessed=out("preprocessed.zarr"),
-        templates=out("templates.zarr"),
-        drift=out("drift.zarr"),
-    output:
-        directory(out("spikes.zarr")),
-    log:
-        log_path("final_pass"),
-    benchmark:
-        bench_path("final_pass")
-    params:
-        p=stage_params("learn", "final_pass"),
-    conda:
-        conda_env()
-    script:
-        "../../scripts/final_pass.py"
+if SCATTER_BLOCKS == 1:
+
+    rule final_pass:
+        input:
+            preprocessed=out("preprocessed.zarr"),
+            preprocessed_blocks=preprocessed_blocks,
+            templates=out("templates.zarr"),
+            drift=out("drift.zarr"),
+        output:
+            directory(out("spikes.zarr")),
+        log:
+            log_path("final_pass"),
+        benchmark:
+            bench_path("final_pass")
+        params:
+            p=stage_params("learn", "final_pass"),
+            shanks=shank_loop,
+        resources:
+            gpu=gpu_jobs(),
+        conda:
+            conda_env()
+        script:
+            "../../scripts/final_pass.py"
+
+else:
+    # scatter_blocks > 1: one job per time block, then their spikes appended in time order.
+
+    rule final_pass_block:
+        input:
+            preprocessed=out("preprocessed.zarr"),
+            preprocessed_blocks=preprocessed_blocks,
+            templates=out("templates.zarr"),
+            drift=out("drift.zarr"),
+        output:
+            block_output("spikes", keep=False),
+        log:
+            log_path("final_pass_block.{block}"),
+        benchmark:
+            bench_path("final_pass_block.{block}")
+        params:
+            p=stage_params("learn", "final_pass"),
+            shanks=shank_loop,
+            block=block_of,
+        resources:
+            gpu=gpu_jobs(),
+        conda:
+            conda_env()
+        script:
+            "../../scripts/final_pass.py"
+
+    rule gather_spikes:
+        input:
+            blocks=block_stores("spikes"),
+        output:
+            directory(out("spikes.zarr")),
+        log:
+            log_path("gather_spikes"),
+        benchmark:
+            bench_path("gather_spikes")
+        params:
+            p=stage_params("learn", "final_pass"),
+            shanks=shank_loop,
+        conda:
+            "../../envs/cpu.yaml"
+        script:
+            "../../scripts/gather_spikes.py"
