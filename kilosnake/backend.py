@@ -64,6 +64,9 @@ def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
         import cupyx.scipy.signal
     except Exception as exc:  # ImportError, or CUDA libraries missing at import
         return None, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+    from .gpus import claim_gpu
+
+    claim_gpu()  # several GPUs and none assigned: take a free one before CUDA starts
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -88,8 +91,8 @@ def visible_gpus_text() -> str:
     CuPy (like every CUDA program) numbers only the GPUs listed in ``CUDA_VISIBLE_DEVICES`` and
     uses the first of them, so a SLURM job that got GPU 3 (``--gpus=1``; SLURM sets
     ``CUDA_VISIBLE_DEVICES=3``) computes on GPU 3, which CuPy calls device 0. Without the
-    variable every GPU is visible and all jobs of a machine would share GPU 0: on a shared
-    workstation set it per run (``CUDA_VISIBLE_DEVICES=1 snakemake ...``).
+    variable a job on a machine with several GPUs takes a free one itself
+    (:func:`kilosnake.gpus.claim_gpu`) and sets the variable.
     """
     import os
 

@@ -351,6 +351,11 @@ def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
     nb = n_batches(reader.n_samples, reader.NT)
     parts, n_found = [], 0
     progress = Progress(nb, "drift detection", logger, every_n=progress_every)
+    from .sorting.batches import prefetching
+
+    reader = prefetching(reader, [(b * reader.NT - margin,
+                                   min((b + 1) * reader.NT, reader.n_samples) + margin)
+                                  for b in range(nb)], be)
     for b in range(nb):
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
@@ -362,6 +367,7 @@ def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
         n_found += d["time"].size
         progress.update(spikes=n_found)
     progress.close()
+    reader.close()
     keys = ("time", "channel", "depth", "amplitude", "batch")
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["depth"] = out["depth"].astype(np.float32)
@@ -953,6 +959,21 @@ class DriftCorrectedReader:
             return x
         return self.correct(x, start)
 
+    def read_device(self, be: Backend, start: int, stop: int):
+        """:meth:`read` as an array of ``be`` (the matrix products run there; the same values
+        as :meth:`read` when ``be`` is the reader's backend)."""
+        x = self.plain.read_device(be, start, stop)
+        if not self.enabled:
+            return x
+        lo, hi = max(start, 0), min(start + x.shape[0], self.n_samples)
+        out = x.copy()
+        for b in range(lo // self.NT, (hi - 1) // self.NT + 1) if hi > lo else ():
+            a, z = max(lo, b * self.NT) - start, min(hi, (b + 1) * self.NT) - start
+            mt = self.batch_matrix(b)
+            if mt is not None:
+                out[a:z] = x[a:z] @ be.asarray(mt)
+        return out
+
     def read_int16(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) drift-corrected, scaled and rounded like the stored traces."""
         if not self.enabled:
@@ -980,7 +1001,7 @@ def write_corrected_traces(reader: DriftCorrectedReader, out, p: dict | None = N
     traces on disk, after which later stages read with the plain reader.
     """
     from .preprocess import write_probe_arrays
-    from .store import TRACE_CODEC
+    from .store import TRACE_CODEC, trace_chunks
 
     NT = reader.NT
     attrs = {k: reader.group.attrs[k] for k in reader.group.attrs
@@ -988,7 +1009,7 @@ def write_corrected_traces(reader: DriftCorrectedReader, out, p: dict | None = N
     attrs["drift"] = str(reader.drift_path)
     with writing_store(out, "drift_apply", p or {}, device, (p or {}).get("seed"), attrs) as g:
         traces = g.create_array("traces", shape=(reader.n_samples, reader.n_channels),
-                                dtype="int16", chunks=(NT, reader.n_channels),
+                                dtype="int16", chunks=trace_chunks(NT, reader.n_channels),
                                 compressors=TRACE_CODEC, fill_value=0,
                                 dimension_names=("time", "channel"))
         write_probe_arrays(g, reader.probe)

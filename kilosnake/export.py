@@ -20,6 +20,10 @@ style folder (ALGORITHM.md §5.1). Conventions:
   with every file at its exact shape (zero- or one-row per-spike arrays) and validated by our own
   shape checks only; the log says that Phy will not open it.
 
+Per-spike arrays are streamed in blocks (:mod:`kilosnake.streaming`): the stores are read and
+the ``.npy`` files written block by block, and per-cluster metrics are computed a few clusters at
+a time, so memory does not grow with the recording's length.
+
 The folder is written at ``<out>.tmp``, validated (:func:`validate_phy`: our shape and dtype
 checks, then phylib's ``TemplateModel`` loading it and reading one waveform of every cluster), and
 renamed to ``<out>``; on any failure no folder is left behind. Same inputs give identical bytes.
@@ -37,15 +41,17 @@ import numpy as np
 
 from .checks import read_input_json
 from .curation.data import read_probe_geometry, read_templates, remap_columns
-from .curation.metrics import (CENSORED_S, REFRACTORY_S, cluster_metrics, format_metrics_tsv,
-                               peak_to_peak_unwhitened)
+from .curation.metrics import (CENSORED_S, REFRACTORY_S, format_metrics_tsv,
+                               peak_to_peak_unwhitened, peak_whitened, unit_metrics)
 from .errors import KilosnakeError
 from .store import open_store, publish
+from .streaming import (BLOCK_ROWS, NpyWriter, blocks, columns_by_label, npy_blocks,
+                        read_rows)
 
 logger = logging.getLogger(__name__)
 
 #: spikes read and written per step when streaming features
-SPIKE_STEP = 1 << 16
+SPIKE_STEP = 1 << 15
 #: phylib squeezes arrays: it needs at least this many templates and template-feature columns
 MIN_PHY_TEMPLATES = 2
 PER_SPIKE_FILES = ("spike_times.npy", "spike_templates.npy", "spike_clusters.npy",
@@ -104,7 +110,8 @@ def pad_template_feature_columns(ind: np.ndarray, k_min: int = MIN_PHY_TEMPLATES
     n, k = ind.shape
     if k >= k_min or n == 0:
         return ind
-    extra = (ind[:, :1] + np.arange(1, k_min - k + 1)[None, :]) % n
+    base = ind[:, :1] if k else np.arange(n)[:, None]  # no columns at all: a sort without spikes
+    extra = (base + np.arange(1, k_min - k + 1)[None, :]) % n
     return np.concatenate([ind, extra], axis=1)
 
 
@@ -141,13 +148,10 @@ def tsv_text(field: str, values) -> str:
     return "\n".join(rows) + "\n"
 
 
-def cluster_amplitudes(labels, amplitudes, ptp, n_clusters: int, gain: float) -> np.ndarray:
-    """Mean over a cluster's spikes of ``amplitude × ptp(unwhitened template) × gain`` (or 0)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    sums = np.bincount(labels, weights=np.asarray(amplitudes, np.float64) * ptp[labels],
-                       minlength=n_clusters)[:n_clusters]
-    counts = np.bincount(labels, minlength=n_clusters)[:n_clusters]
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0) * gain
+def cluster_amplitudes(amp_sums: np.ndarray, counts: np.ndarray, gain: float) -> np.ndarray:
+    """Mean over a cluster's spikes of ``amplitude × ptp(unwhitened template) × gain`` (or 0),
+    from the per-cluster sums of ``amplitude × ptp`` and spike counts."""
+    return np.where(counts > 0, amp_sums / np.maximum(counts, 1), 0.0) * gain
 
 
 def inverse_whitening(w: np.ndarray) -> np.ndarray:
@@ -165,14 +169,11 @@ def inverse_whitening(w: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class ExportSources:
-    """Everything the export reads, except the per-spike features (streamed)."""
+    """Everything the export reads; per-spike arrays stay in their stores (read in blocks)."""
 
     spikes: object  # zarr group of spikes.zarr
-    time: np.ndarray
-    template: np.ndarray
-    amplitude: np.ndarray
-    labels: np.ndarray
-    keep: np.ndarray
+    labels: object  # zarr array (n,): cluster of every spike after merges and splits
+    keep: object  # zarr array (n,): spike kept by the score cutoff
     table: ClusterTable
     nt0min: int
     geometry: dict
@@ -181,17 +182,20 @@ class ExportSources:
     src_pc_ind: np.ndarray
     src_tf_ind: np.ndarray
 
+    @property
+    def n_spikes(self) -> int:
+        return int(self.spikes["time"].shape[0])
+
 
 def read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr,
                  cutoff_zarr) -> ExportSources:
-    """Open the stores and read the per-spike and per-cluster arrays of the export."""
+    """Open the stores and read the per-cluster arrays of the export."""
     sp, sg, cg = open_store(spikes_zarr), open_store(split_zarr), open_store(cutoff_zarr)
-    time = np.asarray(sp["time"][...], dtype=np.uint64)
-    labels = np.asarray(sg["cluster"][...], dtype=np.int64)
-    keep = np.asarray(cg["keep"][...], dtype=bool)
-    if not (labels.size == keep.size == time.size):
-        raise PhyExportError(f"spike counts differ: spikes.zarr {time.size}, split.zarr "
-                             f"{labels.size}, cutoff.zarr {keep.size}")
+    counts = {"spikes.zarr": sp["time"].shape[0], "split.zarr": sg["cluster"].shape[0],
+              "cutoff.zarr": cg["keep"].shape[0]}
+    if len(set(counts.values())) != 1:
+        raise PhyExportError("spike counts differ: " + ", ".join(
+            f"{k} {v}" for k, v in counts.items()))
     table = ClusterTable(
         np.asarray(sg["templates"][...], np.float32),
         np.asarray(sg["similar_templates"][...], np.float32),
@@ -205,11 +209,9 @@ def read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_
     if len(set(n_chan.values())) != 1:
         raise PhyExportError(f"channel counts differ between stores: {n_chan}")
     return ExportSources(
-        sp, time, np.asarray(sp["template"][...], np.int64),
-        np.asarray(sp["amplitude"][...], np.float64), labels, keep, table,
-        int(read_templates(templates_zarr).nt0min), read_probe_geometry(whitening_zarr),
-        np.asarray(wg["whitening"][...], np.float64), read_input_json(input_json),
-        np.asarray(sp["pc_feature_ind"][...], np.int64),
+        sp, sg["cluster"], cg["keep"], table, int(read_templates(templates_zarr).nt0min),
+        read_probe_geometry(whitening_zarr), np.asarray(wg["whitening"][...], np.float64),
+        read_input_json(input_json), np.asarray(sp["pc_feature_ind"][...], np.int64),
         np.asarray(sp["template_feature_ind"][...], np.int64))
 
 
@@ -223,6 +225,51 @@ def kept_order(time: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return idx
 
 
+def is_sorted_in_blocks(array, step: int = BLOCK_ROWS) -> bool:
+    """True when a per-spike array (Zarr or ``.npy`` blocks) never decreases."""
+    last = None
+    for _, block in (blocks(array, step) if not isinstance(array, Path) else
+                     npy_blocks(array, step)):
+        if block.size == 0:
+            continue
+        b = block.astype(np.int64)
+        if (last is not None and b[0] < last) or np.any(np.diff(b) < 0):
+            return False
+        last = b[-1]
+    return True
+
+
+@dataclasses.dataclass
+class KeptSpikes:
+    """The kept spikes in Phy's order (ascending time), served in blocks of indices."""
+
+    n: int  # kept spikes
+    order: np.ndarray | None  # all kept indices when spikes.zarr is not sorted, else None
+    keep: object  # zarr array (n,) bool
+    step: int = BLOCK_ROWS
+
+    def blocks(self):
+        """Indices into spikes.zarr of consecutive blocks of kept spikes."""
+        if self.order is not None:
+            for s in range(0, self.order.size, self.step):
+                yield self.order[s:s + self.step]
+            return
+        for start, keep in blocks(self.keep, self.step):
+            idx = np.flatnonzero(keep)
+            if idx.size:
+                yield idx + start
+
+
+def kept_spikes(s: ExportSources, step: int = BLOCK_ROWS) -> KeptSpikes:
+    """Count the kept spikes; fall back to an in-memory order when spikes.zarr is unsorted."""
+    n = sum(int(np.count_nonzero(k)) for _, k in blocks(s.keep, step))
+    if is_sorted_in_blocks(s.spikes["time"], step):
+        return KeptSpikes(n, None, s.keep, step)
+    order = kept_order(np.asarray(s.spikes["time"][...], np.uint64),
+                       np.asarray(s.keep[...], bool))
+    return KeptSpikes(n, order, s.keep, step)
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 
@@ -232,59 +279,76 @@ def save_npy(folder: Path, name: str, array) -> None:
     np.save(folder / name, np.asarray(array), allow_pickle=False)
 
 
-def write_streamed_features(folder: Path, name: str, source, idx: np.ndarray, src_ids,
+def write_streamed_features(folder: Path, name: str, source, kept: KeptSpikes, src_ids,
                             dst_ids, src_table, dst_table, k_out: int | None = None) -> None:
-    """Write ``source[idx]`` carried onto the destination lists, block by block."""
+    """Write the kept rows of ``source`` carried onto the destination lists, block by block.
+
+    ``src_ids`` and ``dst_ids`` are per-spike arrays (Zarr) of the rows of ``src_table`` and
+    ``dst_table`` that apply to each spike.
+    """
     tail = tuple(source.shape[1:])
     out_tail = tail if k_out is None else tail[:-1] + (k_out,)
-    path = folder / name
-    if idx.size == 0:
-        save_npy(folder, name, np.zeros((0,) + out_tail, np.float32))
-        return
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                    shape=(idx.size,) + out_tail)
-    for start in range(0, idx.size, SPIKE_STEP):
-        block = idx[start:start + SPIKE_STEP]
-        lo, hi = int(block.min()), int(block.max()) + 1
-        values = np.asarray(source[lo:hi], dtype=np.float32)[block - lo]
-        moved = remap_columns(values, src_ids[block], dst_ids[block], src_table, dst_table)
-        out[start:start + block.size, ..., :moved.shape[-1]] = moved
-        if moved.shape[-1] < out_tail[-1]:
-            out[start:start + block.size, ..., moved.shape[-1]:] = 0
-    out.flush()
-    del out
+    with NpyWriter(folder / name, np.float32, (kept.n,) + out_tail) as out:
+        for idx in kept.blocks():
+            for start in range(0, idx.size, SPIKE_STEP):
+                block = idx[start:start + SPIKE_STEP]
+                moved = remap_columns(read_rows(source, block).astype(np.float32, copy=False),
+                                      read_rows(src_ids, block), read_rows(dst_ids, block),
+                                      src_table, dst_table)
+                if moved.shape[-1] < out_tail[-1]:
+                    pad = [(0, 0)] * (moved.ndim - 1) + [(0, out_tail[-1] - moved.shape[-1])]
+                    moved = np.pad(moved, pad)
+                out.write(moved)
 
 
 def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) -> dict:
     """Write every file of the Phy folder into ``folder``; return a summary."""
     folder.mkdir(parents=True)
     table = pad_clusters(s.table)
-    idx = kept_order(s.time, s.keep)
-    labels = s.labels[idx]
+    kept = kept_spikes(s)
     winv = inverse_whitening(s.whitening)
-    write_spike_files(folder, s, idx)
+    ptp = peak_to_peak_unwhitened(table.templates, winv)
+    counts, amp_sums = write_spike_files(folder, s, kept, ptp, table.n)
     write_template_files(folder, table, s.nt0min)
     write_channel_files(folder, s.geometry, s.whitening, winv)
-    write_features(folder, s, table, idx)
-    ptp = peak_to_peak_unwhitened(table.templates, winv)
-    write_cluster_tables(folder, table, labels, s.amplitude[idx], ptp, params.get("gain", 1.0))
-    write_metrics(folder, s, table, idx, winv, params)
+    write_features(folder, s, table, kept)
+    write_cluster_tables(folder, table,
+                         cluster_amplitudes(amp_sums, counts, params.get("gain", 1.0)))
+    write_metrics(folder, s, table, counts, winv, params)
     (folder / "params.py").write_text(params_py_text(
         relative_dat_path(s.report["dat"], final_dir), s.report["n_channels_total"],
         s.report["dtype"], float(s.report["sample_rate"]), params.get("templateScaling", 20.0)))
-    return {"n_spikes": int(idx.size), "n_clusters": table.n,
+    return {"n_spikes": int(kept.n), "n_clusters": table.n,
             "n_channels": int(s.whitening.shape[0]),
-            "n_good": int(table.good[np.unique(labels)].sum()) if labels.size else 0,
-            "n_units": int(np.unique(labels).size)}
+            "n_good": int(table.good[counts > 0].sum()),
+            "n_units": int(np.count_nonzero(counts))}
 
 
-def write_spike_files(folder: Path, s: ExportSources, idx: np.ndarray) -> None:
-    """``spike_times``, ``spike_templates``, ``spike_clusters`` and ``amplitudes``."""
-    labels = s.labels[idx].astype(np.uint32)
-    save_npy(folder, "spike_times.npy", s.time[idx].astype(np.uint64))
-    save_npy(folder, "spike_templates.npy", labels)
-    save_npy(folder, "spike_clusters.npy", labels)
-    save_npy(folder, "amplitudes.npy", s.amplitude[idx].astype(np.float64))
+def write_spike_files(folder: Path, s: ExportSources, kept: KeptSpikes, ptp: np.ndarray,
+                      n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """``spike_times``, ``spike_templates``, ``spike_clusters`` and ``amplitudes``, in blocks.
+
+    Returns the kept spikes per cluster and, per cluster, the sum over its spikes of
+    ``amplitude × ptp`` (for ``cluster_Amplitude.tsv``).
+    """
+    counts = np.zeros(n_clusters, np.int64)
+    amp_sums = np.zeros(n_clusters, np.float64)
+    shape = (kept.n,)
+    with NpyWriter(folder / "spike_times.npy", np.uint64, shape) as times, \
+            NpyWriter(folder / "spike_templates.npy", np.uint32, shape) as templates, \
+            NpyWriter(folder / "spike_clusters.npy", np.uint32, shape) as clusters, \
+            NpyWriter(folder / "amplitudes.npy", np.float64, shape) as amplitudes:
+        for idx in kept.blocks():
+            labels = read_rows(s.labels, idx).astype(np.int64)
+            amp = read_rows(s.spikes["amplitude"], idx).astype(np.float64)
+            times.write(read_rows(s.spikes["time"], idx).astype(np.uint64))
+            templates.write(labels.astype(np.uint32))
+            clusters.write(labels.astype(np.uint32))
+            amplitudes.write(amp)
+            counts += np.bincount(labels, minlength=n_clusters)[:n_clusters]
+            amp_sums += np.bincount(labels, weights=amp * ptp[labels],
+                                    minlength=n_clusters)[:n_clusters]
+    return counts, amp_sums
 
 
 def write_template_files(folder: Path, table: ClusterTable, nt0min: int) -> None:
@@ -303,44 +367,54 @@ def write_channel_files(folder: Path, geometry: dict, whitening, whitening_inv) 
     save_npy(folder, "whitening_mat_inv.npy", np.asarray(whitening_inv, np.float64))
 
 
-def write_metrics(folder: Path, s: ExportSources, table: ClusterTable, idx, whitening_inv,
-                  params: dict) -> None:
-    """``cluster_metrics.tsv`` (docs/metrics.md)."""
+def write_metrics(folder: Path, s: ExportSources, table: ClusterTable, counts: np.ndarray,
+                  whitening_inv, params: dict) -> None:
+    """``cluster_metrics.tsv`` (docs/metrics.md), a few clusters at a time from the spike files
+    just written."""
     sample_rate = float(s.report["sample_rate"])
+    duration_s = float(s.report["duration_s"])
     uv_per_bit = s.report.get("uv_per_bit")
-    metrics = cluster_metrics(
-        s.time[idx].astype(np.float64) / sample_rate, s.labels[idx], s.amplitude[idx],
-        table.templates, whitening_inv, float(s.report["duration_s"]), uv_per_bit,
-        params.get("metrics_refractory_ms", REFRACTORY_S * 1e3) * 1e-3,
-        params.get("metrics_censored_ms", CENSORED_S * 1e3) * 1e-3)
+    refractory_s = params.get("metrics_refractory_ms", REFRACTORY_S * 1e3) * 1e-3
+    censored_s = params.get("metrics_censored_ms", CENSORED_S * 1e3) * 1e-3
+    ptp = peak_to_peak_unwhitened(table.templates, whitening_inv)
+    peak = peak_whitened(table.templates)
+
+    def spike_blocks():
+        for (_, labels), (_, times), (_, amps) in zip(
+                npy_blocks(folder / "spike_clusters.npy"), npy_blocks(folder / "spike_times.npy"),
+                npy_blocks(folder / "amplitudes.npy")):
+            yield labels, {"time": times, "amplitude": amps}
+
+    metrics = {c: unit_metrics(v["time"].astype(np.float64) / sample_rate, v["amplitude"],
+                               ptp[c], peak[c], duration_s, uv_per_bit, refractory_s, censored_s)
+               for c, _, v in columns_by_label(spike_blocks, counts)}
     (folder / "cluster_metrics.tsv").write_text(format_metrics_tsv(metrics, uv_per_bit))
 
 
-def write_features(folder: Path, s: ExportSources, table: ClusterTable, idx: np.ndarray) -> None:
+def write_features(folder: Path, s: ExportSources, table: ClusterTable,
+                   kept: KeptSpikes) -> None:
     """``pc_features``/``template_features`` and their index files, streamed from spikes.zarr."""
-    labels = s.labels
-    write_streamed_features(folder, "pc_features.npy", s.spikes["pc_features"], idx, s.template,
-                            labels, s.src_pc_ind, table.pc_feature_ind)
+    write_streamed_features(folder, "pc_features.npy", s.spikes["pc_features"], kept,
+                            s.spikes["template"], s.labels, s.src_pc_ind, table.pc_feature_ind)
     save_npy(folder, "pc_feature_ind.npy", table.pc_feature_ind.astype(np.uint32))
     tf_ind = pad_template_feature_columns(table.template_feature_ind)
-    write_streamed_features(folder, "template_features.npy", s.spikes["template_features"], idx,
-                            s.template, labels, s.src_tf_ind, table.template_feature_ind,
-                            k_out=tf_ind.shape[1])
+    write_streamed_features(folder, "template_features.npy", s.spikes["template_features"], kept,
+                            s.spikes["template"], s.labels, s.src_tf_ind,
+                            table.template_feature_ind, k_out=tf_ind.shape[1])
     save_npy(folder, "template_feature_ind.npy", tf_ind.astype(np.uint32))
 
 
-def write_cluster_tables(folder: Path, table: ClusterTable, labels, amplitudes, ptp,
-                         gain: float) -> None:
-    """``cluster_KSLabel``, ``cluster_group``, ``cluster_ContamPct``, ``cluster_Amplitude``."""
+def write_cluster_tables(folder: Path, table: ClusterTable, amplitudes: np.ndarray) -> None:
+    """``cluster_KSLabel``, ``cluster_group``, ``cluster_ContamPct``, ``cluster_Amplitude``
+    (``amplitudes``: per cluster, see :func:`cluster_amplitudes`)."""
     labels_text = ["good" if g else "mua" for g in table.good]
     contam = 100.0 * np.clip(np.nan_to_num(table.contamination, nan=1.0), 0.0, 1.0)
-    amps = cluster_amplitudes(labels, amplitudes, ptp, table.n, gain)
     (folder / "cluster_KSLabel.tsv").write_text(tsv_text("KSLabel", labels_text))
     (folder / "cluster_group.tsv").write_text(tsv_text("group", labels_text))
     (folder / "cluster_ContamPct.tsv").write_text(
         tsv_text("ContamPct", [f"{v:.1f}" for v in contam]))
     (folder / "cluster_Amplitude.tsv").write_text(
-        tsv_text("Amplitude", [f"{v:.1f}" for v in amps]))
+        tsv_text("Amplitude", [f"{v:.1f}" for v in amplitudes]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,8 +449,7 @@ def check_shapes(folder: Path) -> dict:
     """Our own checks of every file's dtype and shape (ALGORITHM.md §5.1); return the sizes."""
     st = _load(folder, "spike_times.npy")
     _expect(st.dtype == np.uint64 and st.ndim == 1, f"spike_times.npy: {st.dtype} {st.shape}")
-    _expect(st.size < 2 or bool(np.all(np.diff(st.astype(np.int64)) >= 0)),
-            "spike_times.npy is not sorted")
+    _expect(is_sorted_in_blocks(folder / "spike_times.npy"), "spike_times.npy is not sorted")
     n = st.size
     for name, dtype in (("spike_templates.npy", np.uint32), ("spike_clusters.npy", np.uint32),
                         ("amplitudes.npy", np.float64)):
@@ -388,8 +461,8 @@ def check_shapes(folder: Path) -> dict:
             f"{tmpl.shape}")
     n_t, _, n_c = tmpl.shape
     _expect(n_t >= MIN_PHY_TEMPLATES, f"templates.npy has {n_t} templates (phylib needs 2)")
-    spk_t = _load(folder, "spike_templates.npy")
-    _expect(n == 0 or int(spk_t.max()) < n_t, "spike_templates.npy refers to missing templates")
+    _expect(n == 0 or npy_max(folder / "spike_templates.npy") < n_t,
+            "spike_templates.npy refers to missing templates")
     cm = _load(folder, "channel_map.npy")
     _expect(cm.dtype == np.int32 and cm.shape == (n_c,), f"channel_map.npy: {cm.dtype} "
             f"{cm.shape}")
@@ -408,6 +481,11 @@ def check_shapes(folder: Path) -> dict:
     params = check_params_py(folder, cm)
     return {"n_spikes": int(n), "n_templates": int(n_t), "n_channels": int(n_c),
             "params": params}
+
+
+def npy_max(path: Path) -> int:
+    """Largest value of a non-empty integer ``.npy`` file, read in blocks."""
+    return max(int(block.max()) for _, block in npy_blocks(path) if block.size)
 
 
 def check_feature_files(folder: Path, n: int, n_t: int, n_c: int) -> None:
@@ -543,12 +621,18 @@ def export_phy(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_za
     dict
         Counts (spikes, clusters, good units) and whether phylib checked the folder.
     """
+    sources = read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr,
+                           cutoff_zarr)
+    return publish_phy_folder(sources, params, out)
+
+
+def publish_phy_folder(sources: ExportSources, params: dict, out) -> dict:
+    """Write the Phy folder of ``sources`` at ``<out>.tmp``, validate it, rename it to ``out``
+    (the second half of :func:`export_phy`; also used to export joined shanks)."""
     final = Path(out)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    sources = read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr,
-                           cutoff_zarr)
     try:
         summary = write_folder(tmp, sources, params, final)
         summary.update({k: v for k, v in validate_phy(tmp).items() if k != "params"})
@@ -559,6 +643,9 @@ def export_phy(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_za
     logger.info("Phy folder %s: %d spikes, %d units (%d good), %d cluster ids", final,
                 summary["n_spikes"], summary["n_units"], summary["n_good"],
                 summary["n_clusters"])
+    if summary["n_spikes"] == 0:
+        logger.warning("no spikes found: the Phy folder %s is complete but empty (is the "
+                       "recording silent, or are the thresholds spkTh / Th too strict?)", final)
     return summary
 
 

@@ -210,6 +210,12 @@ def stage_logging(log_path, stage: str, params: dict | None = None, exit_on_erro
     params = params or {}
     log_opening(stage, params, snakemake_inputs() if inputs is None else inputs)
     _reset_gpu_peak()
+    if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):
+        from .backend import get_backend
+        from .gpu_memory import apply_cap
+
+        if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for
+            apply_cap(params["gpu_memory_gb"])
     t0, c0 = time.perf_counter(), cpu_time_s()
     try:
         yield logger

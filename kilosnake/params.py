@@ -100,17 +100,29 @@ PARAMS: tuple[Param, ...] = (
     _P("demo_preset", "demo", "string", "input", "",
        "generator preset sorted when no dat is given",
        choices=("demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",
-                "drift_static")),
+                "drift_static", "shanks4")),
     # --- how it runs ---------------------------------------------------------------------
     _P("device", "auto", "string", "run", "",
        "array backend: cpu (NumPy), gpu (CuPy, error if none), auto (GPU when CuPy sees one)",
        choices=("auto", "cpu", "gpu")),
     _P("seed", 42, "integer", "run", "", "seed of every random choice; same seed, same output",
        minimum=0),
+    _P("gpu_memory_gb", None, "number", "run", "GB",
+       "cap on the GPU memory a stage's array pool may hold; block sizes are chosen to fit and "
+       "halved (and logged) on an out-of-memory error. null: the GPU's free memory",
+       minimum=0.25, nullable=True),
     _P("keep_intermediates", True, "boolean", "workflow", "",
        "keep preprocessed.zarr after the Phy folder is written (about 60 GB per hour of "
        "384-channel data); false: Snakemake deletes it at the end of the run, and a later "
        "rerun of a sorting stage preprocesses again"),
+    _P("scatter_blocks", 1, "integer", "workflow", "jobs",
+       "jobs the preprocess and final-pass stages are each split into, over contiguous time "
+       "blocks (batch ranges), so that several GPUs or cluster nodes share them; the result "
+       "does not change. 1 = one job per stage", minimum=1),
+    _P("scatter_shanks", False, "boolean", "workflow", "",
+       "multi-shank probes (each shank is sorted on its own): true = one job per shank and "
+       "stage, side by side; false = one job per stage that sorts the shanks one after the "
+       "other. The result does not change"),
     # --- batches -------------------------------------------------------------------------
     _P("NT", 65472, "integer", "preprocess", "samples",
        "batch length (Kilosort 2.5: 64*1024-64)", minimum=4096),

@@ -23,9 +23,10 @@ import numpy as np
 
 from .backend import Backend
 from .probe import Probe
+from .prefetch import Prefetching, RawBatches, WritingBehind
 from .progress import Progress
-from .recording import RawRecording, RecordingInfo, batch_starts
-from .store import TRACE_CODEC, open_store, write_array, writing_store
+from .recording import RawRecording, RecordingInfo
+from .store import TRACE_CODEC, open_store, trace_chunks, write_array, writing_store
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def common_median_reference(x, be: Backend):
 
 def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
     """Offsets, CAR and high-pass on one (time, channel) batch; returns float32."""
-    x = be.asarray(raw_batch, dtype=be.xp.float32)
+    x = be.asarray(raw_batch).astype(be.xp.float32)  # moved as stored, converted on the device
     x -= be.asarray(offsets, dtype=be.xp.float32)[None, :]
     if car:
         x = common_median_reference(x, be)
@@ -126,12 +127,18 @@ def covariance_batches(n_batches: int, stride: int) -> np.ndarray:
 OFFSET_SAMPLES = 300_000
 
 
-def estimate_channel_offsets(rec: RawRecording, chan_map, batches, NT: int) -> np.ndarray:
+def estimate_channel_offsets(rec: RawRecording, chan_map, batches, NT: int,
+                             be: Backend | None = None) -> np.ndarray:
     """Per-channel median of the raw data over the sampled batches (at most ``OFFSET_SAMPLES``
-    samples in all, so memory does not grow with the recording)."""
+    samples in all, so memory does not grow with the recording); computed on ``be`` (the
+    median of the same samples is the same number on either backend)."""
+    from .backend import cpu_backend
+
+    be = be or cpu_backend()
     n = max(1, min(NT, int(rec.info.sample_rate), OFFSET_SAMPLES // len(batches)))
     parts = [rec.read(b * NT, min(b * NT + n, rec.n_samples), chan_map) for b in batches]
-    return np.median(np.concatenate(parts, axis=0), axis=0).astype(np.float64)
+    samples = be.asarray(np.concatenate(parts, axis=0))
+    return be.to_host(be.xp.median(samples, axis=0)).astype(np.float64)
 
 
 def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: Backend):
@@ -141,10 +148,13 @@ def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: B
     margin = filter_margin(p["fshigh"], rec.info.sample_rate, p["ntbuff"])
     batches = covariance_batches(n_batches(rec.n_samples, NT), p["nSkipCov"])
     cov = be.xp.zeros((probe.n_channels, probe.n_channels), dtype=be.xp.float64)
-    for b in batches:
-        x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be)
-        x = x.astype(be.xp.float64)
-        cov += x.T @ x / x.shape[0]
+    raw_batches = RawBatches(rec, probe.chan_map, NT, margin)
+    with Prefetching(raw_batches, [(b,) for b in batches]) as ahead:
+        for b in batches:
+            x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
+                                    raw=ahead.read(b))
+            x = x.astype(be.xp.float64)
+            cov += x.T @ x / x.shape[0]
     return be.to_host(cov / len(batches))
 
 
@@ -153,10 +163,13 @@ def n_batches(n_samples: int, NT: int) -> int:
 
 
 def read_filtered_batch(rec: RawRecording, probe: Probe, offsets, b: int, NT: int, margin: int,
-                        sos, car: bool, be: Backend):
-    """Batch ``b`` (samples [b*NT, (b+1)*NT) clipped to the recording), filtered, float32."""
+                        sos, car: bool, be: Backend, raw=None):
+    """Batch ``b`` (samples [b*NT, (b+1)*NT) clipped to the recording), filtered, float32
+    (``raw``: the batch with its margins, already read by :class:`kilosnake.prefetch.RawBatches`).
+    """
     start, stop = b * NT, min((b + 1) * NT, rec.n_samples)
-    raw = rec.read(start - margin, stop + margin, probe.chan_map)
+    if raw is None:
+        raw = rec.read(start - margin, stop + margin, probe.chan_map)
     x = filter_batch(raw, offsets, sos, car, be)
     return x[margin: margin + (stop - start)]
 
@@ -167,7 +180,7 @@ def compute_whitening(info: RecordingInfo, probe: Probe, p: dict, be: Backend, o
     batches = covariance_batches(n_batches(rec.n_samples, p["NT"]), p["nSkipCov"])
     logger.info("whitening from %d of %d batches", len(batches),
                 n_batches(rec.n_samples, p["NT"]))
-    offsets = estimate_channel_offsets(rec, probe.chan_map, batches, p["NT"])
+    offsets = estimate_channel_offsets(rec, probe.chan_map, batches, p["NT"], be)
     cov = estimate_covariance(rec, probe, offsets, p, be)
     w = local_whitening_matrix(cov, probe.xc, probe.yc, p["whiteningRange"])
     cond = np.linalg.cond(w)
@@ -208,8 +221,16 @@ def whiten_to_int16(x, w, scaleproc: float, be: Backend) -> np.ndarray:
 
 
 def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
-                         progress_every_s: float = 10.0) -> None:
-    """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``."""
+                         progress_every_s: float = 10.0,
+                         block: tuple[int, int] = (0, 1)) -> None:
+    """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
+
+    ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
+    (:func:`kilosnake.scatter.block_batches`): a block store whose traces start at its first
+    batch, which :func:`kilosnake.scatter.gather_preprocessed` joins without a copy.
+    """
+    from .scatter import block_attrs, block_batches
+
     wg = open_store(whitening_path)
     probe = probe_from_group(wg)
     w, offsets = wg["whitening"][...], wg["channel_offset"][...]
@@ -223,26 +244,42 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
     attrs = {"scaleproc": p["scaleproc"], "NT": NT, "sample_rate": info.sample_rate,
              "n_samples": rec.n_samples, "n_channels_total": info.n_channels_total,
              "dat": info.path, "dtype": info.dtype, "filter_margin": margin}
-    progress = Progress(nb, "preprocess", logger, every_s=progress_every_s)
+    batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
+    first, stop = min(batch_range.start * NT, rec.n_samples), min(batch_range.stop * NT,
+                                                                    rec.n_samples)
+    if block[1] > 1:
+        attrs.update(block_attrs(*block, batch_range, NT, rec.n_samples))
+        logger.info("block %d of %d: batches %d to %d", block[0], block[1], batch_range.start,
+                    batch_range.stop - 1)
+    progress = Progress(len(batch_range), "preprocess", logger, every_s=progress_every_s)
     with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
-        traces = g.create_array("traces", shape=(rec.n_samples, probe.n_channels),
-                                dtype="int16", chunks=(NT, probe.n_channels),
+        traces = g.create_array("traces", shape=(stop - first, probe.n_channels),
+                                dtype="int16", chunks=trace_chunks(NT, probe.n_channels),
                                 compressors=TRACE_CODEC, fill_value=0,
                                 dimension_names=("time", "channel"))
         write_probe_arrays(g, probe)
-        for b in range(nb):
-            x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be)
-            traces[b * NT: b * NT + x.shape[0]] = whiten_to_int16(x, w, p["scaleproc"], be)
-            progress.update()
+        # the next batch is read, and the last one encoded and written, while this one computes
+        ahead = Prefetching(RawBatches(rec, probe.chan_map, NT, margin),
+                            [(b,) for b in batch_range])
+        with ahead, WritingBehind() as behind:
+            for b in batch_range:
+                x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
+                                        raw=ahead.read(b))
+                at = b * NT - first
+                behind.write(traces, slice(at, at + x.shape[0]),
+                             whiten_to_int16(x, w, p["scaleproc"], be))
+                progress.update()
 
 
 class PreprocessedReader:
     """Windows of the preprocessed (whitened) traces as float32, zero-padded outside."""
 
     def __init__(self, path):
+        from .scatter import open_traces
+
         self.path = Path(path)
         self.group = open_store(path)
-        self.traces = self.group["traces"]
+        self.traces = open_traces(self.group, path)  # one array, or a scattered run's blocks
         attrs = self.group.attrs
         self.scaleproc = float(attrs["scaleproc"])
         self.NT = int(attrs["NT"])
@@ -262,6 +299,12 @@ class PreprocessedReader:
         """Samples [start, stop) in whitened units (float32)."""
         return self.read_int16(start, stop).astype(np.float32) / np.float32(self.scaleproc)
 
+    def read_device(self, be: Backend, start: int, stop: int):
+        """:meth:`read` as an array of ``be``: the int16 samples are moved as stored and scaled
+        there (half the bytes of float32 to move; the same values as :meth:`read`)."""
+        x = be.asarray(self.read_int16(start, stop)).astype(be.xp.float32)
+        return x / be.xp.float32(self.scaleproc)
+
 
 # --------------------------------------------------------------------------------------------
 # stage entry points (what the rule scripts call)
@@ -277,10 +320,12 @@ def run_whitening(input_json, p: dict, out) -> None:
                       get_backend(p["device"]), out)
 
 
-def run_preprocess(input_json, whitening_path, p: dict, out) -> None:
-    """Stage ``preprocess`` from the checked input description and the whitening store."""
+def run_preprocess(input_json, whitening_path, p: dict, out,
+                   block: tuple[int, int] = (0, 1)) -> None:
+    """Stage ``preprocess`` from the checked input description and the whitening store
+    (``block=(i, n)``: only block ``i`` of ``n``, see :func:`preprocess_recording`)."""
     from .backend import get_backend
     from .checks import info_from_input_json, read_input_json
 
     info = info_from_input_json(read_input_json(input_json))
-    preprocess_recording(info, whitening_path, p, get_backend(p["device"]), out)
+    preprocess_recording(info, whitening_path, p, get_backend(p["device"]), out, block=block)

@@ -53,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .streaming import blocks
+
 logger = logging.getLogger(__name__)
 
 #: flagged as flat below this fraction of the median RMS (as the input check warns)
@@ -74,6 +76,8 @@ ACG_BIN_MS = 1.0
 ACG_HALF_BINS = 50
 #: warnings and errors quoted from the logs, at most
 MAX_LOG_LINES = 60
+#: spikes drawn at most in the raster (a random, seeded subset of longer sorts)
+RASTER_POINTS = 200_000
 #: stages in pipeline order (for the run table)
 STAGE_ORDER = ("check_input", "input_report", "whitening", "preprocess", "drift", "detect",
                "learn", "final_pass", "merge", "split", "cutoff", "export_phy", "scorecard")
@@ -269,12 +273,8 @@ class PhyView:
     amplitude_column: str
 
     def spikes_of(self, cluster: int) -> np.ndarray:
-        """Indices of the spikes of ``cluster``, in time order."""
-        if not hasattr(self, "_order"):
-            self._order = np.argsort(self.spike_clusters, kind="stable")
-            self._sorted = self.spike_clusters[self._order]
-        lo, hi = np.searchsorted(self._sorted, [cluster, cluster + 1])
-        return self._order[lo:hi]
+        """Indices of the spikes of ``cluster``, in time order (no per-spike index is kept)."""
+        return np.flatnonzero(self.spike_clusters == cluster)
 
     @property
     def peak_channels(self) -> np.ndarray:
@@ -304,6 +304,16 @@ def _number(text):
         return float("nan")
 
 
+def _signed(values: np.ndarray, dtype) -> np.ndarray:
+    """``values`` (1-D) as the signed integer ``dtype``: the same memory when it is the unsigned
+    type of that size (Phy's uint64 times, uint32 ids), else a converted copy."""
+    values = values.ravel()
+    dtype = np.dtype(dtype)
+    if values.dtype.kind == "u" and values.dtype.itemsize == dtype.itemsize:
+        return values.view(dtype)
+    return values.astype(dtype, copy=False)
+
+
 def read_phy(phy_dir) -> PhyView:
     """Read the Phy folder written by the ``export_phy`` stage."""
     d = Path(phy_dir)
@@ -318,9 +328,9 @@ def read_phy(phy_dir) -> PhyView:
     metrics = {int(r["cluster_id"]): {k: _number(v) for k, v in r.items() if k != "cluster_id"}
                for r in rows}
     labels = {int(r["cluster_id"]): r["KSLabel"] for r in read_tsv(d / "cluster_KSLabel.tsv")}
-    return PhyView(np.load(d / "spike_times.npy").ravel().astype(np.int64),
-                   np.load(d / "spike_clusters.npy").ravel().astype(np.int64),
-                   np.load(d / "amplitudes.npy").ravel().astype(np.float64),
+    return PhyView(_signed(np.load(d / "spike_times.npy"), np.int64),
+                   _signed(np.load(d / "spike_clusters.npy"), np.int32),
+                   np.load(d / "amplitudes.npy").ravel().astype(np.float64, copy=False),
                    templates @ winv, positions, np.asarray(shanks).ravel(), labels, metrics,
                    amp_col)
 
@@ -344,8 +354,10 @@ def busiest_window(times, n_samples: int, n: int) -> int:
     n_windows = max(int(n_samples) // max(int(n), 1), 1)
     if len(times) == 0:
         return (n_windows // 2) * n
-    counts = np.bincount(np.minimum(np.asarray(times) // n, n_windows - 1).astype(np.int64),
-                         minlength=n_windows)
+    counts = np.zeros(n_windows, np.int64)
+    for _, block in blocks(np.asarray(times)):  # no whole-length temporary
+        counts += np.bincount(np.minimum(block // n, n_windows - 1).astype(np.int64),
+                              minlength=n_windows)
     return int(np.argmax(counts)) * n
 
 
@@ -638,6 +650,13 @@ def drift_section(paths: ReportInputs) -> Section:
     return Section("drift", "Drift", body)
 
 
+def raster_spikes(n: int, max_points: int = RASTER_POINTS):
+    """The spikes the raster draws: all, or ``max_points`` of them drawn at random (seeded)."""
+    if n <= max_points:
+        return slice(None)
+    return np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+
+
 def batches_section(info: dict, phy: PhyView, rows: list[dict], spikes_group) -> Section:
     """Spikes per batch (a hole shows as an empty, marked batch) and the sorted raster."""
     from .report_figures import batches_figure, png_bytes
@@ -645,17 +664,22 @@ def batches_section(info: dict, phy: PhyView, rows: list[dict], spikes_group) ->
     NT = int(spikes_group.attrs.get("NT", info["NT"])) if spikes_group is not None \
         else int(info["NT"])
     nb = -(-int(info["n_samples"]) // NT)
-    kept = np.bincount(phy.spike_times // NT, minlength=nb)[:nb]
+    kept = np.zeros(nb, np.int64)
+    for _, block in blocks(phy.spike_times):
+        kept += np.bincount(block // NT, minlength=nb)[:nb]
     found = kept
     if spikes_group is not None and "batch" in spikes_group:
-        found = np.bincount(np.asarray(spikes_group["batch"][...], np.int64), minlength=nb)[:nb]
+        found = np.zeros(nb, np.int64)
+        for _, b in blocks(spikes_group["batch"]):
+            found += np.bincount(b.astype(np.int64), minlength=nb)[:nb]
     depth = np.zeros(phy.templates.shape[0])
     good = np.zeros(phy.templates.shape[0], bool)
     for r in rows:
         depth[r["id"]], good[r["id"]] = r["depth"], r["label"] == "good"
     fs = float(info["sample_rate"])
-    raster = (phy.spike_times / fs, depth[phy.spike_clusters], good[phy.spike_clusters],
-              float(info["duration_s"]))
+    drawn = raster_spikes(phy.spike_times.size)
+    times, clusters = phy.spike_times[drawn], phy.spike_clusters[drawn]
+    raster = (times / fs, depth[clusters], good[clusters], float(info["duration_s"]))
     fig = batches_figure(found, kept, NT / fs, raster)
     empty = np.flatnonzero(found == 0)
     note = (f"{nb} batches; median {np.median(found):.0f} spikes per batch."
@@ -690,17 +714,35 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
                    + html_table(header, table, classes))
 
 
-def unit_panels_section(phy: PhyView, chosen: list[dict], note: str, info: dict) -> Section:
-    """One picture per chosen unit."""
+def unit_panel_png(view: UnitView) -> bytes:
+    """The PNG of one unit's panel."""
     from .report_figures import png_bytes, unit_figure
 
+    return png_bytes(unit_figure(view))
+
+
+def render_unit_panels(views: list[UnitView], workers: int = 1) -> list[bytes]:
+    """PNGs of the unit panels, drawn by ``workers`` processes (same bytes in the same order
+    whatever the number)."""
+    if workers <= 1 or len(views) < 2:
+        return [unit_panel_png(v) for v in views]
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(views)),
+                                                mp_context=context) as pool:
+        return list(pool.map(unit_panel_png, views, chunksize=4))
+
+
+def unit_panels_section(phy: PhyView, chosen: list[dict], note: str, info: dict,
+                        workers: int = 1) -> Section:
+    """One picture per chosen unit."""
     fs, dur = float(info["sample_rate"]), float(info["duration_s"])
     scale, unit = info.get("uv_per_bit") or 1.0, amplitude_unit(info)
-    figures = []
-    for r in chosen:
-        view = unit_view(phy, r, fs, dur, scale, unit)
-        figures.append(f'<figure id="unit-{r["id"]}">'
-                       + img_tag(png_bytes(unit_figure(view)), view.title) + "</figure>")
+    views = [unit_view(phy, r, fs, dur, scale, unit) for r in chosen]
+    figures = [f'<figure id="unit-{r["id"]}">' + img_tag(png, view.title) + "</figure>"
+               for r, view, png in zip(chosen, views, render_unit_panels(views, workers))]
     return Section("unit-panels", "Unit panels",
                    f'<p class="note">{html.escape(note)}</p>' + "".join(figures))
 
@@ -762,7 +804,7 @@ def run_section(run_dir: Path | None) -> Section:
 
 
 def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
-                 params: dict | None = None) -> str:
+                 params: dict | None = None, workers: int = 1) -> str:
     """The report page of one recording, as HTML text.
 
     Parameters
@@ -773,6 +815,8 @@ def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
     params : dict, optional
         The run's resolved parameters (the non-default ones are listed); those of
         ``spikes.zarr`` when not given.
+    workers : int
+        Processes drawing the unit panels.
 
     Returns
     -------
@@ -791,7 +835,7 @@ def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
         drift_section(paths),
         batches_section(info, phy, rows, spikes_group),
         units_section(phy, rows, {r["id"] for r in chosen}, unit),
-        unit_panels_section(phy, chosen, note, info),
+        unit_panels_section(phy, chosen, note, info, workers),
         run_section(paths.run_dir),
     ]
     name = Path(paths.run_dir).name if paths.run_dir else Path(info["dat"]).stem
@@ -804,7 +848,8 @@ def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
 
 def write_report(out, input_json, phy, preprocessed=None, spikes=None, drift=None,
                  drift_plot=None, input_check=None, scorecard=None, run_dir=None,
-                 max_units: int = MAX_UNITS, params: dict | None = None) -> None:
+                 max_units: int = MAX_UNITS, params: dict | None = None,
+                 workers: int = 1) -> None:
     """The ``report`` stage: the sort's outputs → ``report.html`` (see the module docstring).
 
     Parameters
@@ -821,11 +866,13 @@ def write_report(out, input_json, phy, preprocessed=None, spikes=None, drift=Non
         Per-unit panels drawn at most.
     params : dict, optional
         The run's resolved parameters, for the summary's non-default list.
+    workers : int
+        Processes drawing the unit panels (the rule's threads).
     """
     out = Path(out)
     paths = ReportInputs(*(None if p is None else Path(p) for p in (
         input_json, phy, preprocessed, spikes, drift, drift_plot, input_check, scorecard,
         run_dir if run_dir is not None else out.parent)))
-    text = build_report(paths, max_units, params)
+    text = build_report(paths, max_units, params, workers)
     _write_bytes(out, text.encode("utf-8"))
     logger.info("report written to %s (%.1f MB)", out, len(text) / 1e6)

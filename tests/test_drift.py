@@ -95,8 +95,12 @@ def test_gpu_matches_cpu(zigzag, be, tmp_path):
     drift.write_drift_store(tmp_path / "drift.zarr", cpu, resolve({"nblocks": 1}), "cpu")
     pre = zigzag / "preprocessed.zarr"
     on_cpu = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr").read(NT - 500, NT + 500)
-    on_gpu = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr", be).read(NT - 500, NT + 500)
+    gpu_reader = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr", be)
+    on_gpu = gpu_reader.read(NT - 500, NT + 500)
     np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
+    # read straight into GPU arrays: the same values as the host reads of the same reader
+    np.testing.assert_array_equal(be.to_host(gpu_reader.read_device(be, NT - 500, NT + 500)),
+                                  on_gpu)
 
 
 def test_random_walk_is_recovered(randomwalk):
@@ -145,6 +149,9 @@ def test_corrected_data_show_no_drift(zigzag, tmp_path):
                     tmp_path / "drift.zarr", tmp_path / "drift.png", p)
     before = drift.read_drift_store(tmp_path / "drift.zarr")
     reader = drift.DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
+    assert reader.enabled
+    np.testing.assert_array_equal(reader.read_device(cpu_backend(), NT - 300, 2 * NT + 300),
+                                  reader.read(NT - 300, 2 * NT + 300))
     after = drift.estimate_drift(reader, p, cpu_backend(), unwhiten_of(zigzag))
     assert np.ptp(after.dshift) < 0.35 * np.ptp(before.dshift)
     # the raster's corrected depths (depth minus displacement) do not drift either

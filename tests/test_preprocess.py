@@ -117,10 +117,30 @@ def test_preprocessed_noise_has_unit_variance(wavy):
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")
     x = r.read(2000, r.n_samples - 2000)
-    assert r.traces.chunks == (8192, 32) and r.traces.dtype == np.int16
+    assert r.traces.chunks == (4096, 32) and r.traces.dtype == np.int16  # NT = 8192, 2 chunks
     # median absolute deviation is robust to the injected spikes
     sd = np.median(np.abs(x), axis=0) / 0.6745
     np.testing.assert_allclose(sd, 1.0, atol=0.1)
     assert np.abs(np.median(x, axis=0)).max() < 0.05
     outside = r.read(-10, 0)
     assert outside.shape == (10, 32) and not outside.any()
+
+
+@pytest.mark.parametrize("NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096),
+                                          (4096, 4096), (30001, 30001)])
+def test_trace_chunks_divide_the_batch(NT, expected):
+    from kilosnake.store import trace_chunks
+
+    chunk, channels = trace_chunks(NT, 384)
+    assert (chunk, channels) == (expected, 384) and NT % chunk == 0
+
+
+def test_device_reads_equal_host_reads(wavy, be):
+    folder, info, p = wavy
+    from kilosnake.backend import cpu_backend
+
+    preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
+    r = PreprocessedReader(folder / "p.zarr")
+    for start, stop in [(-100, 5000), (3000, 9000), (r.n_samples - 50, r.n_samples + 70)]:
+        np.testing.assert_array_equal(be.to_host(r.read_device(be, start, stop)),
+                                      r.read(start, stop))

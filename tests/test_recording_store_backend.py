@@ -82,3 +82,39 @@ def test_gpu_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(DeviceError, match="fix:"):
         get_backend("gpu")
+
+
+def test_buffered_appends_write_the_same_array(tmp_path):
+    import zarr
+
+    from kilosnake.store import AppendableArray
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in rng.integers(0, 900, 12)]
+    g = zarr.open_group(tmp_path / "a.zarr", mode="w")
+    plain = AppendableArray(g, "plain", (3,), np.float32, chunk_rows=3000)
+    buffered = AppendableArray(g, "buffered", (3,), np.float32, chunk_rows=3000, buffered=True)
+    for part in parts:
+        plain.append(part)
+        buffered.append(part)
+    assert buffered.n < plain.n  # rows held back until a chunk is full ...
+    buffered.close()  # ... and written on close
+    np.testing.assert_array_equal(g["buffered"][...], g["plain"][...])
+    np.testing.assert_array_equal(g["plain"][...], np.concatenate(parts))
+
+
+def test_reading_ahead_returns_what_a_plain_read_returns():
+    from kilosnake.prefetch import Prefetching
+
+    class Counting:
+        calls = []
+
+        def read(self, start, stop):
+            self.calls.append((start, stop))
+            return np.arange(start, stop)
+
+    keys = [(0, 5), (5, 9), (9, 20)]
+    with Prefetching(Counting(), keys) as reader:
+        for key in [(0, 5), (3, 4), (5, 9), (9, 20)]:  # (3, 4) is not expected: read directly
+            np.testing.assert_array_equal(reader.read(*key), np.arange(*key))
+    assert sorted(Counting.calls) == sorted(keys + [(3, 4)])  # each expected key read once

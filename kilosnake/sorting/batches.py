@@ -75,6 +75,20 @@ def read_batch(reader, window: BatchWindow):
     return reader.read(window.read_start, window.read_stop)
 
 
+def prefetching(reader, windows, be=None):
+    """``reader`` reading ``windows`` (batch windows or ``(start, stop)`` pairs, in that order)
+    one ahead on a background thread (:class:`kilosnake.prefetch.Prefetching`); with ``be``,
+    its reads return arrays of that backend (``read_device``: int16 moved, scaled there)."""
+    import functools
+
+    from ..prefetch import Prefetching
+
+    keys = [(w.read_start, w.read_stop) if isinstance(w, BatchWindow) else (int(w[0]), int(w[1]))
+            for w in windows]
+    read = functools.partial(reader.read_device, be) if be is not None else None
+    return Prefetching(reader, keys, read)
+
+
 def learning_order(n: int, seed: int) -> np.ndarray:
     """The seeded random permutation of batches visited once each during learning."""
     return np.random.default_rng(seed).permutation(n).astype(np.int64)

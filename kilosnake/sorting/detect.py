@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..progress import Progress
 from ..store import write_array, writing_store
-from . import batches, waveforms
+from . import batches, empty, waveforms
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ MAX_SNIPPETS = 100_000
 N_NEAR = 32
 #: float32 elements of scratch allowed per time chunk of the new-spike filter bank
 _FILTER_BLOCK = 16 * 2 ** 20
+#: ... times this on the GPU, where fewer, larger blocks cost fewer kernel launches
+_GPU_FILTER_BLOCKS = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +117,8 @@ def _best_summed_scores(be: Backend, X, wTEMP, iC_sum):
     n_out = T - nt0 + 1
     score = xp.empty(n_out, dtype=xp.float32)
     channel = xp.empty(n_out, dtype=xp.int64)
-    step = max(4 * nt0, _FILTER_BLOCK // max(1, n_chan * n_proto * 2))
+    block = _FILTER_BLOCK * (_GPU_FILTER_BLOCKS if be.name == "gpu" else 1)
+    step = max(4 * nt0, block // max(1, n_chan * n_proto * 2))
     kernel = wTEMP.T[:, None, ::-1]  # (n_proto, 1, nt0): correlation as convolution
     conv = getattr(be.signal, "oaconvolve", None) or be.signal.fftconvolve
     Xt = X.T  # channel-major so that neighbour gathers copy whole rows
@@ -263,6 +266,8 @@ def compute_detect(be: Backend, reader, p: dict) -> dict:
     margin = batches.read_margin(nt0)
     snips, s_times, s_chans = collect_snippets(be, reader, p, margin)
     logger.info("%d isolated peaks for the universal waveforms", snips.shape[0])
+    if snips.shape[0] < waveforms.N_UNIVERSAL:
+        return detect_without_spikes(reader, p, s_times, s_chans)
     wTEMP, wPCA = universal_waveforms(be, snips, nt0min)
     probe = reader.probe
     iC, mask, C2C = waveforms.closest_channels(probe.xc, probe.yc, N_NEAR, p["sigmaMask"])
@@ -279,4 +284,16 @@ def compute_detect(be: Backend, reader, p: dict) -> dict:
             "dWU": np.ascontiguousarray(be.to_host(dWU).transpose(1, 2, 0)),
             "seed_time": (be.to_host(t) + w.read_start).astype(np.int64),
             "seed_channel": be.to_host(c).astype(np.int64),
+            "snippet_time": s_times.astype(np.int64), "snippet_channel": s_chans.astype(np.int64)}
+
+
+def detect_without_spikes(reader, p: dict, s_times, s_chans) -> dict:
+    """``detect.zarr`` of a recording with too few threshold crossings: neighbourhoods, kernels
+    and learning order as usual, no universal waveforms and no seed templates."""
+    probe = reader.probe
+    iC, mask, C2C = waveforms.closest_channels(probe.xc, probe.yc, N_NEAR, p["sigmaMask"])
+    Ka, Kb = waveforms.kriging_kernels(p["nt0"], p["nt0min"], p["nup"], p["sig"])
+    order = batches.learning_order(batches.n_batches(reader.n_samples, reader.NT), p["seed"])
+    return {"iC": iC, "mask": mask, "C2C": C2C, "Ka": Ka, "Kb": Kb, "batch_order": order,
+            **empty.empty_detect(int(s_times.size), p["spkTh"], p["nt0"], reader.n_channels),
             "snippet_time": s_times.astype(np.int64), "snippet_channel": s_chans.astype(np.int64)}

@@ -19,10 +19,11 @@ import logging
 
 import numpy as np
 
+from .. import gpu_memory
 from ..backend import Backend, get_backend
 from ..progress import Progress
 from ..store import AppendableArray, open_store, read_arrays, write_array, writing_store
-from . import batches, matching
+from . import batches, empty, matching
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def match_batch(be: Backend, reader, ft: FrozenTemplates, b: int, p: dict):
             "pc_features": h(pcfeat)}
 
 
-def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None) -> None:
+def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None,
+                   block: tuple[int, int] = (0, 1)) -> None:
     """The ``final_pass`` stage: ``preprocessed.zarr`` + ``templates.zarr`` → ``spikes.zarr``.
 
     Parameters
@@ -112,7 +114,13 @@ def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None) -> N
         Resolved parameters (learn and final_pass stages, device, seed).
     drift : str or Path, optional
         The drift store; the traces are read drift-corrected when given.
+    block : (int, int)
+        ``(i, n)``: match only the batches of block ``i`` of ``n``
+        (:func:`kilosnake.scatter.block_batches`), for a scattered run whose block stores
+        :func:`kilosnake.scatter.gather_spikes` joins; ``(0, 1)``: every batch.
     """
+    from ..scatter import block_attrs, block_batches
+
     be = get_backend(p["device"])
     reader = batches.open_reader(preprocessed, drift, be)
     tg = open_store(templates_store)
@@ -121,31 +129,49 @@ def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None) -> N
     nt0, nt0min = int(tg.attrs["nt0"]), int(tg.attrs["nt0min"])
     attrs = {"nt0": nt0, "nt0min": nt0min, "NT": reader.NT, "sample_rate": reader.sample_rate,
              "n_samples": reader.n_samples}
+    nb = batches.n_batches(reader.n_samples, reader.NT)
+    batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
+    if block[1] > 1:
+        attrs.update(block_attrs(*block, batch_range, reader.NT, reader.n_samples))
     with writing_store(out, "final_pass", p, be.name, p.get("seed"), attrs) as g:
-        n = write_final_pass(be, reader, tpl, nt0min, p, g)
+        n = write_final_pass(be, reader, tpl, nt0min, p, g, batch_range)
         g.attrs["n_spikes"] = int(n)
 
 
-def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group) -> int:
-    """Match every batch and append its spikes to ``group``; return the spike count."""
+def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group,
+                     batch_range: range | None = None) -> int:
+    """Match every batch (or those of ``batch_range``) and append their spikes to ``group``;
+    return the spike count."""
+    if tpl["W"].shape[1] == 0:  # template learning found no spikes
+        return empty.write_no_spikes(group, tpl, int(p["nPCs"]), SPIKE_COLUMNS)
     ft = frozen_templates(be, tpl, int(p["nPCs"]), nt0min)
     n_filt = ft.tset.n_templates
     k, c = ft.feature_templates.shape[1], ft.pc_channels.shape[1]
-    columns = {name: AppendableArray(group, name, (), dtype)
+    columns = {name: AppendableArray(group, name, (), dtype, buffered=True)
                for name, dtype in SPIKE_COLUMNS.items()}
-    columns["template_features"] = AppendableArray(group, "template_features", (k,), np.float32)
+    columns["template_features"] = AppendableArray(group, "template_features", (k,), np.float32,
+                                                   buffered=True)
     columns["pc_features"] = AppendableArray(group, "pc_features", (int(p["nPCs"]), c),
-                                             np.float32)
-    nb = batches.n_batches(reader.n_samples, reader.NT)
-    progress = Progress(nb, "final pass", logger)
+                                             np.float32, buffered=True)
+    if batch_range is None:
+        batch_range = range(batches.n_batches(reader.n_samples, reader.NT))
+    progress = Progress(len(batch_range), "final pass", logger)
     total = 0
-    for b in range(nb):
-        spikes = match_batch(be, reader, ft, b, p)
+    margin = batches.read_margin(ft.tset.nt0)
+    gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), n_filt)
+    reader = batches.prefetching(reader, [batches.batch_window(b, reader.n_samples, reader.NT,
+                                                               margin) for b in batch_range], be)
+    for b in batch_range:
+        spikes = gpu_memory.retry_on_out_of_memory(f"final pass, batch {b}", match_batch, be,
+                                                   reader, ft, b, p)
         for name, arr in columns.items():
             arr.append(spikes[name])
         total += spikes["time"].size
         progress.update(spikes=total)
     progress.close()
+    reader.close()
+    for arr in columns.values():
+        arr.close()
     write_array(group, "template_feature_ind", tpl["template_neighbours"].astype(np.uint32))
     write_array(group, "pc_feature_ind", tpl["pc_channels"].astype(np.uint32))
     write_array(group, "similar_templates", tpl["similar_templates"].astype(np.float32))

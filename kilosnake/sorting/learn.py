@@ -29,10 +29,11 @@ import math
 
 import numpy as np
 
+from .. import gpu_memory
 from ..backend import Backend, get_backend
 from ..progress import Progress
 from ..store import open_store, read_arrays, write_array, writing_store
-from . import batches, matching, svd
+from . import batches, empty, matching, svd
 from .detect import detect_new_spikes, new_template_waveforms
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,8 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     -------
     dict of host arrays for ``templates.zarr``
     """
+    if not empty.has_universal_waveforms(det):  # the detect stage found no spikes
+        return empty.empty_templates(det, p["nt0"], reader.n_channels)
     xp = be.xp
     dev = {k: xp.asarray(det[k]) for k in ("iC", "Ka", "Kb", "wTEMP")}
     wPCA3 = det["wPCA"][:, :3]
@@ -220,13 +223,16 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     state = LearnerState(dWU0[:cap], xp.full(min(cap, dWU0.shape[0]), m0))
     progress = Progress(order.size, "learn", logger)
     n_spikes = 0
-    for i, b in enumerate(order):
-        w = batches.batch_window(int(b), reader.n_samples, reader.NT, margin)
+    windows = [batches.batch_window(int(b), reader.n_samples, reader.NT, margin) for b in order]
+    gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), cap)
+    reader = batches.prefetching(reader, windows, be)
+    for i, w in enumerate(windows):
         X = be.asarray(batches.read_batch(reader, w))
         owned = (w.start - w.read_start, w.stop - w.read_start)
         residual = X
         if state.n_templates:
-            state, result, lr, tset = learn_batch(be, state, X, owned, dev, p, pms[i])
+            state, result, lr, tset = gpu_memory.retry_on_out_of_memory(
+                f"learn, batch {w.index}", learn_batch, be, state, X, owned, dev, p, pms[i])
             residual = result.residual
             n_spikes += result.n_spikes
             if i % TRIAGE_EVERY == 0:
@@ -236,6 +242,7 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
                                                 cap)
         progress.update(templates=state.n_templates, spikes=n_spikes)
     progress.close()
+    reader.close()
     return finalise_templates(be, state, det, p, m0)
 
 
@@ -249,10 +256,7 @@ def finalise_templates(be: Backend, state: LearnerState, det: dict, p: dict, m0:
         ctc = svd.template_cross_correlations(be, lr.W, lr.U)
         state = state.keep(triage(be, state.nsp, lr.mu, ctc, m0))
     if state.n_templates == 0:
-        from ..errors import KilosnakeError
-
-        raise KilosnakeError("template learning ended with no templates: no spikes were found "
-                             "above Th[0] (is the recording silent, or Th too strict?)")
+        return empty.empty_templates(det, p["nt0"], int(state.dWU.shape[2]))
     lr = svd.factorise_templates(be, state.dWU, dev["iC"], dev["Ka"], dev["Kb"], nt0min)
     order = xp.argsort(lr.iW, kind="stable")
     state = state.keep(order)

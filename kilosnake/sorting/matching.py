@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import numpy as np
 
+from .. import gpu_memory
 from ..backend import Backend
 from . import svd
 from .arrays import fft_module
@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: peeling stops after this many rounds (each round removes at least one spike)
 MAX_ROUNDS = 200
-#: spikes subtracted from the projections at once (bounds the scratch memory)
-_UPDATE_CHUNK = 256
-#: templates projected together (they share the union of their channels)
-BLOCK_TEMPLATES = 32
 #: FFT length of the overlap-save correlation with the temporal factors
 SEGMENT = 4096
 
@@ -59,6 +55,7 @@ class TemplateSet:
     T_local: object  # (Nfilt, nt0, n_near) unit-norm templates on those channels
     ctc: object  # (Nfilt, 2*nt0-1, Nfilt), see svd.template_cross_correlations
     blocks: list  # [(template indices, channel indices, spectra (b*rank, SEGMENT/2+1))]
+    block_size: int  # templates per block (gpu_memory.blocks.templates when built)
 
     @property
     def n_templates(self) -> int:
@@ -121,11 +118,26 @@ def make_template_set(be: Backend, W, U, mu, n_near: int = 32) -> TemplateSet:
     U_local = xp.take_along_axis(U, channels[:, :, None], axis=1)  # (Nfilt, n_near, rank)
     T_local = W @ U_local.transpose(0, 2, 1)
     ctc = svd.template_cross_correlations(be, W, U)
-    blocks = projection_blocks(be, W, U, channels)
-    return TemplateSet(W, U, mu, channels, T_local, ctc, blocks)
+    size = gpu_memory.blocks.templates
+    blocks = projection_blocks(be, W, U, channels, size)
+    return TemplateSet(W, U, mu, channels, T_local, ctc, blocks, size)
 
 
-def projection_blocks(be: Backend, W, U, channels, block_size: int = BLOCK_TEMPLATES,
+def projection_scratch_bytes(n_samples: int, rank: int = svd.RANK) -> int:
+    """GPU scratch of one template in a projection block (float32 products, overlapping
+    segments and their spectra) for a batch of ``n_samples``."""
+    return 4 * 4 * rank * int(n_samples)
+
+
+def current_blocks(be: Backend, tset: TemplateSet) -> list:
+    """The template set's projection blocks, rebuilt if the block size was lowered since."""
+    if tset.block_size != gpu_memory.blocks.templates:
+        tset.block_size = gpu_memory.blocks.templates
+        tset.blocks = projection_blocks(be, tset.W, tset.U, tset.channels, tset.block_size)
+    return tset.blocks
+
+
+def projection_blocks(be: Backend, W, U, channels, block_size: int = 32,
                       segment: int = SEGMENT):
     """Templates grouped by peak channel, with their channel unions and filter spectra.
 
@@ -164,13 +176,14 @@ def project(be: Backend, X, tset: TemplateSet):
     n_filt, nt0, rank = tset.W.shape
     n_out = X.shape[0] - nt0 + 1
     C = xp.empty((n_out, n_filt), dtype=xp.float32)
-    segment = (tset.blocks[0][2].shape[1] - 1) * 2 if tset.blocks else SEGMENT
+    blocks = current_blocks(be, tset)
+    segment = (blocks[0][2].shape[1] - 1) * 2 if blocks else SEGMENT
     step = segment - nt0 + 1
     n_seg = -(-n_out // step)
     rows = xp.arange(n_seg)[:, None] * step + xp.arange(segment)[None, :]
     Xt = xp.zeros((X.shape[1], n_seg * step + nt0 - 1), dtype=xp.float32)
     Xt[:, :X.shape[0]] = X.T  # channel-major, zero-padded to whole segments
-    for idx, chans, spectra in tset.blocks:
+    for idx, chans, spectra in blocks:
         Ub = tset.U[idx][:, chans, :].transpose(0, 2, 1).reshape(-1, chans.shape[0])
         P = Ub @ Xt[chans]  # (b*rank, T)
         S = fft.rfft(P[:, rows], axis=2) * spectra[:, None, :]  # (b*rank, n_seg, nfreq)
@@ -273,9 +286,9 @@ def _empty_result(be: Backend, residual, n_out: int, n_filt: int) -> PeelResult:
 def _subtract_from_data(be: Backend, residual, tset: TemplateSet, onsets, ids, amps) -> None:
     """``residual[t : t+nt0] -= a · T_id`` for spikes whose windows do not overlap."""
     xp = be.xp
-    nt0 = tset.nt0
-    for s0 in range(0, onsets.shape[0], _UPDATE_CHUNK):
-        sl = slice(s0, s0 + _UPDATE_CHUNK)
+    nt0, chunk = tset.nt0, gpu_memory.blocks.spikes
+    for s0 in range(0, onsets.shape[0], chunk):
+        sl = slice(s0, s0 + chunk)
         rows = onsets[sl, None] + xp.arange(nt0)[None, :]
         chans = tset.channels[ids[sl]]
         residual[rows[:, :, None], chans[:, None, :]] -= amps[sl, None, None] * \
@@ -291,20 +304,24 @@ def _subtract_from_projections(be: Backend, Cpad, ctc, onsets, ids, amps) -> Non
     xp = be.xp
     n_lags = ctc.shape[1]
     lag = xp.arange(n_lags)[None, :]
+    chunk = gpu_memory.blocks.spikes
     for parity in (0, 1):
         o, j, a = onsets[parity::2], ids[parity::2], amps[parity::2]
-        for s0 in range(0, o.shape[0], _UPDATE_CHUNK):
-            sl = slice(s0, s0 + _UPDATE_CHUNK)
+        for s0 in range(0, o.shape[0], chunk):
+            sl = slice(s0, s0 + chunk)
             rows = o[sl, None] + lag  # padded coordinates: onset - (nt0-1) + nt0-1
             Cpad[rows] -= a[sl, None, None] * ctc[j[sl]]
 
 
 def _touched_rows(be: Backend, onsets, half: int, n_out: int):
-    """Sorted unique projection rows within ±``half`` of the onsets."""
+    """Sorted unique projection rows within ±``half`` of the onsets (marked in a mask, which
+    is cheaper than sorting the candidate rows)."""
     xp = be.xp
     rows = (onsets[:, None] + xp.arange(-half, half + 1)[None, :]).ravel()
     rows = rows[(rows >= 0) & (rows < n_out)]
-    return xp.unique(rows)
+    touched = xp.zeros(n_out, dtype=bool)
+    touched[rows] = True
+    return xp.flatnonzero(touched)
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,9 +344,10 @@ def residual_windows(be: Backend, result: PeelResult, nt0: int, channels=None):
 def segment_sum(be: Backend, values, labels, n_labels: int):
     """Sum of ``values`` rows per label, in float64, deterministically.
 
-    Rows are ordered by (label, position) and each label's rows are summed by one reduction,
-    so the same input gives the same sums on the CPU whatever the thread count (no scattered
-    atomic adds).
+    Rows are ordered by (label, position), summed cumulatively in that order, and each
+    label's sum is the difference of the running sums at its ends: a fixed order of additions
+    (the same result whatever the thread count) and a handful of array operations whatever the
+    number of labels (no loop over labels, no scattered atomic adds).
 
     Parameters
     ----------
@@ -347,13 +365,9 @@ def segment_sum(be: Backend, values, labels, n_labels: int):
     xp = be.xp
     labels = xp.asarray(labels, dtype=xp.int64)
     counts = xp.bincount(labels, minlength=n_labels)[:n_labels].astype(xp.int64)
-    sums = xp.zeros((n_labels, *values.shape[1:]))
     if values.shape[0] == 0:
-        return sums, counts
-    ordered = values[xp.argsort(labels, kind="stable")]
-    host_counts = be.to_host(counts)
-    ends = np.cumsum(host_counts)
-    for label in np.flatnonzero(host_counts):
-        start, stop = int(ends[label] - host_counts[label]), int(ends[label])
-        sums[label] = ordered[start:stop].sum(axis=0, dtype=xp.float64)
-    return sums, counts
+        return xp.zeros((n_labels, *values.shape[1:])), counts
+    ordered = values[xp.argsort(labels, kind="stable")].astype(xp.float64)
+    running = xp.concatenate([xp.zeros((1, *values.shape[1:])), xp.cumsum(ordered, axis=0)])
+    ends = xp.cumsum(counts)
+    return running[ends] - running[ends - counts], counts
