@@ -210,11 +210,11 @@ def write_binary_parallel(path, config, noise, adder, workers: int) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    n, block = config.n_samples, config.block_samples
-    n_blocks = -(-n // block)
-    starts = list(range(0, n_blocks, config.chunk_blocks))
+    from kilosnake.synth import chunk_starts
+
+    starts = list(chunk_starts(config))
     with open(path, "wb") as f:
-        f.truncate(n * config.n_channels_total * 2)
+        f.truncate(config.n_samples * config.n_channels_total * 2)
     single_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
     saved = {k: os.environ.get(k) for k in single_thread}
@@ -239,30 +239,12 @@ def _writer_init(path, config, noise, adder):
 
 
 def _write_chunk(b0: int) -> int:
-    """Compute and write the chunk starting at block ``b0`` (as kilosnake.synth.write_binary)."""
-    import numpy as np
+    """Compute and write the chunk starting at block ``b0`` (``kilosnake.synth.render_chunk``)."""
+    from kilosnake.synth import render_chunk
 
-    from kilosnake.synth import sync_column
-
-    config, noise, adder = _WRITER["config"], _WRITER["noise"], _WRITER["adder"]
-    n, block = config.n_samples, config.block_samples
-    n_blocks = -(-n // block)
-    pad = config.template_samples
-    b1 = min(b0 + config.chunk_blocks, n_blocks)
-    s0, s1 = b0 * block, min(b1 * block, n)
-    buf = np.zeros((s1 - s0 + 2 * pad, noise.n_channels), dtype=np.float32)
-    for b in range(b0, b1):
-        start = b * block
-        length = min(block, n - start)
-        buf[pad + start - s0:pad + start - s0 + length] = noise.block(b, start, length)
-    adder.add(buf, s0 - pad)
-    data = buf[pad:pad + s1 - s0]
-    np.rint(data, out=data)
-    clipped = int(np.count_nonzero((data > 32767) | (data < -32768)))
-    data = np.clip(data, -32768, 32767, out=data).astype(np.int16)
-    if config.sync_channel:
-        data = np.concatenate([data, sync_column(s0, s1 - s0, config)[:, None]], axis=1)
-    raw = np.ascontiguousarray(data).tobytes()
+    config = _WRITER["config"]
+    data, s0, clipped = render_chunk(b0, config, _WRITER["noise"], _WRITER["adder"])
+    raw = data.tobytes()
     offset = s0 * config.n_channels_total * 2
     while raw:
         written = os.pwrite(_WRITER["fd"], raw, offset)

@@ -761,33 +761,57 @@ def sync_column(start: int, length: int, config: SynthConfig) -> np.ndarray:
     return np.where(high, SYNC_HIGH, 0).astype(np.int16)
 
 
-def write_binary(path: Path, config: SynthConfig, noise: NoiseModel, adder: SpikeAdder) -> int:
-    """Write the recording chunk by chunk to ``path``; returns the number of clipped samples."""
+def chunk_starts(config: SynthConfig) -> range:
+    """First noise block of every chunk the file is written in."""
+    return range(0, -(-config.n_samples // config.block_samples), config.chunk_blocks)
+
+
+def render_chunk(b0: int, config: SynthConfig, noise: NoiseModel,
+                 adder: SpikeAdder) -> tuple[np.ndarray, int, int]:
+    """The file rows of the chunk starting at noise block ``b0``.
+
+    Every noise block has its own random stream and the chunk is padded by a template on each
+    side for the spikes that straddle its edges, so chunks can be computed in any order.
+
+    Returns
+    -------
+    data : ndarray (rows, n_channels_total) int16
+    first_sample : int
+    clipped : int
+        Samples clipped to the int16 range.
+    """
     n, block = config.n_samples, config.block_samples
     n_blocks = -(-n // block)
     pad = config.template_samples
+    b1 = min(b0 + config.chunk_blocks, n_blocks)
+    s0, s1 = b0 * block, min(b1 * block, n)
+    buf = np.zeros((s1 - s0 + 2 * pad, noise.n_channels), dtype=np.float32)
+    for b in range(b0, b1):
+        start = b * block
+        length = min(block, n - start)
+        buf[pad + start - s0:pad + start - s0 + length] = noise.block(b, start, length)
+    adder.add(buf, s0 - pad)
+    data = buf[pad:pad + s1 - s0]
+    np.rint(data, out=data)
+    clipped = int(np.count_nonzero((data > 32767) | (data < -32768)))
+    data = np.clip(data, -32768, 32767, out=data).astype(np.int16)
+    if config.sync_channel:
+        data = np.concatenate([data, sync_column(s0, s1 - s0, config)[:, None]], axis=1)
+    return np.ascontiguousarray(data), s0, clipped
+
+
+def write_binary(path: Path, config: SynthConfig, noise: NoiseModel, adder: SpikeAdder) -> int:
+    """Write the recording chunk by chunk to ``path``; returns the number of clipped samples."""
     clipped = 0
     next_report = time.monotonic() + 10.0
     with open(path, "wb") as f:
-        for b0 in range(0, n_blocks, config.chunk_blocks):
-            b1 = min(b0 + config.chunk_blocks, n_blocks)
-            s0, s1 = b0 * block, min(b1 * block, n)
-            buf = np.zeros((s1 - s0 + 2 * pad, noise.n_channels), dtype=np.float32)
-            for b in range(b0, b1):
-                start = b * block
-                length = min(block, n - start)
-                buf[pad + start - s0:pad + start - s0 + length] = noise.block(b, start, length)
-            adder.add(buf, s0 - pad)
-            data = buf[pad:pad + s1 - s0]
-            np.rint(data, out=data)
-            clipped += int(np.count_nonzero((data > 32767) | (data < -32768)))
-            data = np.clip(data, -32768, 32767, out=data).astype(np.int16)
-            if config.sync_channel:
-                data = np.concatenate([data, sync_column(s0, s1 - s0, config)[:, None]], axis=1)
-            f.write(np.ascontiguousarray(data).tobytes())
+        for b0 in chunk_starts(config):
+            data, s0, n_clipped = render_chunk(b0, config, noise, adder)
+            clipped += n_clipped
+            f.write(data.tobytes())
             if time.monotonic() >= next_report:
-                logger.info("synthetic recording: %.0f of %.0f s written", s1 / config.sample_rate,
-                            config.duration_s)
+                logger.info("synthetic recording: %.0f of %.0f s written",
+                            (s0 + data.shape[0]) / config.sample_rate, config.duration_s)
                 next_report = time.monotonic() + 10.0
     return clipped
 
