@@ -965,14 +965,7 @@ class DriftCorrectedReader:
         x = self.plain.read_device(be, start, stop)
         if not self.enabled:
             return x
-        lo, hi = max(start, 0), min(start + x.shape[0], self.n_samples)
-        out = x.copy()
-        for b in range(lo // self.NT, (hi - 1) // self.NT + 1) if hi > lo else ():
-            a, z = max(lo, b * self.NT) - start, min(hi, (b + 1) * self.NT) - start
-            mt = self.batch_matrix(b)
-            if mt is not None:
-                out[a:z] = x[a:z] @ be.asarray(mt)
-        return out
+        return self._apply_batch_matrices(x, start, lambda part, mt: part @ be.asarray(mt))
 
     def read_int16(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) drift-corrected, scaled and rounded like the stored traces."""
@@ -983,13 +976,19 @@ class DriftCorrectedReader:
 
     def correct(self, x: np.ndarray, start: int) -> np.ndarray:
         """Apply each batch's matrix to the samples it owns (``x`` starts at sample ``start``)."""
+        return self._apply_batch_matrices(
+            x, start, lambda part, mt: self.be.to_host(self.be.asarray(part) @ mt))
+
+    def _apply_batch_matrices(self, x, start: int, apply):
+        """A copy of ``x`` (starting at sample ``start``) with ``apply(part, M.T)`` on the part
+        of every batch that moves."""
         lo, hi = max(start, 0), min(start + x.shape[0], self.n_samples)
         out = x.copy()
         for b in range(lo // self.NT, (hi - 1) // self.NT + 1) if hi > lo else ():
             a, z = max(lo, b * self.NT) - start, min(hi, (b + 1) * self.NT) - start
             mt = self.batch_matrix(b)
             if mt is not None:
-                out[a:z] = self.be.to_host(self.be.asarray(x[a:z]) @ mt)
+                out[a:z] = apply(x[a:z], mt)
         return out
 
 
