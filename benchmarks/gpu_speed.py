@@ -1,6 +1,6 @@
 """GPU speed against Kilosort 4: one generated recording sorted by kilosnake and by Kilosort 4.
 
-    python benchmarks/gpu_speed.py --json $OUT/gpu_speed.json             # np: 384 ch, 300 s
+    python benchmarks/gpu_speed.py --json out/gpu_speed.json             # np: 384 ch, 300 s
     python benchmarks/gpu_speed.py --duration 60 --config gpu_memory_gb=2  # shorter, extra config
     python benchmarks/gpu_speed.py --skip-kilosnake    # Kilosort 4 only (kilosnake figures of an
                                                        # earlier run in --workdir are reused)
@@ -126,7 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="processes writing the recording (default %(default)s)")
     parser.add_argument("--poll-s", type=float, default=0.2, help="GPU memory sampling period")
     parser.add_argument("--json", type=Path, default=None, help="write the table and every "
-                        "figure here (e.g. $OUT/gpu_speed.json); every log goes beside it in "
+                        "figure here (e.g. out/gpu_speed.json); every log goes beside it in "
                         "one file, <name>_logs.txt")
     parser.add_argument("--record", action="store_true",
                         help="append the row to benchmarks/RESULTS.md")

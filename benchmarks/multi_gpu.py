@@ -1,8 +1,8 @@
 """Several GPUs on one machine: the workflow with `--resources gpu=1` and `gpu=2`, time blocks on.
 
-    python benchmarks/multi_gpu.py --json $OUT/multi_gpu.json         # np: 384 ch, 300 s, 2 GPUs
-    python benchmarks/multi_gpu.py --gpus 1 --json $OUT/g1.json       # one run per call: the
-    python benchmarks/multi_gpu.py --gpus 2 --json $OUT/g2.json       # table has both
+    python benchmarks/multi_gpu.py --json out/multi_gpu.json         # np: 384 ch, 300 s, 2 GPUs
+    python benchmarks/multi_gpu.py --gpus 1 --json out/g1.json       # one run per call: the
+    python benchmarks/multi_gpu.py --gpus 2 --json out/g2.json       # table has both
     python benchmarks/multi_gpu.py --gpus 1 2 4 --blocks 8            # more GPUs
     python benchmarks/multi_gpu.py --device cpu --preset demo --duration 10 --gpus 1 2 \
         --blocks 2 --cores 2                                          # smoke test, no GPU
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra snakemake --config entries")
     parser.add_argument("--json", type=Path, default=None,
-                        help="write every figure here (e.g. $OUT/multi_gpu.json)")
+                        help="write every figure here (e.g. out/multi_gpu.json)")
     parser.add_argument("--record", action="store_true",
                         help="append the row to benchmarks/RESULTS.md")
     return parser.parse_args(argv)
