@@ -10,6 +10,10 @@ from __future__ import annotations
 import concurrent.futures
 import sys
 
+import numpy as np
+
+from .recording import column_selector, select_columns
+
 
 class Prefetching:
     """A reader whose ``read(*key)`` calls, made in a known order, are done one ahead.
@@ -68,25 +72,44 @@ def use_device_of_this_thread():
 
 
 class WritingBehind:
-    """Writes (``target[index] = value``) done in order on a background thread, at most
-    ``depth`` waiting, so encoding and writing one batch overlaps the computation of the next.
+    """Writes (``target[index] = value``) done on background threads, at most ``depth`` batches
+    waiting, so encoding and writing one batch overlaps the computation of the next.
 
-    Use as a context manager: leaving it waits for every write and re-raises the first error.
+    :meth:`write_rows` splits a batch at the target's chunk edges and writes the chunks on
+    ``workers`` threads: each write then covers whole chunks of its own (encoded without an
+    intermediate copy), and the chunks are encoded in parallel. Use as a context manager:
+    leaving it waits for every write and re-raises the first error.
     """
 
-    def __init__(self, depth: int = 2):
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-behind")
-        self._pending: list[concurrent.futures.Future] = []
+    def __init__(self, depth: int = 2, workers: int = 1):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
+                                                           thread_name_prefix="write-behind")
+        self._pending: list[list[concurrent.futures.Future]] = []
         self._depth = depth
 
-    def write(self, target, index, value) -> None:
+    def _wait_for_room(self) -> None:
         while len(self._pending) >= self._depth:
-            self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(target.__setitem__, index, value))
+            for future in self._pending.pop(0):
+                future.result()
+
+    def write(self, target, index, value) -> None:
+        self._wait_for_room()
+        self._pending.append([self._pool.submit(target.__setitem__, index, value)])
+
+    def write_rows(self, target, at: int, value) -> None:
+        """``target[at : at + len(value)] = value``, one write per chunk of ``target`` rows
+        (``at`` on a chunk edge)."""
+        self._wait_for_room()
+        step = int(target.chunks[0])
+        self._pending.append([
+            self._pool.submit(target.__setitem__, slice(at + r, at + min(r + step, len(value))),
+                              value[r:r + step])
+            for r in range(0, len(value), step)])
 
     def wait(self) -> None:
         while self._pending:
-            self._pending.pop(0).result()
+            for future in self._pending.pop(0):
+                future.result()
 
     def __enter__(self):
         return self
@@ -99,13 +122,70 @@ class WritingBehind:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class HostBuffers:
+    """A ring of ``count`` reusable host buffers of up to ``n_bytes`` each, page-locked when
+    ``pinned`` (copies to and from the GPU then run at full speed, and no fresh memory is
+    faulted in batch after batch).
+
+    A buffer handed out by :meth:`take` is handed out again ``count`` calls later: size the
+    ring so that its user is done with a buffer by then.
+    """
+
+    def __init__(self, n_bytes: int, count: int, pinned: bool = False):
+        self._slots = [_host_bytes(int(n_bytes), pinned) for _ in range(count)]
+        self._next = 0
+
+    def take(self, shape, dtype) -> np.ndarray:
+        """The next buffer, viewed as a C-ordered array of ``shape`` and ``dtype``."""
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if n > slot.size:
+            raise ValueError(f"host buffer of {slot.size} bytes, need {n}")
+        return slot[:n].view(dtype).reshape(shape)
+
+
+def _host_bytes(n_bytes: int, pinned: bool) -> np.ndarray:
+    if pinned:
+        import cupyx
+
+        return cupyx.empty_pinned(n_bytes, dtype=np.uint8)
+    return np.empty(n_bytes, dtype=np.uint8)
+
+
 class RawBatches:
     """Batch ``b`` of a raw recording with ``margin`` samples each side, on ``chan_map``: the
-    read that preprocessing does for every batch, in a form :class:`Prefetching` can key."""
+    read that preprocessing does for every batch, in a form :class:`Prefetching` can key.
 
-    def __init__(self, rec, chan_map, NT: int, margin: int):
-        self.rec, self.chan_map, self.NT, self.margin = rec, chan_map, int(NT), int(margin)
+    With a GPU backend the whole rows are read into page-locked buffers and the probe's columns
+    are picked on the GPU (:meth:`on_device`): a gather of columns on the host costs more than
+    reading the file.
+    """
+
+    #: host buffers in the ring: the batch being moved, the one read ahead, one spare
+    RING = 3
+
+    def __init__(self, rec, chan_map, NT: int, margin: int, be=None):
+        self.rec, self.NT, self.margin = rec, int(NT), int(margin)
+        self.columns = column_selector(chan_map)
+        self.whole_rows = be is not None and be.name == "gpu"
+        self._buffers = None
+        if self.whole_rows:
+            row_bytes = rec.info.n_channels_total * rec.info.itemsize
+            self._buffers = HostBuffers((self.NT + 2 * self.margin) * row_bytes, self.RING,
+                                        pinned=True)
 
     def read(self, b: int):
         start, stop = b * self.NT, min((b + 1) * self.NT, self.rec.n_samples)
-        return self.rec.read(start - self.margin, stop + self.margin, self.chan_map)
+        start, stop = start - self.margin, stop + self.margin
+        if not self.whole_rows:
+            return select_columns(self.rec.read_rows(start, stop), self.columns)
+        out = self._buffers.take((stop - start, self.rec.info.n_channels_total),
+                                 self.rec.info.dtype)
+        return self.rec.read_rows(start, stop, out=out)
+
+    def on_device(self, raw, be):
+        """A batch from :meth:`read` on ``be``, the probe's columns only (as stored)."""
+        x = be.asarray(raw)
+        return select_columns(x, self.columns, be.xp) if self.whole_rows else x

@@ -23,7 +23,7 @@ import numpy as np
 
 from .backend import Backend
 from .probe import Probe
-from .prefetch import Prefetching, RawBatches, WritingBehind
+from .prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
 from .progress import Progress
 from .recording import RawRecording, RecordingInfo
 from .store import TRACE_CODEC, open_store, trace_chunks, write_array, writing_store
@@ -148,11 +148,11 @@ def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: B
     margin = filter_margin(p["fshigh"], rec.info.sample_rate, p["ntbuff"])
     batches = covariance_batches(n_batches(rec.n_samples, NT), p["nSkipCov"])
     cov = be.xp.zeros((probe.n_channels, probe.n_channels), dtype=be.xp.float64)
-    raw_batches = RawBatches(rec, probe.chan_map, NT, margin)
+    raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
     with Prefetching(raw_batches, [(b,) for b in batches]) as ahead:
         for b in batches:
             x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
-                                    raw=ahead.read(b))
+                                    raw=raw_batches.on_device(ahead.read(b), be))
             x = x.astype(be.xp.float64)
             cov += x.T @ x / x.shape[0]
     return be.to_host(cov / len(batches))
@@ -213,11 +213,17 @@ def probe_from_group(group) -> Probe:
 # the preprocess stage
 
 
-def whiten_to_int16(x, w, scaleproc: float, be: Backend) -> np.ndarray:
-    """``round((x @ w) * scaleproc)`` clipped to int16, on the host."""
+def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
+    """``round((x @ w) * scaleproc)`` clipped to int16, on the host (copied into ``out`` when
+    given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
     y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
-    return be.to_host(y)
+    if out is None:
+        return be.to_host(y)
+    if be.name == "gpu":
+        return y.get(out=out)
+    out[...] = y
+    return out
 
 
 def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
@@ -253,21 +259,25 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
                     batch_range.stop - 1)
     progress = Progress(len(batch_range), "preprocess", logger, every_s=progress_every_s)
     with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
+        chunks = trace_chunks(NT, probe.n_channels)
         traces = g.create_array("traces", shape=(stop - first, probe.n_channels),
-                                dtype="int16", chunks=trace_chunks(NT, probe.n_channels),
-                                compressors=TRACE_CODEC, fill_value=0,
-                                dimension_names=("time", "channel"))
+                                dtype="int16", chunks=chunks, compressors=TRACE_CODEC,
+                                fill_value=0, dimension_names=("time", "channel"),
+                                config={"write_empty_chunks": True})
         write_probe_arrays(g, probe)
-        # the next batch is read, and the last one encoded and written, while this one computes
-        ahead = Prefetching(RawBatches(rec, probe.chan_map, NT, margin),
-                            [(b,) for b in batch_range])
-        with ahead, WritingBehind() as behind:
+        # the next batch is read, and the last ones encoded and written (a thread per chunk),
+        # while this one computes; results go through a ring of reused host buffers
+        raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
+        ahead = Prefetching(raw_batches, [(b,) for b in batch_range])
+        depth = 2
+        results = HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=be.name == "gpu")
+        with ahead, WritingBehind(depth, workers=max(1, NT // chunks[0])) as behind:
             for b in batch_range:
                 x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
-                                        raw=ahead.read(b))
-                at = b * NT - first
-                behind.write(traces, slice(at, at + x.shape[0]),
-                             whiten_to_int16(x, w, p["scaleproc"], be))
+                                        raw=raw_batches.on_device(ahead.read(b), be))
+                y = whiten_to_int16(x, w, p["scaleproc"], be,
+                                    out=results.take(x.shape, np.int16))
+                behind.write_rows(traces, b * NT - first, y)
                 progress.update()
 
 

@@ -49,35 +49,74 @@ class RawRecording:
         self._row_bytes = info.n_channels_total * info.itemsize
         self.n_samples = n_bytes // self._row_bytes
 
-    def _rows(self, lo: int, hi: int) -> np.ndarray:
-        """Samples [lo, hi) of every channel (inside the recording)."""
+    def _read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
+        """Samples [lo, hi) of every column (inside the recording) into ``out`` (C-ordered)."""
         with open(self.info.path, "rb") as f:
             f.seek(self.info.offset + lo * self._row_bytes)
-            data = np.fromfile(f, dtype=self.info.dtype,
-                               count=(hi - lo) * self.info.n_channels_total)
-        return data.reshape(hi - lo, self.info.n_channels_total)
+            n = f.readinto(memoryview(out).cast("B"))
+        if n != (hi - lo) * self._row_bytes:
+            raise OSError(f"{self.info.path}: short read ({n} of {(hi - lo) * self._row_bytes} "
+                          "bytes); was the file truncated while being sorted?")
 
     @property
     def duration_s(self) -> float:
         return self.n_samples / self.info.sample_rate
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` of every column of the file, edges padded by repetition.
+
+        Parameters
+        ----------
+        start, stop : int
+            Window (may reach outside the recording).
+        out : ndarray, optional
+            C-ordered ``(stop - start, n_channels_total)`` array of the file's dtype to read
+            into (e.g. a reused, page-locked buffer); a new one when None.
+        """
+        if stop <= start:
+            raise ValueError(f"empty window [{start}, {stop})")
+        shape = (stop - start, self.info.n_channels_total)
+        if out is None:
+            out = np.empty(shape, dtype=self.info.dtype)
+        elif out.shape != shape or not out.flags.c_contiguous:
+            raise ValueError(f"read buffer of shape {out.shape}, need {shape} C-ordered")
+        lo, hi = max(start, 0), min(stop, self.n_samples)
+        if hi <= lo:  # window entirely outside: repeat the nearest edge sample
+            lo = hi = 0 if stop <= 0 else self.n_samples - 1
+            hi += 1
+            self._read_into(lo, hi, out[:1])
+            out[1:] = out[0]
+            return out
+        self._read_into(lo, hi, out[lo - start: hi - start])
+        out[:lo - start] = out[lo - start]
+        out[hi - start:] = out[hi - start - 1]
+        return out
 
     def read(self, start: int, stop: int, channels=None) -> np.ndarray:
         """Samples ``[start, stop)`` of ``channels`` (all if None), edges padded by repetition.
 
         Returns a new C-ordered array of the file's dtype, shape ``(stop - start, n_ch)``.
         """
-        if stop <= start:
-            raise ValueError(f"empty window [{start}, {stop})")
-        lo, hi = max(start, 0), min(stop, self.n_samples)
-        cols = slice(None) if channels is None else np.asarray(channels)
-        core = self._rows(lo, hi)[:, cols] if hi > lo else None
-        if lo == start and hi == stop:
-            return np.ascontiguousarray(core)
-        if core is None:  # window entirely outside: repeat the nearest edge sample
-            edge = 0 if stop <= 0 else self.n_samples - 1
-            core = self._rows(edge, edge + 1)[:, cols]
-            return np.repeat(core, stop - start, axis=0)
-        return np.pad(core, ((lo - start, stop - hi), (0, 0)), mode="edge")
+        rows = self.read_rows(start, stop)
+        return rows if channels is None else select_columns(rows, column_selector(channels))
+
+
+def column_selector(channels):
+    """``channels`` as a slice when they are consecutive ascending columns (a view, no gather),
+    else as an index array."""
+    channels = np.asarray(channels, dtype=np.int64).ravel()
+    if channels.size and np.array_equal(channels, np.arange(channels[0],
+                                                            channels[0] + channels.size)):
+        return slice(int(channels[0]), int(channels[0]) + channels.size)
+    return channels
+
+
+def select_columns(rows, selector, xp=np):
+    """The ``selector`` columns (see :func:`column_selector`) of ``rows`` as a new C-ordered
+    array of the same module (``take`` gathers rows at a time, faster than fancy indexing)."""
+    if isinstance(selector, slice):
+        return xp.ascontiguousarray(rows[:, selector])
+    return xp.take(rows, xp.asarray(selector), axis=1)
 
 
 def read_spikeglx_meta(raw_path) -> dict:

@@ -118,3 +118,38 @@ def test_reading_ahead_returns_what_a_plain_read_returns():
         for key in [(0, 5), (3, 4), (5, 9), (9, 20)]:  # (3, 4) is not expected: read directly
             np.testing.assert_array_equal(reader.read(*key), np.arange(*key))
     assert sorted(Counting.calls) == sorted(keys + [(3, 4)])  # each expected key read once
+
+
+@pytest.mark.parametrize("channels", [[1, 2, 3], [4, 0, 2], [0, 1, 2, 3, 4]])
+def test_reading_into_a_reused_buffer_and_picking_columns(tmp_path, channels):
+    from kilosnake.prefetch import HostBuffers
+    from kilosnake.recording import column_selector, select_columns
+
+    x = (np.arange(100 * 5).reshape(100, 5) % 1000).astype(np.int16)
+    x.tofile(tmp_path / "r.bin")
+    rec = RawRecording(RecordingInfo(str(tmp_path / "r.bin"), 5, "int16"))
+    ring = HostBuffers(30 * 5 * 2, count=2)
+    for start, stop in [(-3, 20), (90, 104), (10, 40), (150, 152)]:
+        out = ring.take((stop - start, 5), np.int16)
+        rows = rec.read_rows(start, stop, out=out)
+        assert rows is out
+        expected = rec.read(start, stop)  # a fresh array
+        np.testing.assert_array_equal(rows, expected)
+        picked = select_columns(rows, column_selector(channels))
+        np.testing.assert_array_equal(picked, expected[:, channels])
+        assert picked.flags.c_contiguous
+    assert column_selector([1, 2, 3]) == slice(1, 4)
+    with pytest.raises(ValueError, match="host buffer"):
+        ring.take((31, 5), np.int16)
+
+
+def test_writing_rows_chunk_by_chunk_gives_the_same_array(tmp_path):
+    from kilosnake.prefetch import WritingBehind
+
+    data = np.random.default_rng(0).integers(-99, 99, size=(70, 3)).astype(np.int16)
+    with writing_store(tmp_path / "s.zarr", "test") as g:
+        arr = g.create_array("x", shape=data.shape, dtype="int16", chunks=(8, 3))
+        with WritingBehind(depth=2, workers=3) as behind:
+            for at in range(0, 70, 16):  # batches of two chunks, the last one partial
+                behind.write_rows(arr, at, data[at:at + 16])
+    np.testing.assert_array_equal(open_store(tmp_path / "s.zarr")["x"][...], data)
