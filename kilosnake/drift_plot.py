@@ -95,13 +95,35 @@ def _plot_displacement(ax, est, k: int, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
+#: pixels of a raster image (time bins, depth bins)
+RASTER_BINS = (480, 320)
+
+
 def _plot_raster(ax, t, depth, amplitude, title: str) -> None:
-    """Spike depth over time, darker for larger spikes."""
+    """Spike depth over time, darker for larger spikes: an image whose pixel shows the largest
+    spike that falls in it (one image instead of a marker per spike, so drawing does not grow
+    with the spike count)."""
     if t.size:
         shade = np.clip(np.log10(np.maximum(amplitude, 1.0)) / 2.0, 0.0, 1.0)
-        ax.scatter(t, depth, s=0.5, c=shade, cmap="Greys", vmin=-0.3, vmax=1.0,
-                   linewidths=0, rasterized=True)
+        image, extent = _largest_per_pixel(t, depth, shade, RASTER_BINS)
+        ax.imshow(image.T, origin="lower", extent=extent, aspect="auto", cmap="Greys",
+                  vmin=-0.3, vmax=1.0, interpolation="nearest")
     else:
         ax.text(0.5, 0.5, "no drift spikes", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("depth (um)")
     ax.set_title(title)
+
+
+def _largest_per_pixel(x, y, value, bins):
+    """``(bins[0], bins[1])`` image of the largest ``value`` per pixel (NaN where empty, drawn
+    blank) and its extent."""
+    x, y, value = (np.asarray(a, dtype=np.float64) for a in (x, y, value))
+    lo = np.array([x.min(), y.min()])
+    hi = np.array([x.max(), y.max()])
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    ix = np.minimum(((x - lo[0]) / (hi[0] - lo[0]) * bins[0]).astype(np.int64), bins[0] - 1)
+    iy = np.minimum(((y - lo[1]) / (hi[1] - lo[1]) * bins[1]).astype(np.int64), bins[1] - 1)
+    image = np.full(bins, -np.inf)
+    np.maximum.at(image, (ix, iy), value)
+    image[np.isneginf(image)] = np.nan
+    return image, (lo[0], hi[0], lo[1], hi[1])
