@@ -62,3 +62,22 @@ def test_segment_sum_matches_a_loop(be):
     for k in range(6):
         np.testing.assert_allclose(be.to_host(sums)[k], values[labels == k].sum(0), atol=1e-12)
         assert int(be.to_host(counts)[k]) == (labels == k).sum()
+
+
+def test_best_prior_scores_equal_the_formula(be):
+    """Largest prior score per row and its template (the first on ties), as NumPy computes
+    the formula; on the GPU this is a CUDA kernel and must agree bit for bit."""
+    from kilosnake.sorting import matching
+
+    rng = np.random.default_rng(5)
+    C = rng.normal(size=(300, 37)).astype(np.float32) * 5
+    C[7, [3, 9]] = 20.0  # a tie: the first template wins
+    mu = rng.uniform(5, 20, size=37).astype(np.float32)
+    mu[9] = mu[3] = mu.max()
+    lam = 10.0
+    lm = np.float32(lam) * mu
+    cf = (np.maximum(C, 0) + lm) * (np.maximum(C, 0) + lm) / np.float32(1 + lam) - lm * mu
+    best, best_id = matching.best_scores(be, be.asarray(C), be.asarray(mu), lam)
+    np.testing.assert_array_equal(be.to_host(best), cf.max(axis=1))
+    np.testing.assert_array_equal(be.to_host(best_id), cf.argmax(axis=1))
+    assert cf[7, 3] == cf[7, 9] == cf[7].max() and int(be.to_host(best_id)[7]) == 3

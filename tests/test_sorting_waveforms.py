@@ -74,3 +74,30 @@ def test_kriging_kernels_resample_a_smooth_waveform(phase):
     expected = smooth(t - 0.5 + phase / nup)
     np.testing.assert_allclose(shifted[10:50], expected[10:50], atol=0.02)
     np.testing.assert_allclose(Ka @ w, smooth(NT0MIN - 0.5 + np.arange(nup) / nup), atol=0.02)
+
+
+def test_summed_scores_match_a_direct_loop_and_the_kernel(be):
+    """The summed filter-bank score (new-template detection): the array code equals a plain
+    loop over channels and partial sums; on the GPU the CUDA kernel equals the array code bit
+    for bit."""
+    from kilosnake.sorting import detect, kernels
+
+    rng = np.random.default_rng(3)
+    n_proto, n_chan, L, n_sum = 3, 6, 50, 4
+    F = rng.normal(size=(n_proto, n_chan, L)).astype(np.float32)
+    iC = np.stack([np.roll(np.arange(n_chan), -j) for j in range(n_sum)])  # (n_sum, Nchan)
+    score, channel = (be.to_host(a) for a in detect.summed_scores_by_arrays(
+        be, be.asarray(F), be.asarray(iC)))
+    expected = np.zeros((n_chan, L), dtype=np.float32)
+    for c in range(n_chan):
+        running = np.zeros((n_proto, L), dtype=np.float32)
+        for j in range(n_sum):
+            running += F[:, iC[j, c], :]
+            top = np.maximum(running.max(axis=0), 0)
+            expected[c] = np.maximum(expected[c], top * top * np.float32(1.0 / (j + 1)))
+    np.testing.assert_array_equal(score, expected.max(axis=0))
+    np.testing.assert_array_equal(channel, expected.argmax(axis=0))
+    if be.name == "gpu":
+        k_score, k_channel = kernels.best_summed_scores(be.asarray(F), be.asarray(iC))
+        np.testing.assert_array_equal(be.to_host(k_score), score)
+        np.testing.assert_array_equal(be.to_host(k_channel), channel)

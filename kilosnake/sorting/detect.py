@@ -22,6 +22,7 @@ New templates (the first ones here, later ones from the learner's residual) come
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..progress import Progress
 from ..store import write_array, writing_store
-from . import batches, empty, waveforms
+from . import batches, empty, kernels, waveforms
 
 logger = logging.getLogger(__name__)
 
@@ -122,22 +123,32 @@ def _best_summed_scores(be: Backend, X, wTEMP, iC_sum):
     kernel = wTEMP.T[:, None, ::-1]  # (n_proto, 1, nt0): correlation as convolution
     conv = getattr(be.signal, "oaconvolve", None) or be.signal.fftconvolve
     Xt = X.T  # channel-major so that neighbour gathers copy whole rows
+    # one CUDA kernel on the GPU, the same operations as the array code
+    summed = kernels.best_summed_scores if be.name == "gpu" else \
+        functools.partial(summed_scores_by_arrays, be)
     for t0 in range(0, n_out, step):
         t1 = min(n_out, t0 + step)
         chunk = Xt[None, :, t0:t1 + nt0 - 1]
         F = conv(chunk, kernel, mode="valid", axes=2).astype(xp.float32)  # (n_proto, Nchan, L)
-        running = xp.zeros_like(F)
-        best = xp.zeros(F.shape[1:], dtype=xp.float32)
-        for j in range(iC_sum.shape[0]):
-            xp.add(running, F[:, iC_sum[j], :], out=running)
-            top = running.max(axis=0)
-            xp.maximum(top, 0, out=top)
-            xp.multiply(top, top, out=top)
-            xp.multiply(top, xp.float32(1.0 / (j + 1)), out=top)
-            xp.maximum(best, top, out=best)
-        score[t0:t1] = best.max(axis=0)
-        channel[t0:t1] = best.argmax(axis=0)
+        score[t0:t1], channel[t0:t1] = summed(F, iC_sum)
     return score, channel
+
+
+def summed_scores_by_arrays(be: Backend, F, iC_sum):
+    """:func:`kilosnake.sorting.kernels.best_summed_scores` in array operations (any backend).
+    """
+    xp = be.xp
+    weights = kernels.summed_score_weights(iC_sum.shape[0])
+    running = xp.zeros_like(F)
+    best = xp.zeros(F.shape[1:], dtype=xp.float32)
+    for j in range(iC_sum.shape[0]):
+        xp.add(running, F[:, iC_sum[j], :], out=running)
+        top = running.max(axis=0)
+        xp.maximum(top, 0, out=top)
+        xp.multiply(top, top, out=top)
+        xp.multiply(top, weights[j], out=top)
+        xp.maximum(best, top, out=best)
+    return best.max(axis=0), best.argmax(axis=0)
 
 
 def _largest_among_channel_neighbours(be: Backend, heights, channels, n_chan: int,

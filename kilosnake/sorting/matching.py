@@ -27,7 +27,7 @@ import logging
 
 from .. import gpu_memory
 from ..backend import Backend
-from . import svd
+from . import kernels, svd
 from .arrays import fft_module
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,28 @@ def prior_score(be: Backend, C, mu, lam: float):
     return (xp.maximum(C, 0) + lm) ** 2 / xp.float32(1.0 + lam) - lm * mu
 
 
+def best_scores(be: Backend, C, mu, lam: float):
+    """The largest prior score of each row of ``C`` and its template (the first one on ties);
+    one CUDA kernel on the GPU."""
+    if be.name == "gpu":
+        return kernels.best_prior_scores(C, mu, lam)
+    cf = prior_score(be, C, mu, lam)
+    return cf.max(axis=1), cf.argmax(axis=1)
+
+
+def _update_best_scores(be: Backend, C, mu, lam: float, onsets, half: int, best,
+                        best_id) -> None:
+    """Refresh ``best`` and ``best_id`` after spikes at ``onsets`` changed ``C`` within
+    ±``half`` rows of them: those rows only on the CPU; every row on the GPU, where one pass
+    over ``C`` costs less than gathering the changed rows (same values either way)."""
+    if be.name == "gpu":
+        kernels.best_prior_scores(C, mu, lam, out=(best, best_id))
+        return
+    rows = _touched_rows(be, onsets, half, C.shape[0])
+    cf = prior_score(be, C[rows], mu, lam)
+    best[rows], best_id[rows] = cf.max(axis=1), cf.argmax(axis=1)
+
+
 def local_maxima(be: Backend, best, threshold: float, half_width: int):
     """Onsets where ``best`` exceeds ``threshold`` and is the largest within ±``half_width``.
 
@@ -251,8 +273,7 @@ def peel(be: Backend, X, tset: TemplateSet, Th: float, lam: float,
     Cpad = xp.zeros((n_out + 2 * half, tset.n_templates), dtype=xp.float32)
     Cpad[half:half + n_out] = project(be, X, tset)
     C = Cpad[half:half + n_out]
-    cf = prior_score(be, C, tset.mu, lam)
-    best, best_id = cf.max(axis=1), cf.argmax(axis=1)
+    best, best_id = best_scores(be, C, tset.mu, lam)
     found = []
     threshold = float(Th) ** 2
     for _ in range(max_rounds):
@@ -264,9 +285,7 @@ def peel(be: Backend, X, tset: TemplateSet, Th: float, lam: float,
         found.append((onsets, ids, amps, xp.sqrt(best[onsets])))
         _subtract_from_data(be, residual, tset, onsets, ids, amps)
         _subtract_from_projections(be, Cpad, tset.ctc, onsets, ids, amps)
-        rows = _touched_rows(be, onsets, half, n_out)
-        cf = prior_score(be, C[rows], tset.mu, lam)
-        best[rows], best_id[rows] = cf.max(axis=1), cf.argmax(axis=1)
+        _update_best_scores(be, C, tset.mu, lam, onsets, half, best, best_id)
     else:
         logger.warning("matching pursuit stopped after %d rounds", max_rounds)
     if not found:

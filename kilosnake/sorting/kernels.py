@@ -1,0 +1,166 @@
+"""CUDA kernels for the GPU path, where one kernel replaces a chain of array operations that
+would each launch a kernel and write a full-size temporary.
+
+Each kernel computes exactly what the array code beside it computes (same operations in the
+same order, in float32), so the two backends agree bit for bit; the array code stays the
+reference and the CPU path.
+"""
+
+from __future__ import annotations
+
+import functools
+
+_SUMMED_SCORES = r"""
+extern "C" __global__
+void best_summed_scores(const float* F, const int* iC, const float* weight, const int n_proto,
+                        const int n_chan, const int n_sum, const long long L, float* score,
+                        long long* channel)
+{
+    // F: (n_proto, n_chan, L); iC: (n_sum, n_chan); weight[j] = 1/(j+1); a thread per onset
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= L) return;
+    const long long plane = (long long)n_chan * L;
+    float best_all = 0.0f;
+    long long best_c = 0;
+    float running[MAX_PROTO];
+    for (int c = 0; c < n_chan; ++c) {
+        for (int r = 0; r < n_proto; ++r) running[r] = 0.0f;
+        float best = 0.0f;
+        for (int j = 0; j < n_sum; ++j) {
+            const long long row = (long long)iC[j * n_chan + c] * L + t;
+            float top = -INFINITY;
+            for (int r = 0; r < n_proto; ++r) {
+                running[r] = __fadd_rn(running[r], F[r * plane + row]);
+                top = fmaxf(top, running[r]);
+            }
+            top = fmaxf(top, 0.0f);
+            top = __fmul_rn(top, top);
+            top = __fmul_rn(top, weight[j]);
+            best = fmaxf(best, top);
+        }
+        if (best > best_all) { best_all = best; best_c = c; }
+    }
+    score[t] = best_all;
+    channel[t] = best_c;
+}
+"""
+
+#: most prototypes the summed-score kernel handles (registers per thread)
+MAX_PROTO = 16
+
+
+def summed_score_weights(n_sum: int):
+    """``1 / (j + 1)`` as float32 for ``j < n_sum``: the weights of the partial sums."""
+    import numpy as np
+
+    return np.array([np.float32(1.0 / (j + 1)) for j in range(n_sum)], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(name: str, source: str, options: tuple = ()):
+    import cupy
+
+    return cupy.RawKernel(source, name, options=options)
+
+
+def best_summed_scores(F, iC_sum):
+    """Best score over channels and prototypes at each onset, and its channel (CuPy).
+
+    Parameters
+    ----------
+    F : cupy array (n_proto, Nchan, L) float32
+        Filter-bank outputs of every channel.
+    iC_sum : cupy array (n_sum, Nchan) int
+        Each channel's nearest channels (itself first).
+
+    Returns
+    -------
+    score : (L,) float32
+        ``max_{c, j, r} max(S_j, 0)² / (j+1)`` with ``S_j`` the sum of ``F[r]`` over the ``j+1``
+        nearest channels of ``c``.
+    channel : (L,) int64
+        The first channel ``c`` reaching the score (0 where no score is positive).
+    """
+    import cupy
+
+    n_proto, n_chan, L = (int(n) for n in F.shape)
+    if n_proto > MAX_PROTO:
+        raise ValueError(f"{n_proto} prototypes; the kernel handles at most {MAX_PROTO}")
+    F = cupy.ascontiguousarray(F, dtype=cupy.float32)
+    iC = cupy.ascontiguousarray(iC_sum, dtype=cupy.int32)
+    weight = cupy.asarray(summed_score_weights(iC.shape[0]))
+    score = cupy.empty(L, dtype=cupy.float32)
+    channel = cupy.empty(L, dtype=cupy.int64)
+    threads = 128
+    kernel = _kernel("best_summed_scores", _SUMMED_SCORES.replace("MAX_PROTO", str(MAX_PROTO)))
+    kernel(((L + threads - 1) // threads,), (threads,),
+           (F, iC, weight, cupy.int32(n_proto), cupy.int32(n_chan), cupy.int32(iC.shape[0]),
+            cupy.int64(L), score, channel))
+    return score, channel
+
+
+_PRIOR_SCORES = r"""
+extern "C" __global__
+void best_prior_scores(const float* C, const float* mu, const float lam, const float one_lam,
+                       const long long n_rows, const int n_filt, float* best, long long* best_id)
+{
+    // a warp per row of C (n_rows, n_filt): the largest (max(0,C)+lam*mu)^2/(1+lam) - lam*mu^2
+    // and the first template reaching it
+    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= n_rows) return;
+    const float* c = C + row * n_filt;
+    float v = -INFINITY;
+    int id = 0x7fffffff;
+    for (int i = lane; i < n_filt; i += 32) {
+        const float lm = __fmul_rn(lam, mu[i]);
+        const float a = __fadd_rn(fmaxf(c[i], 0.0f), lm);
+        const float s = __fsub_rn(__fdiv_rn(__fmul_rn(a, a), one_lam), __fmul_rn(lm, mu[i]));
+        if (s > v) { v = s; id = i; }
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+        const float v2 = __shfl_down_sync(0xffffffff, v, offset);
+        const int id2 = __shfl_down_sync(0xffffffff, id, offset);
+        if (v2 > v || (v2 == v && id2 < id)) { v = v2; id = id2; }
+    }
+    if (lane == 0) { best[row] = v; best_id[row] = id; }
+}
+"""
+
+
+def best_prior_scores(C, mu, lam: float, out=None):
+    """Largest prior score of each row of projections and its template (CuPy).
+
+    Parameters
+    ----------
+    C : cupy array (n_rows, Nfilt) float32, C-ordered
+    mu : cupy array (Nfilt,) float32
+    lam : float
+
+    Returns
+    -------
+    best : (n_rows,) float32
+        ``max_i (max(0, C[t,i]) + λμ_i)² / (1+λ) − λμ_i²`` (float32, the operations of
+        :func:`kilosnake.sorting.matching.prior_score`).
+    best_id : (n_rows,) int64
+        The first ``i`` reaching it.
+
+    ``out=(best, best_id)`` writes into existing arrays.
+    """
+    import cupy
+    import numpy as np
+
+    n_rows, n_filt = (int(n) for n in C.shape)
+    if not C.flags.c_contiguous:
+        raise ValueError("projections must be C-ordered")
+    mu = cupy.ascontiguousarray(mu, dtype=cupy.float32)
+    if out is None:
+        out = cupy.empty(n_rows, dtype=cupy.float32), cupy.empty(n_rows, dtype=cupy.int64)
+    best, best_id = out
+    threads = 256
+    blocks = (n_rows * 32 + threads - 1) // threads
+    _kernel("best_prior_scores", _PRIOR_SCORES)(
+        (blocks,), (threads,),
+        (C, mu, np.float32(lam), np.float32(1.0 + lam), np.int64(n_rows), np.int32(n_filt),
+         best, best_id))
+    return best, best_id
