@@ -28,7 +28,7 @@ void best_summed_scores(const float* F, const int* iC, const float* weight, cons
         float best = 0.0f;
         for (int j = 0; j < n_sum; ++j) {
             const long long row = (long long)iC[j * n_chan + c] * L + t;
-            float top = -INFINITY;
+            float top = __int_as_float(0xff800000);
             for (int r = 0; r < n_proto; ++r) {
                 running[r] = __fadd_rn(running[r], F[r * plane + row]);
                 top = fmaxf(top, running[r]);
@@ -110,7 +110,7 @@ void best_prior_scores(const float* C, const float* mu, const float lam, const f
     const int lane = threadIdx.x % 32;
     if (row >= n_rows) return;
     const float* c = C + row * n_filt;
-    float v = -INFINITY;
+    float v = __int_as_float(0xff800000);
     int id = 0x7fffffff;
     for (int i = lane; i < n_filt; i += 32) {
         const float lm = __fmul_rn(lam, mu[i]);
