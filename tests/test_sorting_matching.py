@@ -81,3 +81,38 @@ def test_best_prior_scores_equal_the_formula(be):
     np.testing.assert_array_equal(be.to_host(best), cf.max(axis=1))
     np.testing.assert_array_equal(be.to_host(best_id), cf.argmax(axis=1))
     assert cf[7, 3] == cf[7, 9] == cf[7].max() and int(be.to_host(best_id)[7]) == 3
+
+
+def test_local_maxima_match_a_direct_loop(be):
+    """Onsets above threshold that are the largest within ±half, the first of equal maxima
+    (CUDA kernels on the GPU)."""
+    rng = np.random.default_rng(6)
+    best = rng.normal(size=400).astype(np.float32)
+    best[100] = best[104] = 9.0  # equal maxima closer than half: only the first
+    best[200], best[260] = 8.0, 8.5  # far apart: both
+    half = 5
+    expected = []
+    for t in range(best.size):
+        window = best[max(0, t - half): t + half + 1]
+        if best[t] > 1.0 and best[t] >= window.max() and \
+                not (expected and t - expected[-1] <= half):
+            expected.append(t)
+    got = be.to_host(matching.local_maxima(be, be.asarray(best), 1.0, half))
+    np.testing.assert_array_equal(got, expected)
+    assert 100 in got and 104 not in got and 200 in got and 260 in got
+
+
+def test_peeling_kernels_equal_the_array_code(be):
+    """On the GPU, peeling with the CUDA kernels gives the same spikes, residual and
+    projections, bit for bit, as the same backend's array code."""
+    import dataclasses
+
+    rec = toy.make_toy_recording(n_channels=16, duration_s=0.5, n_units=4, rate_hz=40, seed=7)
+    tset = _templates(be, rec)
+    arrays = dataclasses.replace(be, name="arrays")  # the array code, on the same module
+    a = matching.peel(be, be.asarray(rec.traces), tset, 6.0, 10.0)
+    b = matching.peel(arrays, be.asarray(rec.traces), tset, 6.0, 10.0)
+    assert a.n_spikes > 10
+    for name in ("onset", "template", "amplitude", "score", "residual", "projections"):
+        np.testing.assert_array_equal(be.to_host(getattr(a, name)),
+                                      be.to_host(getattr(b, name)), err_msg=name)

@@ -10,7 +10,7 @@ from ..backend import Backend
 def fft_module(be: Backend) -> ModuleType:
     """The FFT module of a backend: ``scipy.fft`` on the CPU (SIMD, float32-preserving, much
     faster than ``numpy.fft`` for many short transforms), ``cupy.fft`` on a GPU."""
-    if be.name == "cpu":
+    if be.xp.__name__ == "numpy":
         import scipy.fft
 
         return scipy.fft

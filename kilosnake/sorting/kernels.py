@@ -164,3 +164,120 @@ def best_prior_scores(C, mu, lam: float, out=None):
         (C, mu, np.float32(lam), np.float32(1.0 + lam), np.int64(n_rows), np.int32(n_filt),
          best, best_id))
     return best, best_id
+
+
+_PEAKS = r"""
+extern "C" __global__
+void peak_candidates(const float* best, const long long n, const int half, const float threshold,
+                     bool* candidate)
+{
+    // above threshold and no larger value within +-half (outside the array counts as -inf)
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    const float v = best[t];
+    bool ok = v > threshold;
+    const long long lo = t - half > 0 ? t - half : 0;
+    const long long hi = t + half < n - 1 ? t + half : n - 1;
+    for (long long u = lo; ok && u <= hi; ++u) ok = !(best[u] > v);
+    candidate[t] = ok;
+}
+
+extern "C" __global__
+void first_of_close_candidates(const bool* candidate, const long long n, const int half,
+                               bool* keep)
+{
+    // a candidate with no other candidate in the half samples before it
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    bool ok = candidate[t];
+    const long long lo = t - half > 0 ? t - half : 0;
+    for (long long u = lo; ok && u < t; ++u) ok = !candidate[u];
+    keep[t] = ok;
+}
+"""
+
+_SUBTRACT = r"""
+extern "C" __global__
+void subtract_templates(float* residual, const long long n_chan, const long long* onsets,
+                        const long long* ids, const float* amps, const long long* channels,
+                        const float* T_local, const int nt0, const int n_near)
+{
+    // a block per spike: residual[onset + s, channels[id, q]] -= amp * T_local[id, s, q]
+    const long long k = blockIdx.x;
+    const long long id = ids[k];
+    const float a = amps[k];
+    for (int e = threadIdx.x; e < nt0 * n_near; e += blockDim.x) {
+        const int s = e / n_near, q = e % n_near;
+        const long long r = (onsets[k] + s) * n_chan + channels[id * n_near + q];
+        residual[r] = __fsub_rn(residual[r], __fmul_rn(a, T_local[(id * nt0 + s) * n_near + q]));
+    }
+}
+
+extern "C" __global__
+void subtract_cross_correlations(float* Cpad, const long long n_filt, const long long* onsets,
+                                 const long long* ids, const float* amps, const float* ctc,
+                                 const int n_lags, const long long n_spikes, const int parity)
+{
+    // a block per spike of one parity: Cpad[onset + lag, f] -= amp * ctc[id, lag, f]
+    const long long k = 2 * (long long)blockIdx.x + parity;
+    if (k >= n_spikes) return;
+    const long long id = ids[k];
+    const float a = amps[k];
+    const long long span = (long long)n_lags * n_filt;
+    float* c = Cpad + onsets[k] * n_filt;
+    const float* x = ctc + id * span;
+    for (long long e = threadIdx.x; e < span; e += blockDim.x)
+        c[e] = __fsub_rn(c[e], __fmul_rn(a, x[e]));
+}
+"""
+
+
+def local_maxima(best, threshold: float, half: int):
+    """:func:`kilosnake.sorting.matching.local_maxima` in two CUDA kernels (CuPy)."""
+    import cupy
+    import numpy as np
+
+    n = int(best.shape[0])
+    candidate = cupy.empty(n, dtype=cupy.bool_)
+    keep = cupy.empty(n, dtype=cupy.bool_)
+    threads = 256
+    grid = ((n + threads - 1) // threads,)
+    _kernel("peak_candidates", _PEAKS)(
+        grid, (threads,), (best, np.int64(n), np.int32(half), np.float32(threshold), candidate))
+    _kernel("first_of_close_candidates", _PEAKS)(
+        grid, (threads,), (candidate, np.int64(n), np.int32(half), keep))
+    return cupy.flatnonzero(keep).astype(cupy.int64)
+
+
+def subtract_templates(residual, onsets, ids, amps, channels, T_local) -> None:
+    """``residual[o : o+nt0, channels[id]] -= a · T_local[id]`` for spikes whose windows do not
+    overlap (CuPy, in place)."""
+    import numpy as np
+
+    n = int(onsets.shape[0])
+    if n == 0:
+        return
+    nt0, n_near = int(T_local.shape[1]), int(T_local.shape[2])
+    _kernel("subtract_templates", _SUBTRACT)(
+        (n,), (128,), (residual, np.int64(residual.shape[1]), onsets, ids,
+                       amps.astype(np.float32, copy=False), channels, T_local,
+                       np.int32(nt0), np.int32(n_near)))
+
+
+def subtract_cross_correlations(Cpad, ctc, onsets, ids, amps) -> None:
+    """``Cpad[o : o + 2·nt0−1] -= a · ctc[id]`` for spikes at least ``nt0`` apart (CuPy, in
+    place): even-numbered spikes, then odd-numbered ones, so no two updates of a launch meet."""
+    import numpy as np
+
+    n = int(onsets.shape[0])
+    if n == 0:
+        return
+    n_lags = int(ctc.shape[1])
+    ctc = ctc if ctc.flags.c_contiguous else ctc.copy()
+    for parity in (0, 1):
+        blocks = (n - parity + 1) // 2
+        if blocks:
+            _kernel("subtract_cross_correlations", _SUBTRACT)(
+                (blocks,), (256,), (Cpad, np.int64(Cpad.shape[1]), onsets, ids,
+                                    amps.astype(np.float32, copy=False), ctc, np.int32(n_lags),
+                                    np.int64(n), np.int32(parity)))

@@ -226,8 +226,10 @@ def local_maxima(be: Backend, best, threshold: float, half_width: int):
     """Onsets where ``best`` exceeds ``threshold`` and is the largest within ±``half_width``.
 
     Of several equal maxima closer than ``half_width + 1`` only the first is returned, so the
-    returned onsets are at least ``half_width + 1`` apart.
+    returned onsets are at least ``half_width + 1`` apart. Two CUDA kernels on the GPU.
     """
+    if be.name == "gpu":
+        return kernels.local_maxima(best, threshold, half_width)
     xp = be.xp
     running = be.ndimage.maximum_filter1d(best, size=2 * half_width + 1, mode="constant",
                                           cval=-xp.inf)
@@ -303,7 +305,11 @@ def _empty_result(be: Backend, residual, n_out: int, n_filt: int) -> PeelResult:
 
 
 def _subtract_from_data(be: Backend, residual, tset: TemplateSet, onsets, ids, amps) -> None:
-    """``residual[t : t+nt0] -= a · T_id`` for spikes whose windows do not overlap."""
+    """``residual[t : t+nt0] -= a · T_id`` for spikes whose windows do not overlap (one CUDA
+    kernel on the GPU, the same operations)."""
+    if be.name == "gpu":
+        kernels.subtract_templates(residual, onsets, ids, amps, tset.channels, tset.T_local)
+        return
     xp = be.xp
     nt0, chunk = tset.nt0, gpu_memory.blocks.spikes
     for s0 in range(0, onsets.shape[0], chunk):
@@ -318,8 +324,12 @@ def _subtract_from_projections(be: Backend, Cpad, ctc, onsets, ids, amps) -> Non
     """Update the padded projections for subtracted spikes (≥ nt0 apart).
 
     Each spike changes ``2·nt0 − 1`` rows; spikes alternate between two halves so that within a
-    half the changed rows never overlap and plain fancy-index subtraction is exact.
+    half the changed rows never overlap and plain fancy-index subtraction is exact (on the GPU a
+    CUDA kernel per half).
     """
+    if be.name == "gpu":
+        kernels.subtract_cross_correlations(Cpad, ctc, onsets, ids, amps)
+        return
     xp = be.xp
     n_lags = ctc.shape[1]
     lag = xp.arange(n_lags)[None, :]
