@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from .probe import Probe
 from .prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
 from .progress import Progress
 from .recording import RawRecording, RecordingInfo
-from .store import TRACE_CODEC, open_store, trace_chunks, write_array, writing_store
+from .store import (TRACE_CODEC, open_store, read_rows_into, trace_chunks, write_array,
+                    writing_store)
 
 logger = logging.getLogger(__name__)
 
@@ -296,13 +298,19 @@ class PreprocessedReader:
         self.sample_rate = float(attrs["sample_rate"])
         self.n_samples, self.n_channels = self.traces.shape
         self.probe = probe_from_group(self.group)
+        self._ring, self._ring_bytes, self._ring_lock = None, 0, threading.Lock()
 
-    def read_int16(self, start: int, stop: int) -> np.ndarray:
-        """Samples [start, stop) as stored (int16), zero-padded outside the recording."""
+    def read_int16(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples [start, stop) as stored (int16), zero-padded outside the recording (into
+        ``out``, C-ordered ``(stop - start, n_channels)``, when given)."""
         lo, hi = max(start, 0), min(stop, self.n_samples)
-        out = np.zeros((stop - start, self.n_channels), dtype=np.int16)
+        if out is None:
+            out = np.zeros((stop - start, self.n_channels), dtype=np.int16)
+        else:
+            out[:max(0, lo - start)] = 0
+            out[max(0, hi - start):] = 0
         if hi > lo:
-            out[lo - start: hi - start] = self.traces[lo:hi]
+            read_rows_into(self.traces, lo, hi, out[lo - start: hi - start])
         return out
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -312,8 +320,22 @@ class PreprocessedReader:
     def read_device(self, be: Backend, start: int, stop: int):
         """:meth:`read` as an array of ``be``: the int16 samples are moved as stored and scaled
         there (half the bytes of float32 to move; the same values as :meth:`read`)."""
-        x = be.asarray(self.read_int16(start, stop)).astype(be.xp.float32)
+        host = None
+        if be.name == "gpu":  # decoded into a reused page-locked buffer, then moved
+            host = self._host_buffer(stop - start)
+        x = be.asarray(self.read_int16(start, stop, out=host)).astype(be.xp.float32)
         return x / be.xp.float32(self.scaleproc)
+
+    #: page-locked buffers in the ring: a read ahead, a direct read, one spare
+    RING = 3
+
+    def _host_buffer(self, n_rows: int) -> np.ndarray:
+        """The next page-locked buffer for ``n_rows`` samples (the ring grows when needed)."""
+        need = n_rows * self.n_channels * 2
+        with self._ring_lock:
+            if self._ring is None or need > self._ring_bytes:
+                self._ring, self._ring_bytes = HostBuffers(need, self.RING, pinned=True), need
+            return self._ring.take((n_rows, self.n_channels), np.int16)
 
 
 # --------------------------------------------------------------------------------------------

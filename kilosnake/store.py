@@ -43,6 +43,19 @@ def trace_chunks(NT: int, n_channels: int) -> tuple[int, int]:
     return NT, n_channels
 
 
+def read_rows_into(array, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+    """Rows ``[lo, hi)`` of ``array`` into ``out`` (C-ordered): a Zarr array decodes its chunks
+    straight into ``out``; anything else (e.g. the traces of a scattered run) is copied."""
+    if isinstance(array, zarr.Array):
+        from zarr.core.buffer import default_buffer_prototype
+
+        array.get_basic_selection((slice(lo, hi),),
+                                  out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+    else:
+        out[...] = array[lo:hi]
+    return out
+
+
 class IncompleteStoreError(KilosnakeError):
     """A store lacks its completeness marker (a crashed or running writer)."""
 

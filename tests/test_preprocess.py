@@ -144,3 +144,16 @@ def test_device_reads_equal_host_reads(wavy, be):
     for start, stop in [(-100, 5000), (3000, 9000), (r.n_samples - 50, r.n_samples + 70)]:
         np.testing.assert_array_equal(be.to_host(r.read_device(be, start, stop)),
                                       r.read(start, stop))
+
+
+def test_reads_into_a_used_buffer_equal_fresh_reads(wavy):
+    folder, info, p = wavy
+    from kilosnake.backend import cpu_backend
+
+    preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
+    r = PreprocessedReader(folder / "p.zarr")
+    for start, stop in [(-100, 5000), (3000, 9000), (r.n_samples - 50, r.n_samples + 70),
+                        (r.n_samples + 5, r.n_samples + 30)]:
+        dirty = np.full((stop - start, r.n_channels), 7, dtype=np.int16)
+        np.testing.assert_array_equal(r.read_int16(start, stop, out=dirty),
+                                      r.read_int16(start, stop))
