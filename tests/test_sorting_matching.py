@@ -116,3 +116,25 @@ def test_peeling_kernels_equal_the_array_code(be):
     for name in ("onset", "template", "amplitude", "score", "residual", "projections"):
         np.testing.assert_array_equal(be.to_host(getattr(a, name)),
                                       be.to_host(getattr(b, name)), err_msg=name)
+
+
+def test_residual_sums_per_template_equal_a_loop(be):
+    """Per-template sums of the spikes' residual windows (learning's running averages): the
+    CPU chunks and the GPU kernel both equal a plain loop (to float64 rounding)."""
+    from kilosnake.sorting import learn
+
+    rng = np.random.default_rng(8)
+    nt0, n_chan, n_filt = 5, 7, 4
+    residual = rng.normal(size=(300, n_chan)).astype(np.float32)
+    onset = np.sort(rng.choice(290, size=40, replace=False)).astype(np.int64)
+    template = rng.integers(0, n_filt - 1, size=40).astype(np.int64)  # the last one: none
+    result = matching.PeelResult(be.asarray(onset), be.asarray(template),
+                                 be.asarray(np.ones(40, np.float32)),
+                                 be.asarray(np.ones(40, np.float32)), be.asarray(residual), None)
+    order = be.xp.lexsort(be.xp.stack([result.onset, result.template]))
+    sums, counts = learn.residual_sums(be, result, order, n_filt, nt0)
+    expected = np.zeros((n_filt, nt0, n_chan))
+    for o, t in zip(onset, template):
+        expected[t] += residual[o:o + nt0]
+    np.testing.assert_allclose(be.to_host(sums), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(be.to_host(counts), np.bincount(template, minlength=n_filt))

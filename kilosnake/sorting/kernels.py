@@ -281,3 +281,46 @@ def subtract_cross_correlations(Cpad, ctc, onsets, ids, amps) -> None:
                 (blocks,), (256,), (Cpad, np.int64(Cpad.shape[1]), onsets, ids,
                                     amps.astype(np.float32, copy=False), ctc, np.int32(n_lags),
                                     np.int64(n), np.int32(parity)))
+
+
+_WINDOW_SUMS = r"""
+extern "C" __global__
+void sum_windows_per_template(const float* residual, const long long n_chan,
+                              const long long* onsets, const long long* first, const int nt0,
+                              double* sums)
+{
+    // sums[i, s, c] = sum over the spikes k of template i (first[i] <= k < first[i+1], in
+    // order) of residual[onsets[k] + s, c], in float64
+    const long long i = blockIdx.y;
+    const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long size = (long long)nt0 * n_chan;
+    if (e >= size) return;
+    const long long s = e / n_chan, c = e % n_chan;
+    double acc = 0.0;
+    for (long long k = first[i]; k < first[i + 1]; ++k)
+        acc += (double)residual[(onsets[k] + s) * n_chan + c];
+    sums[i * size + e] = acc;
+}
+"""
+
+
+def sum_windows_per_template(residual, onsets, templates, n_templates: int, nt0: int):
+    """Per-template sums of the residual windows ``residual[onset : onset+nt0]`` of spikes
+    sorted by template (CuPy), float64 ``(n_templates, nt0, Nchan)``, each template's spikes
+    added in their order (deterministic)."""
+    import cupy
+    import numpy as np
+
+    n_chan = int(residual.shape[1])
+    counts = cupy.bincount(templates, minlength=n_templates)[:n_templates]
+    first = cupy.concatenate([cupy.zeros(1, dtype=cupy.int64),
+                              cupy.cumsum(counts).astype(cupy.int64)])
+    sums = cupy.empty((n_templates, nt0, n_chan), dtype=cupy.float64)
+    if n_templates == 0:
+        return sums
+    threads = 256
+    grid = ((nt0 * n_chan + threads - 1) // threads, n_templates)
+    _kernel("sum_windows_per_template", _WINDOW_SUMS)(
+        grid, (threads,), (residual, np.int64(n_chan), cupy.ascontiguousarray(onsets),
+                           first, np.int32(nt0), sums))
+    return sums

@@ -33,7 +33,7 @@ from .. import gpu_memory
 from ..backend import Backend, get_backend
 from ..progress import Progress
 from ..store import open_store, read_arrays, write_array, writing_store
-from . import batches, empty, matching, svd
+from . import batches, empty, kernels, matching, svd
 from .detect import detect_new_spikes, new_template_waveforms
 
 logger = logging.getLogger(__name__)
@@ -128,18 +128,31 @@ def accumulate_spikes(be: Backend, result: matching.PeelResult, tset: matching.T
     """
     xp = be.xp
     n_filt, nt0 = tset.n_templates, tset.nt0
-    sums = xp.zeros((n_filt, nt0, tset.U.shape[1]))
-    counts = xp.zeros(n_filt, dtype=xp.int64)
     order = xp.lexsort(xp.stack([result.onset, result.template]))
+    sums, counts = residual_sums(be, result, order, n_filt, nt0)
+    amp_sums, _ = matching.segment_sum(be, result.amplitude[order].astype(xp.float64),
+                                       result.template[order], n_filt)
+    sums += amp_sums[:, None, None] * tset.dense(be).astype(xp.float64)
+    return sums, counts
+
+
+def residual_sums(be: Backend, result: matching.PeelResult, order, n_filt: int, nt0: int):
+    """Per-template sums of the spikes' residual windows (float64) and spike counts; ``order``
+    sorts the spikes by template and time. On the GPU one CUDA kernel adds each template's
+    spikes in that order; otherwise :func:`kilosnake.sorting.matching.segment_sum` in chunks."""
+    xp = be.xp
+    if be.name == "gpu":
+        sums = kernels.sum_windows_per_template(result.residual, result.onset[order],
+                                                result.template[order], n_filt, nt0)
+        return sums, xp.bincount(result.template, minlength=n_filt)[:n_filt].astype(xp.int64)
+    sums = xp.zeros((n_filt, nt0, result.residual.shape[1]))
+    counts = xp.zeros(n_filt, dtype=xp.int64)
     for s0 in range(0, result.n_spikes, _AVERAGE_CHUNK):
         part = result.select(order[s0:s0 + _AVERAGE_CHUNK])
         s, c = matching.segment_sum(be, matching.residual_windows(be, part, nt0),
                                     part.template, n_filt)
         sums += s
         counts += c
-    amp_sums, _ = matching.segment_sum(be, result.amplitude[order].astype(xp.float64),
-                                       result.template[order], n_filt)
-    sums += amp_sums[:, None, None] * tset.dense(be).astype(xp.float64)
     return sums, counts
 
 
