@@ -93,8 +93,12 @@ class WritingBehind:
                 future.result()
 
     def write(self, target, index, value) -> None:
+        self.call(target.__setitem__, index, value)
+
+    def call(self, fn, *args) -> None:
+        """``fn(*args)`` on the background threads (in call order with one worker)."""
         self._wait_for_room()
-        self._pending.append([self._pool.submit(target.__setitem__, index, value)])
+        self._pending.append([self._pool.submit(fn, *args)])
 
     def write_rows(self, target, at: int, value) -> None:
         """``target[at : at + len(value)] = value``, one write per chunk of ``target`` rows

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import gpu_memory
 from ..backend import Backend, get_backend
+from ..prefetch import WritingBehind
 from ..progress import Progress
 from ..store import AppendableArray, open_store, read_arrays, write_array, writing_store
 from . import batches, empty, matching
@@ -138,6 +139,11 @@ def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None,
         g.attrs["n_spikes"] = int(n)
 
 
+def _append_columns(columns: dict, spikes: dict) -> None:
+    for name, arr in columns.items():
+        arr.append(spikes[name])
+
+
 def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group,
                      batch_range: range | None = None) -> int:
     """Match every batch (or those of ``batch_range``) and append their spikes to ``group``;
@@ -161,13 +167,14 @@ def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group
     gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), n_filt)
     reader = batches.prefetching(reader, [batches.batch_window(b, reader.n_samples, reader.NT,
                                                                margin) for b in batch_range], be)
-    for b in batch_range:
-        spikes = gpu_memory.retry_on_out_of_memory(f"final pass, batch {b}", match_batch, be,
-                                                   reader, ft, b, p)
-        for name, arr in columns.items():
-            arr.append(spikes[name])
-        total += spikes["time"].size
-        progress.update(spikes=total)
+    # spike columns are encoded and written on a background thread, in batch order
+    with WritingBehind(depth=2, workers=1) as behind:
+        for b in batch_range:
+            spikes = gpu_memory.retry_on_out_of_memory(f"final pass, batch {b}", match_batch,
+                                                       be, reader, ft, b, p)
+            behind.call(_append_columns, columns, spikes)
+            total += spikes["time"].size
+            progress.update(spikes=total)
     progress.close()
     reader.close()
     for arr in columns.values():
