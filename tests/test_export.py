@@ -215,3 +215,26 @@ def test_unknown_microvolt_scale_gives_raw_amplitudes(tmp_path):
     phy, _ = export(paths, run_curation(paths))
     header = (phy / "cluster_metrics.tsv").read_text().splitlines()[0].split("\t")
     assert "amplitude_raw" in header and "amplitude_uv" not in header
+
+
+def test_remapped_features_equal_a_direct_loop():
+    """Features carried from each spike's source list onto its destination list (0 where the
+    destination entry is absent), including spikes that keep their list."""
+    from kilosnake.curation.data import remap_columns
+
+    rng = np.random.default_rng(9)
+    src_table = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [5, 6, 7, 0]])
+    dst_table = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [4, 5, 6, 7]])
+    values = rng.normal(size=(30, 2, 4)).astype(np.float32)
+    src = rng.integers(0, 3, size=30)
+    dst = rng.integers(0, 3, size=30)
+    expected = np.zeros_like(values)
+    for s in range(30):
+        for j, channel in enumerate(dst_table[dst[s]]):
+            hit = np.flatnonzero(src_table[src[s]] == channel)
+            if hit.size:
+                expected[s, :, j] = values[s, :, hit[0]]
+    np.testing.assert_array_equal(remap_columns(values, src, dst, src_table, dst_table),
+                                  expected)
+    same = remap_columns(values, np.zeros(30, int), np.zeros(30, int), src_table, dst_table)
+    np.testing.assert_array_equal(same, values)

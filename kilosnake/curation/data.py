@@ -222,9 +222,11 @@ def remap_columns(values: np.ndarray, src_ids: np.ndarray, dst_ids: np.ndarray,
         return values.copy()
     src_ids = np.asarray(src_ids, dtype=np.int64)
     dst_ids = np.asarray(dst_ids, dtype=np.int64)
-    pair_codes, inverse = np.unique(np.stack([src_ids, dst_ids], axis=1), axis=0,
-                                    return_inverse=True)
-    perms = column_permutations(src_table[pair_codes[:, 0]], dst_table[pair_codes[:, 1]])
+    n_dst = max(1, int(dst_table.shape[0]))
+    codes, inverse = np.unique(src_ids * n_dst + dst_ids, return_inverse=True)  # distinct pairs
+    perms = column_permutations(src_table[codes // n_dst], dst_table[codes % n_dst])
+    if np.array_equal(perms, np.broadcast_to(np.arange(perms.shape[1]), perms.shape)):
+        return values.copy()  # every spike keeps its list (the usual case)
     perm = perms[inverse.ravel()]  # (n, C)
     shape = (perm.shape[0],) + (1,) * (values.ndim - 2) + (perm.shape[1],)
     gathered = np.take_along_axis(values, np.maximum(perm, 0).reshape(shape), axis=-1)
