@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .parallel import map_ordered
 from .streaming import blocks
 
 logger = logging.getLogger(__name__)
@@ -724,15 +725,7 @@ def unit_panel_png(view: UnitView) -> bytes:
 def render_unit_panels(views: list[UnitView], workers: int = 1) -> list[bytes]:
     """PNGs of the unit panels, drawn by ``workers`` processes (same bytes in the same order
     whatever the number)."""
-    if workers <= 1 or len(views) < 2:
-        return [unit_panel_png(v) for v in views]
-    import concurrent.futures
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(views)),
-                                                mp_context=context) as pool:
-        return list(pool.map(unit_panel_png, views, chunksize=4))
+    return map_ordered(unit_panel_png, views, workers)
 
 
 def unit_panels_section(phy: PhyView, chosen: list[dict], note: str, info: dict,
