@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from curation_fixtures import FS, poisson_train, refractory_train
+from kilosnake.curation import ccg
 from kilosnake.curation.ccg import (UNDETERMINED, correlogram, refractory_stats,
                                     refractory_stats_many)
 
@@ -52,3 +53,51 @@ def test_many_pairs_agree_with_single_calls():
     q, r = refractory_stats_many(trains, pairs, FS)
     for k, (i, j) in enumerate(pairs):
         assert (q[k], r[k]) == tuple(refractory_stats(trains[i], trains[j], FS))
+
+
+def pair_counts_over_all_pairs(t1, t2, lags):
+    """#{(i, j): t2[j] < t1[i] + lag} for every lag, from every pair."""
+    t1 = np.asarray(t1, float).ravel()[:, None]
+    t2 = np.asarray(t2, float)[None, :]
+    return np.array([np.count_nonzero(t2 < t1 + lag) for lag in np.ravel(lags)],
+                    dtype=np.int64).reshape(np.shape(lags))
+
+
+def correlogram_lags(tbin):
+    edges = np.unique(np.concatenate([np.ravel(r) for r in (
+        ccg.FAR_SHOULDERS, ccg.NEAR_BEFORE, ccg.NEAR_AFTER, (0, 1))] + [np.arange(-10, 12)]))
+    return (edges - 0.5) * tbin
+
+
+#: module settings forcing each way of counting
+STRATEGIES = {
+    "one search": {"DIRECT_KEYS": 1 << 40},
+    "anchors": {"DIRECT_KEYS": 0},
+    "anchors, small blocks": {"DIRECT_KEYS": 0, "CHUNK": 97, "PAIR_BLOCK": 50},
+    "every lag searched": {"DIRECT_KEYS": 0, "PAIR_NS": np.inf},
+    "every window listed": {"DIRECT_KEYS": 0, "SEARCH_NS": np.inf},
+    "every window listed, few pairs at once": {"DIRECT_KEYS": 0, "SEARCH_NS": np.inf,
+                                               "PAIR_BLOCK": 7},
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("case", ["dense ties", "sparse", "auto", "fractional bins"])
+def test_cumulative_pair_counts_equal_a_count_over_all_pairs(monkeypatch, strategy, case):
+    for name, value in STRATEGIES[strategy].items():
+        monkeypatch.setattr(ccg, name, value)
+    rng = np.random.default_rng(4)
+    tbin = 30.0117 if case == "fractional bins" else 30.0
+    span = 60_000 if case == "dense ties" else 1_800_000
+    t2 = np.sort(rng.integers(0, span, 1200)).astype(float)
+    t1 = t2.copy() if case == "auto" else rng.integers(0, span, 1500).astype(float)  # any order
+    lags = correlogram_lags(tbin)
+    if case == "fractional bins":
+        t1, t2 = t1 + 0.25, t2 + rng.random(t2.size) * 0.5
+        t2.sort()
+        lags = np.stack([lags, lags[::-1] + 7.3])  # any shape and order, repeated values
+    got = ccg.cumulative_pair_counts(t1, t2, lags)
+    assert got.dtype == np.int64 and got.shape == np.shape(lags)
+    np.testing.assert_array_equal(got, pair_counts_over_all_pairs(t1, t2, lags))
+    np.testing.assert_array_equal(ccg.cumulative_pair_counts(t1[:0], t2, lags),
+                                  np.zeros(np.shape(lags), np.int64))

@@ -23,9 +23,11 @@ Computation
 Only sums of ``K`` over ranges of bins are needed, and a range sum is a difference of the
 cumulative pair count ``C(e) = #{(i, j): t2[j] - t1[i] < e}``, which is
 ``Σ_i searchsorted(t2, t1[i] + e)``. About twenty such counts give every statistic, in
-``O(N1 log N2)`` per count, without ever listing the pairs (a 100 Hz unit has ~10⁸ pairs within
-±0.5 s over an hour). Undetermined cases (an empty train, a zero time span, no pairs on the
-shoulders) give ``Q = 1`` and ``R = 1``: no evidence of a refractory period.
+``O(N1 log N2)`` per count, without listing the pairs of the whole window (a 100 Hz unit has
+~10⁸ pairs within ±0.5 s over an hour). Only the counts at the ends of the wide gaps between
+edges are searched that way; those at the closely spaced central edges follow from the few pairs
+within about ±10 ms, listed (:func:`cumulative_pair_counts`). Undetermined cases (an empty train, a zero time span, no pairs
+on the shoulders) give ``Q = 1`` and ``R = 1``: no evidence of a refractory period.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ NEAR_AFTER = (11, 50)
 N_CENTRAL = 10
 #: spikes of the first train handled per vectorised step
 CHUNK = 1 << 18
+#: up to this many keys (spikes times lags), every lag is searched in one vectorised call
+DIRECT_KEYS = 1 << 14
+#: approximate costs (ns, NumPy 2 on x86-64) of searching one spike at one lag, of listing one
+#: pair of spikes and of testing one listed pair at one lag
+SEARCH_NS = 25.0
+PAIR_NS = 30.0
+PAIR_LAG_NS = 0.6
+#: pairs listed at once when counting the lags between two anchors
+PAIR_BLOCK = 1 << 20
 
 
 class RefractoryStats(NamedTuple):
@@ -71,6 +82,12 @@ def bin_samples(sample_rate: float, tbin_s: float = TBIN_S) -> float:
 def cumulative_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> np.ndarray:
     """Number of pairs ``(i, j)`` with ``t2[j] - t1[i] < lag``, for every lag.
 
+    Exactly ``Σ_i searchsorted(t2, t1[i] + lag)`` (side ``left``), for every lag. Short first
+    trains are searched for all lags in one vectorised call. Longer ones are searched only at a
+    few anchor lags (the ends of the large gaps between lags); the counts at the lags between two
+    anchors are those of the lower anchor plus the pairs of the window between the anchors, listed
+    when they are few (see :func:`_window_counts`).
+
     Parameters
     ----------
     t1, t2 : ndarray
@@ -82,15 +99,119 @@ def cumulative_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> 
     -------
     ndarray of int64, same shape as ``lags``
     """
-    t1 = np.asarray(t1, dtype=np.float64)
+    t1 = np.asarray(t1, dtype=np.float64).ravel()
     t2 = np.asarray(t2, dtype=np.float64)
     lags = np.asarray(lags, dtype=np.float64)
-    counts = np.zeros(lags.shape, dtype=np.int64)
+    if t1.size * lags.size <= DIRECT_KEYS or np.isnan(lags).any():
+        return _pair_counts_by_search(t1, t2, lags)
+    if np.any(t1[1:] < t1[:-1]):
+        t1 = np.sort(t1)  # the counts do not depend on the order of t1; sorted keys search faster
+    order = np.argsort(lags, axis=None, kind="stable")
+    ascending = lags.ravel()[order]
+    counts = np.zeros(ascending.size, dtype=np.int64)
     for start in range(0, t1.size, CHUNK):
-        block = t1[start:start + CHUNK]
-        for k, lag in enumerate(lags.flat):
-            counts.flat[k] += int(np.searchsorted(t2, block + lag, side="left").sum())
+        counts += _block_pair_counts(t1[start:start + CHUNK], t2, ascending)
+    out = np.empty_like(counts)
+    out[order] = counts
+    return out.reshape(lags.shape)
+
+
+def _pair_counts_by_search(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """:func:`cumulative_pair_counts` with one ``searchsorted`` call per block, for all lags."""
+    flat = lags.ravel()
+    counts = np.zeros(flat.size, dtype=np.int64)
+    rows = max(1, CHUNK // max(flat.size, 1))
+    for start in range(0, t1.size, rows):
+        keys = t1[None, start:start + rows] + flat[:, None]
+        counts += np.searchsorted(t2, keys, side="left").sum(axis=1)
+    return counts.reshape(lags.shape)
+
+
+def _positions(t2: np.ndarray, t1: np.ndarray, lag: float) -> np.ndarray:
+    """``searchsorted(t2, t1 + lag)``: pairs of each spike of ``t1`` below ``lag``."""
+    return np.searchsorted(t2, t1 + lag, side="left")
+
+
+def _block_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Cumulative pair counts of a block of ``t1`` at the ascending ``lags``.
+
+    Anchors are searched, starting with the first and last lag. A window of lags between two
+    anchors is split at its largest gap when that gap is expected to hold enough pairs to pay
+    for one more search; otherwise it is counted from its pairs when listing them costs less
+    than searching every lag inside, and split in the middle when not.
+    """
+    counts = np.zeros(lags.size, dtype=np.int64)
+    if lags.size == 0 or t1.size == 0:
+        return counts
+    last = lags.size - 1
+    below = {0: _positions(t2, t1, lags[0]), last: _positions(t2, t1, lags[last])}
+    counts[0], counts[last] = below[0].sum(), below[last].sum()
+    windows = [(0, last)]
+    while windows:
+        a, b = windows.pop()
+        if b - a < 2:
+            continue
+        inner, n_pairs = lags[a + 1:b], int(counts[b] - counts[a])
+        at_gap = _gap_split_pays(lags, a, b, n_pairs, t1.size)
+        if not at_gap and _listing_pays(n_pairs, t1.size, inner.size):
+            counts[a + 1:b] = counts[a] + _window_counts(t1, t2, below[a], below[b], inner)
+            continue
+        m = _split_index(lags, a, b, at_gap)
+        below[m] = _positions(t2, t1, lags[m])
+        counts[m] = below[m].sum()
+        windows += [(a, m), (m, b)]
     return counts
+
+
+def _listing_pays(n_pairs: int, n_keys: int, n_inner: int) -> bool:
+    """True when listing ``n_pairs`` pairs to count ``n_inner`` lags beats searching them all."""
+    return n_pairs * (PAIR_NS + n_inner * PAIR_LAG_NS) <= n_inner * n_keys * SEARCH_NS
+
+
+def _gap_split_pays(lags: np.ndarray, a: int, b: int, n_pairs: int, n_keys: int) -> bool:
+    """True when one more search, at the largest gap between lags ``a`` and ``b``, is expected to
+    cost less than listing the pairs of that gap (pairs spread evenly over the window)."""
+    gap = float(np.max(np.diff(lags[a:b + 1])))
+    return n_pairs * gap / (lags[b] - lags[a]) * PAIR_NS > n_keys * SEARCH_NS
+
+
+def _split_index(lags: np.ndarray, a: int, b: int, at_gap: bool) -> int:
+    """A lag strictly between ``a`` and ``b``: an end of the largest gap between them, or the
+    middle one."""
+    if not at_gap:
+        return (a + b) // 2
+    g = a + int(np.argmax(np.diff(lags[a:b + 1])))  # the gap lags[g] .. lags[g + 1]
+    return g + 1 if g == a else g
+
+
+def _window_counts(t1, t2, below_a, below_b, inner) -> np.ndarray:
+    """Pairs with ``t2[j] < t1[i] + lag`` for each of the ``inner`` lags, among the pairs
+    ``below_a[i] <= j < below_b[i]`` (those between the two anchor lags), listed about
+    ``PAIR_BLOCK`` at a time."""
+    width = below_b - below_a
+    ends = np.cumsum(width)
+    counts = np.zeros(inner.size, dtype=np.int64)
+    start = 0
+    while start < t1.size:
+        stop = max(start + 1, int(np.searchsorted(ends, ends[start] - width[start] + PAIR_BLOCK,
+                                                  side="right")))
+        rows = slice(start, stop)
+        counts += _listed_pair_counts(t1[rows], t2, below_a[rows], width[rows], inner)
+        start = stop
+    return counts
+
+
+def _listed_pair_counts(t1, t2, first, width, inner) -> np.ndarray:
+    """For each of the ``inner`` lags, the pairs ``(i, j)``, ``first[i] <= j < first[i] +
+    width[i]``, with ``t2[j] < t1[i] + lag``."""
+    n_pairs = int(width.sum())
+    if n_pairs == 0:
+        return np.zeros(inner.size, dtype=np.int64)
+    pair_start = np.cumsum(width) - width
+    t2_pair = t2[np.arange(n_pairs) + np.repeat(first - pair_start, width)]
+    t1_pair = np.repeat(t1, width)
+    return np.array([np.count_nonzero(t2_pair < t1_pair + lag) for lag in inner],
+                    dtype=np.int64)
 
 
 def range_sums(t1: np.ndarray, t2: np.ndarray, ranges: Sequence[tuple[int, int]],
