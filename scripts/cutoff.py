@@ -8,4 +8,5 @@ with stage_logging(snakemake.log[0], "cutoff", p), per_shank(
         snakemake.params.shanks, p, dict(snakemake.input.items()),
         {"out": snakemake.output[0]}) as calls:
     for i, o, pk in calls:  # one call, or one per shank
-        run_cutoff(i["spikes"], i["split"], i["whitening"], i["info"], pk, pk["Th"], o["out"])
+        run_cutoff(i["spikes"], i["split"], i["whitening"], i["info"], pk, pk["Th"], o["out"],
+                   workers=snakemake.threads)

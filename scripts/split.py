@@ -8,4 +8,5 @@ with stage_logging(snakemake.log[0], "split", p), per_shank(
         snakemake.params.shanks, p, dict(snakemake.input.items()),
         {"out": snakemake.output[0]}) as calls:
     for i, o, pk in calls:  # one call, or one per shank
-        run_split(i["spikes"], i["templates"], i["merge"], i["info"], pk, o["out"])
+        run_split(i["spikes"], i["templates"], i["merge"], i["info"], pk, o["out"],
+                  workers=snakemake.threads)

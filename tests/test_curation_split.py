@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import zarr
 
-from curation_fixtures import Unit, build_fixture, poisson_train, refractory_train
+from curation_fixtures import FS, Unit, build_fixture, poisson_train, refractory_train
+from kilosnake.curation import split
+from kilosnake.curation.data import members_by_label, read_feature_indices, read_templates
 from kilosnake.curation.merge import run_merge
 from kilosnake.curation.split import fit_bimodality, run_split, same_waveform
 from kilosnake.params import resolve
@@ -91,3 +93,71 @@ def test_split_guards(tmp_path, case):
     assert g.attrs["n_clusters"] == len(peaks)
     assert g["templates"].shape == (len(peaks), 61, 16)
     assert g["cluster"].shape == (sum(len(u.times) for u in units),)
+
+
+def split_one_cluster_at_a_time(spikes, labels, templates, indices, sample_rate, s):
+    """The visit of the module docstring, one cluster after another, fitting each cluster when
+    the visit reaches it (the reference for the fits computed ahead by workers)."""
+    n_templates, n_channels = templates.shape[0], templates.shape[2]
+    state = split.SplitState(np.asarray(labels, np.int64).copy(),
+                             members_by_label(labels, n_templates), list(range(n_templates)),
+                             [-1] * n_templates, list(templates), indices["similar_templates"])
+    ik = 0
+    while ik < state.n_clusters:
+        idx, src = state.members[ik], state.source[ik]
+        if idx.size < max(s.min_spikes, 2):
+            ik += 1
+            continue
+        feats = split.cluster_features(spikes["pc_features"], spikes["template"], idx, src,
+                                       indices["pc_feature_ind"])
+        fit = split.fit_bimodality(feats.reshape(idx.size, -1))
+        if not split.accepts_split(fit, s) or split._vetoed(
+                fit, idx, feats, spikes["time"], spikes["wpca"], sample_rate, s, ik):
+            ik += 1
+            continue
+        chans = indices["pc_feature_ind"][src]
+        waves = [split.dense_on_channels(split.mean_waveform(feats[m], spikes["wpca"]), chans,
+                                         n_channels) for m in (fit.low, ~fit.low)]
+        state.add_split(ik, idx[fit.low], idx[~fit.low], *waves)
+    return state
+
+
+def test_split_is_the_same_with_one_or_three_workers_as_one_cluster_at_a_time(tmp_path,
+                                                                             monkeypatch):
+    rng = np.random.default_rng(11)
+    train = (lambda rate: refractory_train(rng, rate, 60))
+    # template 0 holds three neurons (split twice, the second time as a new cluster), template 1
+    # two, template 2 one, template 3 too few spikes to test
+    units = [Unit(train(12), 0, peak_channel=1), Unit(train(12), 0, peak_channel=8),
+             Unit(train(12), 0, peak_channel=14), Unit(train(12), 1, peak_channel=4),
+             Unit(train(12), 1, peak_channel=11), Unit(train(15), 2),
+             Unit(poisson_train(rng, 3, 60), 3)]
+    paths = build_fixture(tmp_path, units, [8, 7, 12, 3], write_raw=False)
+    p = resolve({})
+    run_merge(paths.spikes, paths.input_json, p, tmp_path / "merge.zarr")
+    stores = {}
+    for workers in (1, 3):
+        if workers == 3:  # the workers read the features from the store
+            monkeypatch.setattr(split, "IN_MEMORY_BYTES", 0)
+        run_split(paths.spikes, paths.templates, tmp_path / "merge.zarr", paths.input_json, p,
+                  tmp_path / f"split{workers}.zarr", workers=workers)
+        stores[workers] = zarr.open_group(str(tmp_path / f"split{workers}.zarr"), mode="r")
+    g1, g3 = stores[1], stores[3]
+    assert g1.attrs["n_splits"] == 3 and g1["parent"][...].tolist() == [-1, -1, -1, -1, 0, 1, 4]
+    assert sorted(g1.array_keys()) == sorted(g3.array_keys())
+    for name in g1.array_keys():
+        a, b = g1[name][...], g3[name][...]
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+
+    spikes = {k: zarr.open_group(str(paths.spikes), mode="r")[k][...]
+              for k in ("time", "template", "pc_features")}
+    spikes["wpca"] = read_templates(paths.templates).wPCA
+    indices = read_feature_indices(paths.spikes)
+    labels = zarr.open_group(str(tmp_path / "merge.zarr"), mode="r")["cluster"][...]
+    ref = split_one_cluster_at_a_time(spikes, labels, read_templates(paths.templates).dense(),
+                                      indices, FS, split.SplitSettings.from_params(p))
+    np.testing.assert_array_equal(g1["cluster"][...], ref.labels)
+    assert g1["parent"][...].tolist() == ref.parent
+    assert g1["source_template"][...].tolist() == ref.source
+    assert g1["templates"][...].tobytes() == np.stack(ref.templates).tobytes()
+    assert g1["similar_templates"][...].tobytes() == ref.similar.astype(np.float32).tobytes()

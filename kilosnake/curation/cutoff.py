@@ -34,6 +34,7 @@ import logging
 
 import numpy as np
 
+from ..parallel import imap_ordered
 from ..store import open_store, write_array, writing_store
 from ..streaming import blocks, columns_by_label, label_counts
 from .ccg import refractory_stats
@@ -113,12 +114,21 @@ def template_spread(template: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> flo
     return float(w @ np.hypot(xc - xm, yc - ym))
 
 
-def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_rate,
-                 Th, fcont=0.1, R_max=0.05, max_spread_um=100.0) -> CutoffResult:
+def _descent_of_cluster(settings: tuple, cluster: tuple) -> tuple[int, ClusterCutoff]:
+    """``(label, cluster_cutoff(times, scores, *settings))`` of a ``(label, times, scores)``."""
+    label, times, scores = cluster
+    return label, cluster_cutoff(times, scores, *settings)
+
+
+def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_rate, Th,
+                 fcont=0.1, R_max=0.05, max_spread_um=100.0, workers: int = 1) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
     Clusters are handled a few at a time (:func:`kilosnake.streaming.columns_by_label`), so
-    ``times``, ``scores`` and ``labels`` may be Zarr arrays, read in blocks.
+    ``times``, ``scores`` and ``labels`` may be Zarr arrays, read in blocks. The threshold
+    descents run in ``workers`` processes (:func:`kilosnake.parallel.imap_ordered`; at most
+    ``2 * workers`` clusters are read ahead of the result being collected), with the same result
+    whatever the number.
 
     Parameters
     ----------
@@ -134,6 +144,8 @@ def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_ra
         Score thresholds (``Th[0]`` high, ``Th[1]`` low).
     fcont, R_max, max_spread_um : float
         ``cutoff_fcont``, ``cutoff_R_max``, ``good_max_spread_um``.
+    workers : int
+        Processes running the threshold descents.
 
     Returns
     -------
@@ -149,9 +161,10 @@ def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_ra
         for (_, lab), (_, t), (_, sc) in zip(blocks(labels), blocks(times), blocks(scores)):
             yield lab, {"time": t, "score": sc}
 
-    for c, _, v in columns_by_label(spike_blocks, counts):
-        res = cluster_cutoff(np.asarray(v["time"], np.float64), v["score"], sample_rate,
-                             Th[0], Th[1], fcont, R_max)
+    clusters = ((c, np.asarray(v["time"], np.float64), v["score"])
+                for c, _, v in columns_by_label(spike_blocks, counts))
+    settings = (sample_rate, Th[0], Th[1], fcont, R_max)
+    for c, res in imap_ordered(_descent_of_cluster, clusters, workers, inherited=settings):
         refr[c], contamination[c], threshold[c] = (res.refractory_good, res.contamination,
                                                    res.threshold)
     keep = np.concatenate([np.zeros(0, bool)] + [
@@ -183,7 +196,7 @@ def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
 
 
 def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict, Th,
-               out) -> CutoffResult:
+               out, workers: int = 1) -> CutoffResult:
     """The ``cutoff`` stage: score cutoff and labels → ``cutoff.zarr``.
 
     Parameters
@@ -198,6 +211,8 @@ def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict
         Score thresholds of the sort (``Th[0]`` starts the descent, ``Th[1]`` ends it).
     out : path
         ``cutoff.zarr`` to write.
+    workers : int
+        Processes running the per-cluster threshold descents (same output whatever the number).
     """
     g = open_store(spikes_zarr)
     times, scores = g["time"], g["score"]
@@ -214,6 +229,6 @@ def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict
     result = apply_cutoff(times, scores, labels, int(sg.attrs["n_clusters"]), templates,
                           geom["xc"], geom["yc"], sample_rate, Th,
                           params["cutoff_fcont"], params["cutoff_R_max"],
-                          params["good_max_spread_um"])
+                          params["good_max_spread_um"], workers)
     write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
     return result

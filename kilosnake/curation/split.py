@@ -46,6 +46,7 @@ import logging
 
 import numpy as np
 
+from ..parallel import WorkerPool
 from ..store import open_store, write_array, writing_store
 from ..streaming import read_rows
 from .ccg import refractory_stats
@@ -278,12 +279,48 @@ def cluster_features(pc_features, spike_templates, idx, src: int, pc_feature_ind
     return feats
 
 
+@dataclasses.dataclass
+class FeatureSource:
+    """What a worker needs to fit a cluster: the per-spike arrays and the split settings."""
+
+    pc_features: object  # (n, nPCs, C) Zarr or NumPy
+    spike_templates: object  # (n,)
+    pc_feature_ind: np.ndarray
+    settings: SplitSettings
+
+
+def accepted_fit(source: FeatureSource, cluster: tuple) -> Bimodality | None:
+    """The bimodality fit of a ``(spike indices, source template)`` cluster when it passes
+    :func:`accepts_split`, else None (the vetoes are left to the caller)."""
+    idx, src = cluster
+    feats = cluster_features(source.pc_features, source.spike_templates, idx, src,
+                             source.pc_feature_ind)
+    fit = fit_bimodality(feats.reshape(idx.size, -1))
+    return fit if accepts_split(fit, source.settings) else None
+
+
+def _testable(idx: np.ndarray, s: SplitSettings) -> bool:
+    return idx.size >= s.min_spikes and idx.size >= 2
+
+
+def _clusters_to_fit(state: SplitState, ik: int, fits: dict, s: SplitSettings) -> list[int]:
+    """``ik`` and every later testable cluster without a fit yet, largest first (the longest
+    fits start first when they are spread over workers)."""
+    later = [k for k in range(ik + 1, state.n_clusters)
+             if k not in fits and _testable(state.members[k], s)]
+    return sorted([ik] + later, key=lambda k: -state.members[k].size)
+
+
 def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, wpca,
-                   dense_templates, similarity, sample_rate, settings: SplitSettings) -> SplitState:
+                   dense_templates, similarity, sample_rate, settings: SplitSettings,
+                   workers: int = 1) -> SplitState:
     """Split bimodal clusters (see the module docstring).
 
-    Only one cluster's features (and times) are in memory at a time: ``times``,
-    ``spike_templates`` and ``pc_features`` may be Zarr arrays, read by rows.
+    ``times``, ``spike_templates`` and ``pc_features`` may be Zarr arrays, read by rows, one
+    cluster at a time per process. The fits (the expensive part) are computed ahead by
+    ``workers`` processes for every later cluster not fitted yet: a cluster's spikes only change
+    when the visit reaches it, so a fit stays valid until then; a cluster just split is fitted
+    again. Labels, new ids and tables are the same whatever the number of workers.
 
     Parameters
     ----------
@@ -300,6 +337,8 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
     similarity : ndarray (Nfilt, Nfilt)
     sample_rate : float
     settings : SplitSettings
+    workers : int
+        Processes fitting clusters.
 
     Returns
     -------
@@ -310,26 +349,35 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
     state = SplitState(labels, members_by_label(labels, n_templates), list(range(n_templates)),
                        [-1] * n_templates, [t for t in dense_templates],
                        np.asarray(similarity, dtype=np.float32))
-    ik = 0
-    while ik < state.n_clusters:
-        idx = state.members[ik]
-        if idx.size < settings.min_spikes or idx.size < 2:
-            ik += 1
-            continue
-        src = state.source[ik]
-        feats = cluster_features(pc_features, spike_templates, idx, src, pc_feature_ind)
-        fit = fit_bimodality(feats.reshape(idx.size, -1))
-        if not accepts_split(fit, settings) or _vetoed(fit, idx, feats, times, wpca,
-                                                       sample_rate, settings, ik):
-            ik += 1
-            continue
-        chans = pc_feature_ind[src]
-        w_low = dense_on_channels(mean_waveform(feats[fit.low], wpca), chans, n_channels)
-        w_high = dense_on_channels(mean_waveform(feats[~fit.low], wpca), chans, n_channels)
-        new = state.add_split(ik, idx[fit.low], idx[~fit.low], w_low, w_high)
-        logger.info("split cluster %d (%d spikes) -> %d + %d (new id %d; confidence %.3f/%.3f)",
-                    ik, idx.size, int((~fit.low).sum()), int(fit.low.sum()), new, fit.p_high,
-                    fit.p_low)
+    source = FeatureSource(pc_features, spike_templates, pc_feature_ind, settings)
+    fits = {}  # cluster -> accepted fit (or None) of its current spikes
+    with WorkerPool(workers, inherited=source) as pool:
+        ik = 0
+        while ik < state.n_clusters:
+            idx = state.members[ik]
+            if not _testable(idx, settings):
+                ik += 1
+                continue
+            if ik not in fits:
+                batch = _clusters_to_fit(state, ik, fits, settings)
+                fits.update(zip(batch, pool.map(accepted_fit, [
+                    (state.members[k], state.source[k]) for k in batch])))
+            fit = fits.pop(ik)
+            if fit is None:
+                ik += 1
+                continue
+            src = state.source[ik]
+            feats = cluster_features(pc_features, spike_templates, idx, src, pc_feature_ind)
+            if _vetoed(fit, idx, feats, times, wpca, sample_rate, settings, ik):
+                ik += 1
+                continue
+            chans = pc_feature_ind[src]
+            w_low = dense_on_channels(mean_waveform(feats[fit.low], wpca), chans, n_channels)
+            w_high = dense_on_channels(mean_waveform(feats[~fit.low], wpca), chans, n_channels)
+            new = state.add_split(ik, idx[fit.low], idx[~fit.low], w_low, w_high)
+            logger.info("split cluster %d (%d spikes) -> %d + %d (new id %d; confidence "
+                        "%.3f/%.3f)", ik, idx.size, int((~fit.low).sum()), int(fit.low.sum()),
+                        new, fit.p_high, fit.p_low)
     logger.info("%d splits; %d clusters", state.n_clusters - n_templates, state.n_clusters)
     return state
 
@@ -372,7 +420,8 @@ def write_split_store(out, state: SplitState, pc_feature_ind, template_feature_i
         write_array(g, "template_feature_ind", template_feature_ind[source].astype(np.uint32))
 
 
-def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict, out) -> SplitState:
+def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict, out,
+              workers: int = 1) -> SplitState:
     """The ``split`` stage: read spikes, templates and merges; split; write ``split.zarr``.
 
     Parameters
@@ -385,6 +434,8 @@ def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict,
         Resolved ``split`` parameters.
     out : path
         ``split.zarr`` to write.
+    workers : int
+        Processes fitting clusters (same output whatever the number).
     """
     spikes = open_spikes(spikes_zarr)
     templates = read_templates(templates_zarr)
@@ -407,7 +458,7 @@ def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict,
     state = split_clusters(times, spike_templates, labels, pc_features,
                            indices["pc_feature_ind"], templates.wPCA, templates.dense(),
                            indices["similar_templates"], sample_rate,
-                           SplitSettings.from_params(params))
+                           SplitSettings.from_params(params), workers)
     write_split_store(out, state, indices["pc_feature_ind"], indices["template_feature_ind"],
                       templates.nt0, templates.nt0min, templates.n_channels, params)
     return state

@@ -37,6 +37,7 @@ rule split:
     params:
         p=stage_params("split"),
         shanks=shank_loop,
+    threads: 8  # processes fitting clusters (Snakemake lowers it to --cores)
     conda:
         "../../envs/cpu.yaml"
     script:
@@ -58,6 +59,7 @@ rule cutoff:
     params:
         p=stage_params("cutoff", extra=["Th"]),
         shanks=shank_loop,
+    threads: 8  # processes running the per-cluster score cutoffs (lowered to --cores)
     conda:
         "../../envs/cpu.yaml"
     script:
