@@ -30,6 +30,12 @@ RULE_STAGES = {
     "detect": ("detect", "learn"),
     "learn": ("detect", "learn"),
     "final_pass": ("learn", "final_pass"),
+    "merge": ("merge",),
+    "split": ("split",),
+    "cutoff": ("cutoff",),
+    "export_phy": ("export",),
+    "report": ("preprocess", "whitening", "drift", "detect", "learn", "final_pass", "merge",
+               "split", "cutoff", "export"),
 }
 
 
@@ -51,12 +57,17 @@ def stage_parameters(stage: str, device: str, overrides: list[str]) -> dict:
     config = dict(item.split("=", 1) for item in overrides)
     config["device"] = device
     names = [n for s in ("run",) + RULE_STAGES[stage] for n in kparams.stage_names(s)]
+    if stage == "cutoff":
+        names.append("Th")
     return kparams.resolve(config, names)
 
 
 def stage_call(stage: str, results: Path, p: dict, out: Path):
     """A zero-argument callable that runs ``stage`` on the stores in ``results``."""
     from kilosnake import drift, preprocess
+    from kilosnake.curation import cutoff, merge, split
+    from kilosnake.report import write_report
+    from kilosnake.shanks import export_recording
     from kilosnake.sorting import detect, final_pass, learn
 
     r = results
@@ -73,6 +84,20 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
         "final_pass": lambda: final_pass.run_final_pass(r / "preprocessed.zarr",
                                                         r / "templates.zarr", out, p,
                                                         drift_store),
+        "merge": lambda: merge.run_merge(r / "spikes.zarr", r / "input.json", p, out),
+        "split": lambda: split.run_split(r / "spikes.zarr", r / "templates.zarr",
+                                         r / "merge.zarr", r / "input.json", p, out, workers=8),
+        "cutoff": lambda: cutoff.run_cutoff(r / "spikes.zarr", r / "split.zarr",
+                                            r / "whitening.zarr", r / "input.json", p, p["Th"],
+                                            out, workers=8),
+        "export_phy": lambda: export_recording(
+            r / "spikes.zarr", r / "templates.zarr", r / "whitening.zarr", r / "input.json",
+            r / "split.zarr", r / "cutoff.zarr", [], p, out.with_suffix("")),
+        "report": lambda: write_report(
+            out.with_suffix(".html"), r / "input.json", r / "phy",
+            preprocessed=r / "preprocessed.zarr", spikes=r / "spikes.zarr",
+            drift=drift_store, drift_plot=r / "drift.png", input_check=r / "input_check.png",
+            params=p, workers=8),
     }
     return calls[stage]
 
