@@ -16,29 +16,45 @@ void best_summed_scores(const float* F, const int* iC, const float* weight, cons
                         const int n_chan, const int n_sum, const long long L, float* score,
                         long long* channel)
 {
-    // F: (n_proto, n_chan, L); iC: (n_sum, n_chan); weight[j] = 1/(j+1); a thread per onset
-    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= L) return;
-    const long long plane = (long long)n_chan * L;
+    // F: (n_proto, n_chan, L); iC: (n_sum, n_chan); weight[j] = 1/(j+1).
+    // A block is 32 onsets (threadIdx.x, consecutive in memory) x GROUPS channel groups
+    // (threadIdx.y takes channels y, y + GROUPS, ...); the groups' bests are then combined,
+    // the larger score winning and, on equal scores, the lower channel (the first maximum).
+    __shared__ float group_best[GROUPS][32];
+    __shared__ long long group_channel[GROUPS][32];
+    const long long t = (long long)blockIdx.x * 32 + threadIdx.x;
+    const int y = threadIdx.y;
     float best_all = 0.0f;
-    long long best_c = 0;
-    float running[MAX_PROTO];
-    for (int c = 0; c < n_chan; ++c) {
-        for (int r = 0; r < n_proto; ++r) running[r] = 0.0f;
-        float best = 0.0f;
-        for (int j = 0; j < n_sum; ++j) {
-            const long long row = (long long)iC[j * n_chan + c] * L + t;
-            float top = __int_as_float(0xff800000);
-            for (int r = 0; r < n_proto; ++r) {
-                running[r] = __fadd_rn(running[r], F[r * plane + row]);
-                top = fmaxf(top, running[r]);
+    long long best_c = y;
+    if (t < L) {
+        const long long plane = (long long)n_chan * L;
+        float running[MAX_PROTO];
+        for (int c = y; c < n_chan; c += GROUPS) {
+            for (int r = 0; r < n_proto; ++r) running[r] = 0.0f;
+            float best = 0.0f;
+            for (int j = 0; j < n_sum; ++j) {
+                const long long row = (long long)iC[j * n_chan + c] * L + t;
+                float top = __int_as_float(0xff800000);
+                for (int r = 0; r < n_proto; ++r) {
+                    running[r] = __fadd_rn(running[r], F[r * plane + row]);
+                    top = fmaxf(top, running[r]);
+                }
+                top = fmaxf(top, 0.0f);
+                top = __fmul_rn(top, top);
+                top = __fmul_rn(top, weight[j]);
+                best = fmaxf(best, top);
             }
-            top = fmaxf(top, 0.0f);
-            top = __fmul_rn(top, top);
-            top = __fmul_rn(top, weight[j]);
-            best = fmaxf(best, top);
+            if (best > best_all) { best_all = best; best_c = c; }
         }
-        if (best > best_all) { best_all = best; best_c = c; }
+    }
+    group_best[y][threadIdx.x] = best_all;
+    group_channel[y][threadIdx.x] = best_c;
+    __syncthreads();
+    if (y != 0 || t >= L) return;
+    for (int g = 1; g < GROUPS; ++g) {
+        const float v = group_best[g][threadIdx.x];
+        const long long c = group_channel[g][threadIdx.x];
+        if (v > best_all || (v == best_all && c < best_c)) { best_all = v; best_c = c; }
     }
     score[t] = best_all;
     channel[t] = best_c;
@@ -47,6 +63,8 @@ void best_summed_scores(const float* F, const int* iC, const float* weight, cons
 
 #: most prototypes the summed-score kernel handles (registers per thread)
 MAX_PROTO = 16
+#: channel groups per block of the summed-score kernel (threads per block = 32 x this)
+SUMMED_SCORE_GROUPS = 8
 
 
 def summed_score_weights(n_sum: int):
@@ -91,9 +109,10 @@ def best_summed_scores(F, iC_sum):
     weight = cupy.asarray(summed_score_weights(iC.shape[0]))
     score = cupy.empty(L, dtype=cupy.float32)
     channel = cupy.empty(L, dtype=cupy.int64)
-    threads = 128
-    kernel = _kernel("best_summed_scores", _SUMMED_SCORES.replace("MAX_PROTO", str(MAX_PROTO)))
-    kernel(((L + threads - 1) // threads,), (threads,),
+    source = _SUMMED_SCORES.replace("MAX_PROTO", str(MAX_PROTO)).replace(
+        "GROUPS", str(SUMMED_SCORE_GROUPS))
+    kernel = _kernel("best_summed_scores", source)
+    kernel(((L + 31) // 32,), (32, SUMMED_SCORE_GROUPS),
            (F, iC, weight, cupy.int32(n_proto), cupy.int32(n_chan), cupy.int32(iC.shape[0]),
             cupy.int64(L), score, channel))
     return score, channel

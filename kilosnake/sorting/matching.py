@@ -153,7 +153,9 @@ def projection_blocks(be: Backend, W, U, channels, block_size: int = 32,
     blocks = []
     for b0 in range(0, n_filt, block_size):
         idx = order[b0:b0 + block_size]
-        chans = xp.unique(channels[idx].ravel())
+        used = xp.zeros(U.shape[1], dtype=bool)
+        used[channels[idx].ravel()] = True
+        chans = xp.flatnonzero(used)  # the sorted union (a mask costs less than a sort)
         taps = W[idx].transpose(0, 2, 1).reshape(-1, nt0)  # (b*rank, nt0)
         spectra = xp.conj(fft.rfft(taps, n=segment, axis=1)).astype(xp.complex64)
         blocks.append((idx, chans, spectra))
