@@ -150,6 +150,17 @@ class HostBuffers:
         return slot[:n].view(dtype).reshape(shape)
 
 
+def to_device(be, host: np.ndarray):
+    """``host`` (e.g. a page-locked buffer of :class:`HostBuffers`) as an array of ``be``: on a
+    GPU copied straight from ``host`` (``cupy.asarray`` would first copy it into a staging
+    buffer of its own); returns once ``host`` may be reused."""
+    if be.name != "gpu":
+        return be.asarray(host)
+    out = be.xp.empty(host.shape, dtype=host.dtype)
+    out.set(np.ascontiguousarray(host))
+    return out
+
+
 def _host_bytes(n_bytes: int, pinned: bool) -> np.ndarray:
     if pinned:
         import cupyx
@@ -191,5 +202,5 @@ class RawBatches:
 
     def on_device(self, raw, be):
         """A batch from :meth:`read` on ``be``, the probe's columns only (as stored)."""
-        x = be.asarray(raw)
+        x = to_device(be, raw)
         return select_columns(x, self.columns, be.xp) if self.whole_rows else x

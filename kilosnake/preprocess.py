@@ -24,7 +24,7 @@ import numpy as np
 
 from .backend import Backend
 from .probe import Probe
-from .prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
+from .prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind, to_device
 from .progress import Progress
 from .recording import RawRecording, RecordingInfo
 from .store import (TRACE_CODEC, open_store, read_rows_into, trace_chunks, write_array,
@@ -323,7 +323,7 @@ class PreprocessedReader:
         host = None
         if be.name == "gpu":  # decoded into a reused page-locked buffer, then moved
             host = self._host_buffer(stop - start)
-        x = be.asarray(self.read_int16(start, stop, out=host)).astype(be.xp.float32)
+        x = to_device(be, self.read_int16(start, stop, out=host)).astype(be.xp.float32)
         return x / be.xp.float32(self.scaleproc)
 
     #: page-locked buffers in the ring: a read ahead, a direct read, one spare
