@@ -72,7 +72,7 @@ def use_device_of_this_thread():
 
 
 class WritingBehind:
-    """Writes (``target[index] = value``) done on background threads, at most ``depth`` batches
+    """Writes (or any calls, :meth:`call`) done on background threads, at most ``depth`` batches
     waiting, so encoding and writing one batch overlaps the computation of the next.
 
     :meth:`write_rows` splits a batch at the target's chunk edges and writes the chunks on
@@ -91,9 +91,6 @@ class WritingBehind:
         while len(self._pending) >= self._depth:
             for future in self._pending.pop(0):
                 future.result()
-
-    def write(self, target, index, value) -> None:
-        self.call(target.__setitem__, index, value)
 
     def call(self, fn, *args) -> None:
         """``fn(*args)`` on the background threads (in call order with one worker)."""

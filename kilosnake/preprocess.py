@@ -216,16 +216,13 @@ def probe_from_group(group) -> Probe:
 
 
 def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
-    """``round((x @ w) * scaleproc)`` clipped to int16, on the host (copied into ``out`` when
-    given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
+    """``round((x @ w) * scaleproc)`` clipped to int16, on the host (on a GPU copied into
+    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
     y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
-    if out is None:
+    if out is None or be.name != "gpu":
         return be.to_host(y)
-    if be.name == "gpu":
-        return y.get(out=out)
-    out[...] = y
-    return out
+    return y.get(out=out)
 
 
 def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
@@ -272,13 +269,15 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
         raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
         ahead = Prefetching(raw_batches, [(b,) for b in batch_range])
         depth = 2
-        results = HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=be.name == "gpu")
+        # page-locked result buffers on a GPU (on the CPU the result is already a host array)
+        results = HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=True) \
+            if be.name == "gpu" else None
         with ahead, WritingBehind(depth, workers=max(1, NT // chunks[0])) as behind:
             for b in batch_range:
                 x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
                                         raw=raw_batches.on_device(ahead.read(b), be))
-                y = whiten_to_int16(x, w, p["scaleproc"], be,
-                                    out=results.take(x.shape, np.int16))
+                out = None if results is None else results.take(x.shape, np.int16)
+                y = whiten_to_int16(x, w, p["scaleproc"], be, out=out)
                 behind.write_rows(traces, b * NT - first, y)
                 progress.update()
 
