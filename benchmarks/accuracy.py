@@ -52,13 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def generate_recording(preset: str, seed: int) -> dict:
     """Write the preset's recording under resources/benchmark (if missing); return its files."""
-    from kilosnake import synth
+    from kilosnake.groundtruth.generate import generate
 
     folder = ROOT / "resources" / "benchmark"
     name = f"{preset}_seed{seed}"
     meta = folder / f"{name}.meta.json"
     if not meta.exists():
-        synth.generate(preset, folder, name=name, seed=seed)
+        generate(preset, folder, name=name, seed=seed)
     info = json.loads(meta.read_text())
     return {"name": name, "dat": folder / f"{name}.bin", "probe": folder / f"{name}.probe.json",
             "gt": folder / f"{name}_gt.npz", "n_channels": info["n_channels_total"],
@@ -123,8 +123,8 @@ def append_row(row: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from kilosnake.score import score_spikes_store
-    from kilosnake.store import open_store
+    from kilosnake.groundtruth.score import score_spikes_store
+    from kilosnake.io.store import open_store
 
     rec = generate_recording(args.preset, args.seed)
     command = workflow_command(args, rec)

@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def well_detected(phy: Path, gt: Path) -> set:
-    from kilosnake.score import score_phy_folder
+    from kilosnake.groundtruth.score import score_phy_folder
 
     score = score_phy_folder(phy, gt)
     threshold = score.summary["well_detected_accuracy"]
@@ -45,7 +45,7 @@ def final_pass_times(phy: Path) -> np.ndarray | None:
     spikes = phy.parent / "spikes.zarr"
     if not spikes.is_dir():
         return None
-    from kilosnake.store import open_store
+    from kilosnake.io.store import open_store
 
     return np.asarray(open_store(spikes)["time"][...], np.int64)
 

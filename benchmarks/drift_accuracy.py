@@ -33,6 +33,28 @@ from pathlib import Path
 import numpy as np
 
 from results_table import append_row as append_section_row
+from kilosnake.groundtruth.units import draw_units, unit_template
+from kilosnake.groundtruth.generate import generate, load_ground_truth
+from kilosnake.groundtruth.presets import preset_config
+from kilosnake.params import resolve
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.probe import load_probe
+from kilosnake.io.recording import RecordingInfo
+from kilosnake.io.drift_store import DriftEstimate, KERNELS, empty_spikes, write_drift_store
+from kilosnake.io.corrected_traces import KrigingInterpolator
+from kilosnake.drift.estimate import estimate_drift
+from kilosnake.io.traces import n_batches
+from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
+from kilosnake.drift.detection import unwhitening_matrix
+from kilosnake.drift.plot import plot_drift
+from kilosnake.io.traces import PreprocessedReader
+from kilosnake.io.store import open_store
+from kilosnake.io.traces import write_probe_arrays
+from kilosnake.io.probe import neuropixels_like
+from kilosnake.io.store import TRACE_CODEC, writing_store
+from kilosnake.io.corrected_traces import DriftCorrectedReader, write_corrected_traces
+from kilosnake.runtime.backend import get_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -64,17 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def preprocessed_preset(preset: str, seed: int, duration: float | None, be) -> Path:
     """Folder with the generated recording, its whitening and preprocessed stores."""
-    from kilosnake import synth
-    from kilosnake.params import resolve
-    from kilosnake.preprocess import compute_whitening, preprocess_recording
-    from kilosnake.probe import load_probe
-    from kilosnake.recording import RecordingInfo
 
     overrides = {} if duration is None else {"duration_s": duration}
-    cfg = synth.preset_config(preset, **overrides)
+    cfg = preset_config(preset, **overrides)
     folder = DATA / f"{preset}_seed{seed}_{cfg.duration_s:g}s"
     if not (folder / "preprocessed.zarr").exists():
-        paths = synth.generate(cfg, folder, name="rec", seed=seed)
+        paths = generate(cfg, folder, name="rec", seed=seed)
         info = RecordingInfo(str(paths.bin), cfg.n_channels_total, "int16", cfg.sample_rate)
         p = resolve({"device": be.name})
         compute_whitening(info, load_probe(paths.probe), p, be, folder / "whitening.zarr")
@@ -88,24 +105,19 @@ def preprocessed_preset(preset: str, seed: int, duration: float | None, be) -> P
 
 def accuracy(folder: Path, nblocks: int, be) -> dict:
     """Estimate the drift of a preprocessed preset and compare it with the ground truth."""
-    from kilosnake import drift, synth
-    from kilosnake.drift_plot import plot_drift
-    from kilosnake.params import resolve
-    from kilosnake.preprocess import PreprocessedReader
-    from kilosnake.store import open_store
 
     reader = PreprocessedReader(folder / "preprocessed.zarr")
     wg = open_store(folder / "whitening.zarr")
-    unwhiten = drift.unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
+    unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
     t0 = time.perf_counter()
-    est = drift.estimate_drift(reader, resolve({"nblocks": nblocks}), be, unwhiten)
+    est = estimate_drift(reader, resolve({"nblocks": nblocks}), be, unwhiten)
     seconds = time.perf_counter() - t0
     plot_drift(est, folder / f"drift_nblocks{nblocks}.png")
-    gt = synth.load_ground_truth(folder / "rec_gt.npz")
-    truth = drift.true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
+    gt = load_ground_truth(folder / "rec_gt.npz")
+    truth = true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
                                               est.yblk[0])
     diff = est.dshift[0] - truth
-    return {"rms": drift.rms_error_um(est.dshift[0], truth),
+    return {"rms": rms_error_um(est.dshift[0], truth),
             "max": float(np.abs(diff - diff.mean()).max()),
             "gain": float(np.polyfit(truth.ravel(), est.dshift[0].ravel(), 1)[0]),
             "true_ptp": float(np.ptp(truth)), "seconds": seconds,
@@ -133,16 +145,14 @@ def run_accuracy(args, be) -> list[str]:
 
 def run_kernels(args, be) -> list[str]:
     """Waveform error and noise variance of both kriging kernels on moved synthetic units."""
-    from kilosnake import drift, synth
-    from kilosnake.probe import load_probe
-    from kilosnake.store import open_store
+
 
     folder = preprocessed_preset("drift", args.seed, args.duration, be)
-    cfg = synth.preset_config("drift")
+    cfg = preset_config("drift")
     probe = load_probe(folder / "rec.probe.json")
     w = open_store(folder / "whitening.zarr")["whitening"][...]
     rng = np.random.default_rng(args.seed)
-    units = synth.draw_units(cfg, probe, np.full(probe.n_channels, cfg.noise_sd), rng)
+    units = draw_units(cfg, probe, np.full(probe.n_channels, cfg.noise_sd), rng)
     inner = [u for u in range(units.n_units)
              if probe.yc.min() + 40 < units.position[u, 1] < probe.yc.max() - 40]
     shifts = (-15.0, -10.0, -5.0, -2.5, 2.5, 5.0, 10.0, 15.0)
@@ -150,13 +160,13 @@ def run_kernels(args, be) -> list[str]:
     def footprint(u, dy):
         pos = units.position[u].copy()
         pos[1] += dy
-        return synth.unit_template(units, u, pos, probe.positions, probe.positions, cfg) @ w
+        return unit_template(units, u, pos, probe.positions, probe.positions, cfg) @ w
 
     base = {u: footprint(u, 0.0) for u in inner}
     moved = {(u, d): footprint(u, d) for u in inner for d in shifts}
     figures = []
-    for kind in drift.KERNELS:
-        interp = drift.KrigingInterpolator(probe, 20.0, kind)
+    for kind in KERNELS:
+        interp = KrigingInterpolator(probe, 20.0, kind)
         errors, variance = [], []
         for d in shifts:
             m = interp.matrix(np.full(probe.n_channels, d))
@@ -179,9 +189,6 @@ def run_kernels(args, be) -> list[str]:
 
 def write_noise_store(path: Path, n_channels: int, seconds: float, NT: int):
     """A whitened-noise ``preprocessed.zarr`` on a Neuropixels-like probe."""
-    from kilosnake.preprocess import write_probe_arrays
-    from kilosnake.probe import neuropixels_like
-    from kilosnake.store import TRACE_CODEC, writing_store
 
     n = int(seconds * 30000)
     probe = neuropixels_like(n_channels)
@@ -199,15 +206,14 @@ def write_noise_store(path: Path, n_channels: int, seconds: float, NT: int):
 
 def write_ramp_drift(path: Path, probe, n: int, NT: int):
     """A drift store whose displacement ramps from -15 to 15 µm over 5 blocks."""
-    from kilosnake import drift
-    from kilosnake.params import resolve
 
-    nb = drift.n_batches(n, NT)
+
+    nb = n_batches(n, NT)
     ramp = np.linspace(-15, 15, nb)[:, None] * np.linspace(0.5, 1.0, 9)[None, :]
     yblk = np.linspace(probe.yc.min(), probe.yc.max(), 9)[None, :]
-    est = drift.DriftEstimate(True, "", NT, n, 30000.0, np.array([0.0]), ramp[None], yblk,
-                              drift.empty_spikes(), np.zeros((1, nb), np.int64))
-    drift.write_drift_store(path, est, resolve({"nblocks": 5}), "cpu")
+    est = DriftEstimate(True, "", NT, n, 30000.0, np.array([0.0]), ramp[None], yblk,
+                              empty_spikes(), np.zeros((1, nb), np.int64))
+    write_drift_store(path, est, resolve({"nblocks": 5}), "cpu")
 
 
 def timed_pass(reader, NT: int) -> float:
@@ -219,8 +225,6 @@ def timed_pass(reader, NT: int) -> float:
 
 
 def run_read_cost(args, be) -> list[str]:
-    from kilosnake.drift import DriftCorrectedReader, write_corrected_traces
-    from kilosnake.preprocess import PreprocessedReader
 
     NT = 65472
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,7 +270,6 @@ def append_row(row: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from kilosnake.backend import get_backend
 
     be = get_backend(args.device)
     if args.read_cost:

@@ -43,7 +43,6 @@ two calls.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime
 import importlib.util
@@ -140,10 +139,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def recording_files(args) -> dict:
     """Paths and figures of the generated recording of ``args`` (generated when missing)."""
-    from kilosnake import synth
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     overrides = {} if args.duration is None else {"duration_s": float(args.duration)}
-    config = synth.preset_config(args.preset, **overrides)
+    config = preset_config(args.preset, **overrides)
     name = f"{args.preset}_{config.duration_s:g}s_seed{args.seed}"
     folder = args.workdir.resolve() / "recordings"
     rec = {"name": name, "dat": folder / f"{name}.bin", "probe": folder / f"{name}.probe.json",
@@ -158,8 +158,7 @@ def recording_files(args) -> dict:
               f"{config.duration_s:g} s, {config.n_units} units) with {workers} processes",
               flush=True)
         t0 = time.perf_counter()
-        with parallel_writer(workers):
-            synth.generate(config, folder, name=name, seed=args.seed)
+        generate(config, folder, name=name, seed=args.seed, workers=workers)
         gen.update(seconds=time.perf_counter() - t0, workers=workers)
         print(f"generated in {gen['seconds']:.1f} s", flush=True)
     else:
@@ -171,85 +170,6 @@ def recording_files(args) -> dict:
                uv_per_bit=float(meta["uv_per_bit"]), preset=args.preset, seed=args.seed,
                generation=gen)
     return rec
-
-
-_WRITER = {}
-
-
-@contextlib.contextmanager
-def parallel_writer(workers: int):
-    """Have ``kilosnake.synth.generate`` write its binary file with ``workers`` processes.
-
-    ``synth.write_binary`` is replaced, for the duration of the block, by
-    :func:`write_binary_parallel`, which writes the same bytes chunk by chunk in a process pool.
-    """
-    from kilosnake import synth
-
-    if workers <= 1:
-        yield
-        return
-    original = synth.write_binary
-
-    def write(path, config, noise, adder):
-        return write_binary_parallel(path, config, noise, adder, workers)
-
-    synth.write_binary = write
-    try:
-        yield
-    finally:
-        synth.write_binary = original
-
-
-def write_binary_parallel(path, config, noise, adder, workers: int) -> int:
-    """What ``kilosnake.synth.write_binary`` writes, chunks shared out to a process pool.
-
-    Every chunk (``chunk_blocks`` noise blocks, padded by a template on each side for the spikes
-    that straddle its edges) is computed exactly as the serial writer does and written at its
-    offset; returns the number of clipped samples.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from kilosnake.synth import chunk_starts
-
-    starts = list(chunk_starts(config))
-    with open(path, "wb") as f:
-        f.truncate(config.n_samples * config.n_channels_total * 2)
-    single_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                      "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
-    saved = {k: os.environ.get(k) for k in single_thread}
-    os.environ.update(single_thread)  # inherited by the spawned workers
-    try:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_writer_init,
-                                 initargs=(str(path), config, noise, adder)) as pool:
-            clipped = sum(pool.map(_write_chunk, starts, chunksize=1))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return int(clipped)
-
-
-def _writer_init(path, config, noise, adder):
-    _WRITER.update(path=path, config=config, noise=noise, adder=adder,
-                   fd=os.open(path, os.O_WRONLY))
-
-
-def _write_chunk(b0: int) -> int:
-    """Compute and write the chunk starting at block ``b0`` (``kilosnake.synth.render_chunk``)."""
-    from kilosnake.synth import render_chunk
-
-    config = _WRITER["config"]
-    data, s0, clipped = render_chunk(b0, config, _WRITER["noise"], _WRITER["adder"])
-    raw = data.tobytes()
-    offset = s0 * config.n_channels_total * 2
-    while raw:
-        written = os.pwrite(_WRITER["fd"], raw, offset)
-        raw, offset = raw[written:], offset + written
-    return clipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +428,7 @@ def _num(text):
 
 def ks4_probe(rec: dict) -> dict:
     """Kilosort 4's probe dict (lists) from the recording's probe file."""
-    from kilosnake.probe import load_probe
+    from kilosnake.io.probe import load_probe
 
     probe = load_probe(rec["probe"])
     return {"chanMap": probe.chan_map.astype(int).tolist(), "xc": probe.xc.tolist(),
@@ -747,7 +667,9 @@ def score_folder(phy: Path, rec: dict) -> dict:
     """Score summaries of a Phy folder: all units, and the units labelled good."""
     import numpy as np
 
-    from kilosnake.score import load_ground_truth, load_phy_sorting, score_spike_trains
+    from kilosnake.groundtruth.truth import load_ground_truth
+    from kilosnake.io.phy import load_phy_sorting
+    from kilosnake.groundtruth.score import score_spike_trains
 
     gt = load_ground_truth(rec["gt"])
     times, clusters = load_phy_sorting(phy)

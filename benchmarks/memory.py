@@ -67,7 +67,8 @@ def recording_stem(preset: str, minutes: float) -> str:
 
 def generate_recording(workdir: Path, preset: str, minutes: float, seed: int) -> Path:
     """The raw file of a generated recording of ``minutes`` (written once)."""
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     stem = recording_stem(preset, minutes)
     dat = workdir / "recordings" / f"{stem}.bin"
@@ -235,7 +236,7 @@ def _mb(value: float | None) -> str:
 
 
 def _n_spikes(results: Path) -> int:
-    from kilosnake.store import open_store
+    from kilosnake.io.store import open_store
 
     return int(open_store(results / "spikes.zarr")["time"].shape[0])
 

@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def tile_spikes(src: Path, out: Path, times: int, n_samples: int, n_batches: int) -> int:
     """Write ``spikes.zarr`` repeated ``times`` times at ``out``; return the spike count."""
-    from kilosnake.store import AppendableArray, open_store, write_array, writing_store
+    from kilosnake.io.store import AppendableArray, open_store, write_array, writing_store
 
     g = open_store(src)
     per_spike = ("time", "template", "amplitude", "score", "batch", "template_features",
@@ -137,7 +137,7 @@ def run_stages(folder: Path, gt: Path | None) -> dict:
 
 
 def spike_count(folder: Path) -> int:
-    from kilosnake.store import open_store
+    from kilosnake.io.store import open_store
 
     return int(open_store(folder / "spikes.zarr")["time"].shape[0])
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kilosnake.backend import get_backend
-from kilosnake.logs import peak_host_memory_mb
+from kilosnake.runtime.backend import get_backend
+from kilosnake.runtime.logs import peak_host_memory_mb
 from kilosnake.params import resolve
-from kilosnake.preprocess import compute_whitening, preprocess_recording
-from kilosnake.probe import neuropixels_like
-from kilosnake.recording import RecordingInfo
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.probe import neuropixels_like
+from kilosnake.io.recording import RecordingInfo
 
 FS = 30000.0
 

@@ -64,19 +64,21 @@ def stage_parameters(stage: str, device: str, overrides: list[str]) -> dict:
 
 def stage_call(stage: str, results: Path, p: dict, out: Path):
     """A zero-argument callable that runs ``stage`` on the stores in ``results``."""
-    from kilosnake import drift, preprocess
+    from kilosnake.drift.estimate import run_drift
+    from kilosnake.preprocess.traces import run_preprocess
+    from kilosnake.preprocess.whitening import run_whitening
     from kilosnake.curation import cutoff, merge, split
-    from kilosnake.report import write_report
-    from kilosnake.shanks import export_recording
+    from kilosnake.report.build import write_report
+    from kilosnake.export.shanks import export_recording
     from kilosnake.sorting import detect, final_pass, learn
 
     r = results
     drift_store = r / "drift.zarr" if (r / "drift.zarr").exists() else None
     calls = {
-        "whitening": lambda: preprocess.run_whitening(r / "input.json", p, out),
-        "preprocess": lambda: preprocess.run_preprocess(r / "input.json", r / "whitening.zarr",
+        "whitening": lambda: run_whitening(r / "input.json", p, out),
+        "preprocess": lambda: run_preprocess(r / "input.json", r / "whitening.zarr",
                                                         p, out),
-        "drift": lambda: drift.run_drift(r / "preprocessed.zarr", r / "whitening.zarr", out,
+        "drift": lambda: run_drift(r / "preprocessed.zarr", r / "whitening.zarr", out,
                                          out.with_suffix(".png"), p),
         "detect": lambda: detect.run_detect(r / "preprocessed.zarr", out, p, drift_store),
         "learn": lambda: learn.run_learn(r / "preprocessed.zarr", r / "detect.zarr", out, p,
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
     if args.sync:
         os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from kilosnake.logs import add_default_handler
+    from kilosnake.runtime.logs import add_default_handler
 
     add_default_handler("INFO")
     p = stage_parameters(args.stage, args.device, args.config)

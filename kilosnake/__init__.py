@@ -4,14 +4,14 @@
 (:mod:`kilosnake.api`), imported on first use so that ``import kilosnake`` stays light.
 """
 
-__version__ = "0.1.0"
+from kilosnake.version import __version__ as __version__
 
 _API_NAMES = ("Bunch", "add_default_handler", "run", "RunResult", "RunError")
 
 
 def __getattr__(name):
     if name in _API_NAMES:
-        from . import api
+        from kilosnake import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'kilosnake' has no attribute {name!r}")

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KilosnakeError
-from .logs import add_default_handler
-from .probe import load_probe, write_npy_folder
-from .workflow import recording_name
+from kilosnake.errors import KilosnakeError
+from kilosnake.runtime.logs import add_default_handler
+from kilosnake.io.probe import load_probe, write_npy_folder
+from kilosnake.workflow.recordings import recording_name
 
 logger = logging.getLogger(__name__)
 

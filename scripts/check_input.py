@@ -1,6 +1,6 @@
 """Rule check_input: check the raw file and the probe, then write input.json."""
-from kilosnake.checks import check_input
-from kilosnake.logs import stage_logging
+from kilosnake.preprocess.check_input import check_input
+from kilosnake.runtime.logs import stage_logging
 
 rec, p = snakemake.params.recording, snakemake.params.p
 with stage_logging(snakemake.log[0], "check_input", p):

@@ -1,7 +1,7 @@
 """Rule cutoff: per-cluster score cutoff and good/mua labels → cutoff.zarr."""
 from kilosnake.curation.cutoff import run_cutoff
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "cutoff", p), per_shank(

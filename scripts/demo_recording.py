@@ -1,8 +1,8 @@
 """Rule demo_recording: generate the demo recording and its ground truth."""
 from pathlib import Path
 
-from kilosnake.logs import stage_logging
-from kilosnake.synth import generate
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.groundtruth.generate import generate
 
 with stage_logging(snakemake.log[0], "demo_recording", {"seed": snakemake.params.seed}):
     generate(snakemake.wildcards.preset, Path(snakemake.output.dat).parent,

@@ -1,6 +1,6 @@
 """Rule detect: universal waveforms, neighbourhoods, kernels and first templates → detect.zarr."""
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 from kilosnake.sorting.detect import run_detect
 
 p = snakemake.params.p

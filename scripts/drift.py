@@ -1,7 +1,7 @@
 """Rule drift: displacement per batch and depth block → drift.zarr, and drift.png."""
-from kilosnake.drift import run_drift
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.drift.estimate import run_drift
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "drift", p), per_shank(

@@ -1,6 +1,6 @@
 """Rule export_phy: write, validate and publish the Phy folder (shanks joined)."""
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import export_recording
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.export.shanks import export_recording
 
 p, i = snakemake.params.p, snakemake.input
 with stage_logging(snakemake.log[0], "export_phy", p):

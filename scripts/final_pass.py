@@ -1,7 +1,7 @@
 """Rule final_pass (and final_pass_block): matching pursuit with the frozen templates over every
 batch (or one time block's batches) → spikes.zarr (or its block store)."""
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 from kilosnake.sorting.final_pass import run_final_pass
 
 p = snakemake.params.p

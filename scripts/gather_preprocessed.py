@@ -1,7 +1,7 @@
 """Rule gather_preprocessed: preprocessed.zarr pointing at the preprocess block stores."""
-from kilosnake.logs import stage_logging
-from kilosnake.scatter import gather_preprocessed
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.preprocess.gather import gather_preprocessed
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "gather_preprocessed", p), per_shank(

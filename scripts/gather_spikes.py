@@ -1,7 +1,7 @@
 """Rule gather_spikes: the final-pass block stores' spikes, appended in time order."""
-from kilosnake.logs import stage_logging
-from kilosnake.scatter import gather_spikes
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.sorting.gather import gather_spikes
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "gather_spikes", p), per_shank(

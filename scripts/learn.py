@@ -1,6 +1,6 @@
 """Rule learn: online template learning over the batches → templates.zarr."""
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 from kilosnake.sorting.learn import run_learn
 
 p = snakemake.params.p

@@ -1,7 +1,7 @@
 """Rule merge: merge templates whose spike trains share a refractory period → merge.zarr."""
 from kilosnake.curation.merge import run_merge
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "merge", p), per_shank(

@@ -1,8 +1,8 @@
 """Rule preprocess (and preprocess_block): filter, reference and whiten every batch (or one
 time block's batches) into preprocessed.zarr (or its block store)."""
-from kilosnake.logs import stage_logging
-from kilosnake.preprocess import run_preprocess
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.preprocess.traces import run_preprocess
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 block = tuple(snakemake.params.get("block", (0, 1)))

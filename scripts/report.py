@@ -1,6 +1,6 @@
 """Rule report: the sort's outputs → report.html (self-contained QC page)."""
-from kilosnake.logs import stage_logging
-from kilosnake.report import write_report
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.report.build import write_report
 
 i = snakemake.input
 with stage_logging(snakemake.log[0], "report", snakemake.params.p):

@@ -1,7 +1,7 @@
 """Rule split: split clusters with bimodal PC features → split.zarr."""
 from kilosnake.curation.split import run_split
-from kilosnake.logs import stage_logging
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "split", p), per_shank(

@@ -1,7 +1,7 @@
 """Rule whitening: channel offsets, covariance and the local whitening matrix."""
-from kilosnake.logs import stage_logging
-from kilosnake.preprocess import run_whitening
-from kilosnake.shanks import per_shank
+from kilosnake.runtime.logs import stage_logging
+from kilosnake.preprocess.whitening import run_whitening
+from kilosnake.workflow.shanks import per_shank
 
 p = snakemake.params.p
 with stage_logging(snakemake.log[0], "whitening", p), per_shank(

@@ -1,7 +1,7 @@
 """Shared fixtures: the array backends every numerical test runs on."""
 import pytest
 
-from kilosnake.backend import cpu_backend, _gpu_backend_or_reason
+from kilosnake.runtime.backend import cpu_backend, _gpu_backend_or_reason
 
 
 def _backends():

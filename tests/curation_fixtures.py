@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kilosnake.store import write_array, writing_store
+from kilosnake.io.store import write_array, writing_store
 
 FS = 30000.0
 NT0, NT0MIN, NPCS = 61, 20, 3
@@ -215,7 +215,7 @@ def run_curation(paths: FixturePaths, **overrides) -> dict:
 
 def export(paths: FixturePaths, stores: dict, phy_dir=None, **overrides):
     """Export a curated fixture to ``phy_dir`` (default ``<folder>/results/phy``)."""
-    from kilosnake.export import export_phy
+    from kilosnake.export.writer import export_phy
     from kilosnake.params import resolve
 
     phy_dir = Path(phy_dir or paths.folder / "results" / "phy")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kilosnake.probe import Probe, neuropixels_like, write_npy_folder, write_probeinterface_json
+from kilosnake.io.probe import Probe, neuropixels_like, write_npy_folder, write_probeinterface_json
 
 
 def write_noise_recording(folder: Path, n_channels=32, n_samples=40000, dtype="int16",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kilosnake.api import Bunch, RunError, RunResult, run, stage_or_default
-from kilosnake.export import read_params_py, validate_phy
+from kilosnake.io.phy import read_params_py
+from kilosnake.export.validate import validate_phy
 
 #: pykilosort's README example; only the import line differs
 EXAMPLE = """
@@ -60,7 +61,8 @@ def test_a_failing_stage_raises_and_names_its_log(tmp_path):
 
 def write_pykilosort_recording(folder):
     """A short 385-channel recording (sync channel last) and its 1-based chanMap.npy & co."""
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     cfg = preset_config("np", duration_s=3.0, n_units=12, firing_rate_range_hz=(10.0, 30.0))
     paths = generate(cfg, folder, name="imec_385_100s", seed=3)

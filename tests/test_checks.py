@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 
 import kilosnake.params as kparams
-from kilosnake.checks import (channel_count_evidence, check_input, raw_byte_windows,
-                              repeat_period)
+from kilosnake.preprocess.check_input import (
+    channel_count_evidence,
+    check_input,
+    raw_byte_windows,
+    repeat_period,
+)
 from kilosnake.errors import InputError
-from kilosnake.preprocess import run_preprocess, run_whitening
-from kilosnake.probe import neuropixels_like
-from kilosnake.recording import RecordingInfo
-from kilosnake.store import open_store
+from kilosnake.preprocess.traces import run_preprocess
+from kilosnake.preprocess.whitening import run_whitening
+from kilosnake.io.probe import neuropixels_like
+from kilosnake.io.recording import RecordingInfo
+from kilosnake.io.store import open_store
 
 from inputs import write_noise_recording, write_probe_folder, write_probe_json
 
@@ -28,7 +33,8 @@ STRUCTURED_SAMPLES = 4 * 30000
 @pytest.fixture(scope="module")
 def structured(tmp_path_factory):
     """(samples, 64) int16 of a generated recording: offsets, LFP, correlated noise, spikes."""
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     folder = tmp_path_factory.mktemp("structured")
     cfg = preset_config("demo", n_channels=64, duration_s=STRUCTURED_SAMPLES / 30000, n_units=8)

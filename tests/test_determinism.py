@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 import kilosnake
-from kilosnake.store import open_store
+from kilosnake.io.store import open_store
 
 from workflow_runs import (differing, fresh_run, output_digests, output_files, reference_run,
                            results)

@@ -2,15 +2,24 @@
 import numpy as np
 import pytest
 
-from kilosnake import drift, synth
-from kilosnake.backend import cpu_backend
+from kilosnake.io.corrected_traces import DriftCorrectedReader, KrigingInterpolator, write_corrected_traces
+from kilosnake.io.drift_store import DriftEstimate, KERNELS, KRIGING_KERNEL, empty_spikes, read_drift_store, write_drift_store
+from kilosnake.drift.registration import corrected_depths, register_shank
+from kilosnake.drift.estimate import estimate_drift, run_drift
+from kilosnake.drift.suitability import registration_check
+from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
+from kilosnake.drift.detection import unwhitening_matrix
+from kilosnake.groundtruth.generate import generate, load_ground_truth
+from kilosnake.groundtruth.presets import preset_config
+from kilosnake.runtime.backend import cpu_backend
 from kilosnake.errors import KilosnakeError
 from kilosnake.params import resolve
-from kilosnake.preprocess import (PreprocessedReader, compute_whitening, preprocess_recording,
-                                  write_probe_arrays)
-from kilosnake.probe import Probe, load_probe, neuropixels_like
-from kilosnake.recording import RecordingInfo
-from kilosnake.store import TRACE_CODEC, open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, write_probe_arrays
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.probe import Probe, load_probe, neuropixels_like
+from kilosnake.io.recording import RecordingInfo
+from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
 
 NT = 15000  # 0.5 s batches: 32 batches in 16 s
 FS = 30000.0
@@ -27,8 +36,8 @@ RMS_BOUND_UM = 3.0
 
 def preprocessed_recording(folder, preset, **overrides):
     """Generate ``preset`` (shortened) in ``folder`` and preprocess it; returns the folder."""
-    cfg = synth.preset_config(preset, **{**SHORT, **overrides})
-    paths = synth.generate(cfg, folder, name="rec", seed=3)
+    cfg = preset_config(preset, **{**SHORT, **overrides})
+    paths = generate(cfg, folder, name="rec", seed=3)
     info = RecordingInfo(str(paths.bin), cfg.n_channels_total, "int16", cfg.sample_rate)
     p = resolve({"NT": NT, "device": "cpu"})
     compute_whitening(info, load_probe(paths.probe), p, cpu_backend(), folder / "whitening.zarr")
@@ -56,18 +65,18 @@ def nonrigid(tmp_path_factory):
 
 def unwhiten_of(folder):
     g = open_store(folder / "whitening.zarr")
-    return drift.unwhitening_matrix(g["whitening"][...], g["covariance"][...])
+    return unwhitening_matrix(g["whitening"][...], g["covariance"][...])
 
 
 def estimate(folder, nblocks=1, be=None):
     reader = PreprocessedReader(folder / "preprocessed.zarr")
     p = resolve({"nblocks": nblocks})
-    return drift.estimate_drift(reader, p, be or cpu_backend(), unwhiten_of(folder))
+    return estimate_drift(reader, p, be or cpu_backend(), unwhiten_of(folder))
 
 
 def truth_of(folder, est, shank=0):
-    gt = synth.load_ground_truth(folder / "rec_gt.npz")
-    return drift.true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
+    gt = load_ground_truth(folder / "rec_gt.npz")
+    return true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
                                              est.yblk[shank])
 
 
@@ -79,7 +88,7 @@ def test_rigid_zigzag_is_recovered(zigzag, be):
     est = estimate(zigzag, nblocks=1, be=be)
     truth = truth_of(zigzag, est)
     assert est.enabled and est.dshift.shape == (1, 32, 1)
-    assert drift.rms_error_um(est.dshift[0], truth) < RMS_BOUND_UM
+    assert rms_error_um(est.dshift[0], truth) < RMS_BOUND_UM
     # the sign: positive = units at larger y, as in the ground truth
     assert np.corrcoef(est.dshift[0, :, 0], truth[:, 0])[0, 1] > 0.95
 
@@ -92,10 +101,10 @@ def test_gpu_matches_cpu(zigzag, be, tmp_path):
     np.testing.assert_array_equal(gpu.spikes["channel"], cpu.spikes["channel"])
     np.testing.assert_allclose(gpu.spikes["depth"], cpu.spikes["depth"], atol=1e-2)
     assert np.abs(gpu.dshift - cpu.dshift).max() <= 0.5
-    drift.write_drift_store(tmp_path / "drift.zarr", cpu, resolve({"nblocks": 1}), "cpu")
+    write_drift_store(tmp_path / "drift.zarr", cpu, resolve({"nblocks": 1}), "cpu")
     pre = zigzag / "preprocessed.zarr"
-    on_cpu = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr").read(NT - 500, NT + 500)
-    gpu_reader = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr", be)
+    on_cpu = DriftCorrectedReader(pre, tmp_path / "drift.zarr").read(NT - 500, NT + 500)
+    gpu_reader = DriftCorrectedReader(pre, tmp_path / "drift.zarr", be)
     on_gpu = gpu_reader.read(NT - 500, NT + 500)
     np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
     # read straight into GPU arrays: the same values as the host reads of the same reader
@@ -106,7 +115,7 @@ def test_gpu_matches_cpu(zigzag, be, tmp_path):
 def test_random_walk_is_recovered(randomwalk):
     est = estimate(randomwalk, nblocks=1)
     truth = truth_of(randomwalk, est)
-    assert drift.rms_error_um(est.dshift[0], truth) < RMS_BOUND_UM
+    assert rms_error_um(est.dshift[0], truth) < RMS_BOUND_UM
     assert np.corrcoef(est.dshift[0, :, 0], truth[:, 0])[0, 1] > 0.95
 
 
@@ -116,11 +125,11 @@ def test_nonrigid_top_moves_more_than_bottom(nonrigid):
     assert est.dshift.shape == (1, 32, 5)
     assert np.all(np.diff(est.yblk[0]) > 0)
     assert est.dshift[0, :, -1].std() > 1.4 * est.dshift[0, :, 0].std()
-    error = drift.rms_error_um(est.dshift[0], truth)
+    error = rms_error_um(est.dshift[0], truth)
     assert error < RMS_BOUND_UM
     # a rigid estimate cannot follow the depth dependence as well
     rigid = np.repeat(estimate(nonrigid, nblocks=1).dshift[0], 5, axis=1)
-    assert error < drift.rms_error_um(rigid, truth)
+    assert error < rms_error_um(rigid, truth)
 
 
 def test_batches_without_spikes_get_interpolated_shifts(zigzag):
@@ -128,13 +137,13 @@ def test_batches_without_spikes_get_interpolated_shifts(zigzag):
     sp = est.spikes
     keep = (sp["batch"] < 10) | (sp["batch"] > 12)  # batches 10-12 lose their spikes
     reader = PreprocessedReader(zigzag / "preprocessed.zarr")
-    dshift, yblk, counts = drift.register_shank(sp["depth"][keep], sp["amplitude"][keep],
+    dshift, yblk, counts = register_shank(sp["depth"][keep], sp["amplitude"][keep],
                                                 sp["batch"][keep], 32, reader.probe.yc, 8.0, 1,
                                                 cpu_backend())
     assert list(counts[10:13]) == [0, 0, 0]
     expected = np.interp([10, 11, 12], [9, 13], dshift[[9, 13], 0])
     np.testing.assert_allclose(dshift[10:13, 0], expected)
-    assert drift.rms_error_um(dshift, truth_of(zigzag, est)) < RMS_BOUND_UM
+    assert rms_error_um(dshift, truth_of(zigzag, est)) < RMS_BOUND_UM
 
 
 def test_estimate_is_deterministic(randomwalk):
@@ -145,19 +154,19 @@ def test_estimate_is_deterministic(randomwalk):
 
 def test_corrected_data_show_no_drift(zigzag, tmp_path):
     p = resolve({"nblocks": 1, "device": "cpu"})
-    drift.run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
+    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
                     tmp_path / "drift.zarr", tmp_path / "drift.png", p)
-    before = drift.read_drift_store(tmp_path / "drift.zarr")
-    reader = drift.DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
+    before = read_drift_store(tmp_path / "drift.zarr")
+    reader = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     assert reader.enabled
     np.testing.assert_array_equal(reader.read_device(cpu_backend(), NT - 300, 2 * NT + 300),
                                   reader.read(NT - 300, 2 * NT + 300))
-    after = drift.estimate_drift(reader, p, cpu_backend(), unwhiten_of(zigzag))
+    after = estimate_drift(reader, p, cpu_backend(), unwhiten_of(zigzag))
     assert np.ptp(after.dshift) < 0.35 * np.ptp(before.dshift)
     # the raster's corrected depths (depth minus displacement) do not drift either
     sp = before.spikes
-    depth = drift.corrected_depths(sp["depth"], sp["batch"], sp["shank"], before)
-    again = drift.register_shank(depth, sp["amplitude"], sp["batch"], 32, reader.probe.yc, 8.0,
+    depth = corrected_depths(sp["depth"], sp["batch"], sp["shank"], before)
+    again = register_shank(depth, sp["amplitude"], sp["batch"], 32, reader.probe.yc, 8.0,
                                  1, cpu_backend())[0]
     assert np.ptp(again) < 0.35 * np.ptp(before.dshift)
 
@@ -168,7 +177,7 @@ def test_corrected_data_show_no_drift(zigzag, tmp_path):
 
 def test_store_and_plot(zigzag, tmp_path):
     p = resolve({"nblocks": 2, "device": "cpu"})
-    drift.run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
+    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
                     tmp_path / "drift.zarr", tmp_path / "drift.png", p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is True and g.attrs["stage"] == "drift"
@@ -182,13 +191,13 @@ def test_store_and_plot(zigzag, tmp_path):
 
 def test_nblocks_zero_is_identity(zigzag, tmp_path):
     p = resolve({"nblocks": 0, "device": "cpu"})
-    drift.run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
+    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
                     tmp_path / "drift.zarr", tmp_path / "drift.png", p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "nblocks = 0" in g.attrs["reason"]
     assert not g["dshift"][...].any()
     plain = PreprocessedReader(zigzag / "preprocessed.zarr")
-    corrected = drift.DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
+    corrected = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     for start, stop in [(-100, 500), (NT - 70, NT + 70), (plain.n_samples - 10, plain.n_samples)]:
         np.testing.assert_array_equal(corrected.read(start, stop), plain.read(start, stop))
         np.testing.assert_array_equal(corrected.read_int16(start, stop),
@@ -213,14 +222,14 @@ def grid_probe(xs, ys):
     (grid_probe([0], np.arange(32) * 50.0), "rows per 100 um"),  # sparse linear probe
 ])
 def test_unsuitable_probes_are_refused(probe, words):
-    ok, reason = drift.registration_check(probe, nblocks=5)
+    ok, reason = registration_check(probe, nblocks=5)
     assert not ok and words in reason
 
 
 def test_neuropixels_like_probe_is_accepted():
-    assert drift.registration_check(neuropixels_like(384), 5) == (True, "")
-    assert drift.registration_check(neuropixels_like(64, 2), 1) == (True, "")
-    assert not drift.registration_check(neuropixels_like(384), 0)[0]
+    assert registration_check(neuropixels_like(384), 5) == (True, "")
+    assert registration_check(neuropixels_like(64, 2), 1) == (True, "")
+    assert not registration_check(neuropixels_like(384), 0)[0]
 
 
 def write_toy_preprocessed(path, traces, probe, nt=NT, scaleproc=200.0):
@@ -240,11 +249,11 @@ def test_short_probe_switches_itself_off(tmp_path):
     noise = np.random.default_rng(0).normal(size=(3 * 4096, 16)).astype(np.float32)
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", noise, probe, nt=4096)
     p = resolve({"nblocks": 5, "device": "cpu"})
-    drift.run_drift(pre, None, tmp_path / "drift.zarr", tmp_path / "drift.png", p)
+    run_drift(pre, None, tmp_path / "drift.zarr", tmp_path / "drift.png", p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "vertical extent 140 um" in g.attrs["reason"]
     assert g["dshift"].shape == (1, 3, 1) and not g["dshift"][...].any()
-    reader = drift.DriftCorrectedReader(pre, tmp_path / "drift.zarr")
+    reader = DriftCorrectedReader(pre, tmp_path / "drift.zarr")
     np.testing.assert_array_equal(reader.read(0, 5000), PreprocessedReader(pre).read(0, 5000))
 
 
@@ -252,7 +261,7 @@ def test_recording_without_spikes_switches_itself_off(tmp_path):
     probe = neuropixels_like(64)
     noise = np.random.default_rng(1).normal(size=(3 * 4096, 64)).astype(np.float32)
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", noise, probe, nt=4096)
-    est = drift.estimate_drift(PreprocessedReader(pre), resolve({}), cpu_backend())
+    est = estimate_drift(PreprocessedReader(pre), resolve({}), cpu_backend())
     assert not est.enabled and "spikes above spkTh_drift" in est.reason
     assert est.dshift.shape == (1, 3, 1)
 
@@ -275,10 +284,10 @@ def write_drift(path, probe, n_samples, nt, dshift_per_batch, enabled=True):
     """A drift store with one block per shank and the given displacement per batch."""
     nb = int(np.ceil(n_samples / nt))
     dshift = np.asarray(dshift_per_batch, float).reshape(1, nb, 1)
-    est = drift.DriftEstimate(enabled, "", nt, n_samples, FS, np.array([0.0]), dshift,
-                              np.array([[probe.yc.mean()]]), drift.empty_spikes(),
+    est = DriftEstimate(enabled, "", nt, n_samples, FS, np.array([0.0]), dshift,
+                              np.array([[probe.yc.mean()]]), empty_spikes(),
                               np.zeros((1, nb), np.int64))
-    drift.write_drift_store(path, est, resolve({"nblocks": 1}), "cpu")
+    write_drift_store(path, est, resolve({"nblocks": 1}), "cpu")
     return path
 
 
@@ -293,7 +302,7 @@ def test_reader_moves_a_spike_by_the_displacement(tmp_path):
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", x, probe, nt=nt)
     # batch 1: units 40 µm higher than in the reference, so they are moved 40 µm down
     dr = write_drift(tmp_path / "drift.zarr", probe, n, nt, [0.0, 40.0, 0.0])
-    reader = drift.DriftCorrectedReader(pre, dr)
+    reader = DriftCorrectedReader(pre, dr)
     window = reader.read(800, 1200)
     assert peak_channel(window, 100) == c0  # batch 0: not moved
     moved = peak_channel(window, 300)
@@ -305,9 +314,9 @@ def test_reader_moves_a_spike_by_the_displacement(tmp_path):
                                                           reader.read(1000, 1200)]))
     # positive displacement moves towards smaller y, negative towards larger y
     dr2 = write_drift(tmp_path / "drift2.zarr", probe, n, nt, [0.0, -40.0, 0.0])
-    assert peak_channel(drift.DriftCorrectedReader(pre, dr2).read(1000, 1200), 100) == c0 + 4
+    assert peak_channel(DriftCorrectedReader(pre, dr2).read(1000, 1200), 100) == c0 + 4
     # a corrected copy holds what the corrected reader gives
-    drift.write_corrected_traces(reader, tmp_path / "copy.zarr")
+    write_corrected_traces(reader, tmp_path / "copy.zarr")
     copy = PreprocessedReader(tmp_path / "copy.zarr")
     assert copy.NT == nt and copy.n_samples == n
     np.testing.assert_array_equal(copy.read_int16(0, n), reader.read_int16(0, n))
@@ -318,11 +327,11 @@ def test_zero_displacement_reads_exactly_like_the_plain_reader(tmp_path):
     x = np.random.default_rng(2).normal(size=(2500, 32)).astype(np.float32)
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", x, probe, nt=1000)
     dr = write_drift(tmp_path / "drift.zarr", probe, 2500, 1000, [0.0, 0.0, 0.0])
-    reader = drift.DriftCorrectedReader(pre, dr)
+    reader = DriftCorrectedReader(pre, dr)
     plain = PreprocessedReader(pre)
     np.testing.assert_array_equal(reader.read(-50, 2600), plain.read(-50, 2600))
     # and the kriging matrix of zero displacement is exactly the identity
-    m = drift.KrigingInterpolator(probe, 20.0).matrix(np.zeros(32))
+    m = KrigingInterpolator(probe, 20.0).matrix(np.zeros(32))
     np.testing.assert_array_equal(m, np.eye(32))
 
 
@@ -332,7 +341,7 @@ def test_reader_refuses_a_store_of_another_recording(tmp_path):
                                  probe, nt=1000)
     dr = write_drift(tmp_path / "drift.zarr", probe, 3000, 1000, [0.0, 1.0, 0.0])
     with pytest.raises(KilosnakeError, match="rerun the drift rule"):
-        drift.DriftCorrectedReader(pre, dr)
+        DriftCorrectedReader(pre, dr)
 
 
 def test_gaussian_kernel_interpolates_a_footprint_better_than_exponential():
@@ -343,11 +352,11 @@ def test_gaussian_kernel_interpolates_a_footprint_better_than_exponential():
 
     f, moved = footprint(330.0), footprint(340.0)
     error = {}
-    for kind in drift.KERNELS:
-        back = drift.KrigingInterpolator(probe, 20.0, kind).matrix(np.full(64, 10.0)) @ moved
+    for kind in KERNELS:
+        back = KrigingInterpolator(probe, 20.0, kind).matrix(np.full(64, 10.0)) @ moved
         error[kind] = np.linalg.norm(back - f) / np.linalg.norm(moved - f)
     assert error["exponential"] < 0.7 and error["gaussian"] < 0.3
-    assert drift.KRIGING_KERNEL == "gaussian" and error["gaussian"] < error["exponential"]
+    assert KRIGING_KERNEL == "gaussian" and error["gaussian"] < error["exponential"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,13 +373,13 @@ def test_shanks_are_registered_separately(zigzag, randomwalk, tmp_path):
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", traces, probe)
     ua, ub = unwhiten_of(zigzag), unwhiten_of(randomwalk)
     unwhiten = np.block([[ua, np.zeros_like(ua)], [np.zeros_like(ub), ub]])
-    est = drift.estimate_drift(PreprocessedReader(pre), resolve({"nblocks": 1}), cpu_backend(),
+    est = estimate_drift(PreprocessedReader(pre), resolve({"nblocks": 1}), cpu_backend(),
                                unwhiten)
     assert est.dshift.shape == (2, 32, 1) and list(est.shank_ids) == [0.0, 1.0]
     assert set(np.unique(est.spikes["shank"])) == {0, 1}
     for k, folder in enumerate([zigzag, randomwalk]):
         truth = truth_of(folder, est, k)
-        assert drift.rms_error_um(est.dshift[k], truth) < RMS_BOUND_UM
+        assert rms_error_um(est.dshift[k], truth) < RMS_BOUND_UM
     # the correction never mixes shanks
-    m = drift.KrigingInterpolator(probe, 20.0).matrix(np.full(64, 15.0))
+    m = KrigingInterpolator(probe, 20.0).matrix(np.full(64, 15.0))
     assert not m[:32, 32:].any() and not m[32:, :32].any()

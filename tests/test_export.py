@@ -9,7 +9,8 @@ from phylib.io.model import load_model
 
 from curation_fixtures import (Unit, build_fixture, export, poisson_train, refractory_train,
                                run_curation)
-from kilosnake.export import PhyExportError, read_params_py, validate_phy
+from kilosnake.export.validate import PhyExportError, validate_phy
+from kilosnake.io.phy import read_params_py
 
 
 def mixed_units(rng, duration=60):

@@ -9,7 +9,7 @@ import pytest
 
 from curation_fixtures import Unit, build_fixture, refractory_train
 from kilosnake.api import SNAKEFILE
-from kilosnake.export import validate_phy
+from kilosnake.export.validate import validate_phy
 
 MY_RULES = ["merge", "split", "cutoff", "export_phy"]
 

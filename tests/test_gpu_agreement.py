@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.backend import _gpu_backend_or_reason
-from kilosnake.score import score_phy_folder
-from kilosnake.store import open_store
+from kilosnake.runtime.backend import _gpu_backend_or_reason
+from kilosnake.groundtruth.score import score_phy_folder
+from kilosnake.io.store import open_store
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kilosnake import gpu_memory
+from kilosnake.runtime import gpu_memory
 from kilosnake.errors import KilosnakeError
 from kilosnake.sorting import matching, svd, toy, waveforms
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from kilosnake import gpus
+from kilosnake.runtime import gpus
 
-CLAIM = ("import os, sys, time; from kilosnake import gpus; "
+CLAIM = ("import os, sys, time; from kilosnake.runtime import gpus; "
          "i = gpus.claim_gpu(n_gpus=int(sys.argv[1]), folder=sys.argv[2]); "
          "print(i, os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True); "
          "time.sleep(float(sys.argv[3]))")
@@ -91,7 +91,7 @@ def test_nothing_is_done_when_the_gpu_is_assigned_or_alone(tmp_path, monkeypatch
 
 def test_claim_is_logged_and_kept_for_the_process(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with caplog.at_level("INFO", logger="kilosnake.gpus"):
+    with caplog.at_level("INFO", logger="kilosnake.runtime.gpus"):
         assert gpus.claim_gpu(n_gpus=2, folder=tmp_path) == 0
     assert "GPU 0 of 2 taken" in caplog.text
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"

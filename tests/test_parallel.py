@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from kilosnake import parallel
+from kilosnake.runtime import parallel
 
 
 def slow_square(x):

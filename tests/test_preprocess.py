@@ -4,11 +4,16 @@ import pytest
 import scipy.signal
 
 from kilosnake.params import resolve
-from kilosnake.preprocess import (PreprocessedReader, butterworth_sos, common_median_reference,
-                                  compute_whitening, filter_forward_backward,
-                                  local_whitening_matrix, preprocess_recording)
-from kilosnake.probe import neuropixels_like
-from kilosnake.recording import RecordingInfo
+from kilosnake.io.traces import PreprocessedReader
+from kilosnake.preprocess.filters import (
+    butterworth_sos,
+    common_median_reference,
+    filter_forward_backward,
+)
+from kilosnake.preprocess.whitening import compute_whitening, local_whitening_matrix
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.probe import neuropixels_like
+from kilosnake.io.recording import RecordingInfo
 
 FS = 30000.0
 
@@ -84,7 +89,7 @@ def wavy(tmp_path_factory):
     info = RecordingInfo(str(folder / "rec.bin"), nch, "int16", FS)
     probe = neuropixels_like(nch)
     p = resolve({"NT": 8192, "nSkipCov": 1})
-    from kilosnake.backend import cpu_backend
+    from kilosnake.runtime.backend import cpu_backend
 
     compute_whitening(info, probe, p, cpu_backend(), folder / "whitening.zarr")
     return folder, info, p
@@ -112,7 +117,7 @@ def info_len(info):
 
 def test_preprocessed_noise_has_unit_variance(wavy):
     folder, info, p = wavy
-    from kilosnake.backend import cpu_backend
+    from kilosnake.runtime.backend import cpu_backend
 
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")
@@ -129,7 +134,7 @@ def test_preprocessed_noise_has_unit_variance(wavy):
 @pytest.mark.parametrize("NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096),
                                           (4096, 4096), (30001, 30001)])
 def test_trace_chunks_divide_the_batch(NT, expected):
-    from kilosnake.store import trace_chunks
+    from kilosnake.io.store import trace_chunks
 
     chunk, channels = trace_chunks(NT, 384)
     assert (chunk, channels) == (expected, 384) and NT % chunk == 0
@@ -137,7 +142,7 @@ def test_trace_chunks_divide_the_batch(NT, expected):
 
 def test_device_reads_equal_host_reads(wavy, be):
     folder, info, p = wavy
-    from kilosnake.backend import cpu_backend
+    from kilosnake.runtime.backend import cpu_backend
 
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")
@@ -148,7 +153,7 @@ def test_device_reads_equal_host_reads(wavy, be):
 
 def test_reads_into_a_used_buffer_equal_fresh_reads(wavy):
     folder, info, p = wavy
-    from kilosnake.backend import cpu_backend
+    from kilosnake.runtime.backend import cpu_backend
 
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")

@@ -4,8 +4,14 @@ import pytest
 import scipy.io
 
 from kilosnake.errors import InputError
-from kilosnake.probe import (Probe, load_probe, neuropixels_like, validate_probe,
-                             write_npy_folder, write_probeinterface_json)
+from kilosnake.io.probe import (
+    Probe,
+    load_probe,
+    neuropixels_like,
+    validate_probe,
+    write_npy_folder,
+    write_probeinterface_json,
+)
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from kilosnake import logs
-from kilosnake.progress import Progress, eta_seconds, format_duration, format_rate
-from kilosnake.store import write_array, writing_store
+from kilosnake.runtime import logs
+from kilosnake.runtime.progress import Progress, eta_seconds, format_duration, format_rate
+from kilosnake.io.store import write_array, writing_store
 
 LINE = re.compile(r"^(?P<label>.+): batch (?P<i>\d+)/(?P<n>\d+) \((?P<pct>\d+)%\), (?P<rate>.+), "
                   r"elapsed (?P<elapsed>.+), ETA (?P<eta>.+?)(; (?P<extra>.*))?$")

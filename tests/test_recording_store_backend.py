@@ -4,10 +4,10 @@ import logging
 import numpy as np
 import pytest
 
-from kilosnake.backend import cpu_backend, get_backend
+from kilosnake.runtime.backend import cpu_backend, get_backend
 from kilosnake.errors import DeviceError, InputError
-from kilosnake.recording import RawRecording, RecordingInfo, recording_info
-from kilosnake.store import IncompleteStoreError, open_store, write_array, writing_store
+from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
+from kilosnake.io.store import IncompleteStoreError, open_store, write_array, writing_store
 
 
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32"])
@@ -76,7 +76,7 @@ def test_backend_choice(caplog):
 
 
 def test_gpu_without_a_gpu_is_a_clear_error():
-    from kilosnake.backend import _gpu_backend_or_reason
+    from kilosnake.runtime.backend import _gpu_backend_or_reason
 
     if _gpu_backend_or_reason()[0] is not None:
         pytest.skip("a GPU is present")
@@ -87,7 +87,7 @@ def test_gpu_without_a_gpu_is_a_clear_error():
 def test_buffered_appends_write_the_same_array(tmp_path):
     import zarr
 
-    from kilosnake.store import AppendableArray
+    from kilosnake.io.store import AppendableArray
 
     rng = np.random.default_rng(0)
     parts = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in rng.integers(0, 900, 12)]
@@ -104,7 +104,7 @@ def test_buffered_appends_write_the_same_array(tmp_path):
 
 
 def test_reading_ahead_returns_what_a_plain_read_returns():
-    from kilosnake.prefetch import Prefetching
+    from kilosnake.io.prefetch import Prefetching
 
     class Counting:
         calls = []
@@ -122,8 +122,8 @@ def test_reading_ahead_returns_what_a_plain_read_returns():
 
 @pytest.mark.parametrize("channels", [[1, 2, 3], [4, 0, 2], [0, 1, 2, 3, 4]])
 def test_reading_into_a_reused_buffer_and_picking_columns(tmp_path, channels):
-    from kilosnake.prefetch import HostBuffers
-    from kilosnake.recording import column_selector, select_columns
+    from kilosnake.io.prefetch import HostBuffers
+    from kilosnake.io.recording import column_selector, select_columns
 
     x = (np.arange(100 * 5).reshape(100, 5) % 1000).astype(np.int16)
     x.tofile(tmp_path / "r.bin")
@@ -144,7 +144,7 @@ def test_reading_into_a_reused_buffer_and_picking_columns(tmp_path, channels):
 
 
 def test_writing_rows_chunk_by_chunk_gives_the_same_array(tmp_path):
-    from kilosnake.prefetch import WritingBehind
+    from kilosnake.io.prefetch import WritingBehind
 
     data = np.random.default_rng(0).integers(-99, 99, size=(70, 3)).astype(np.int16)
     with writing_store(tmp_path / "s.zarr", "test") as g:

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from kilosnake.summary import COLUMNS, format_table, recording_status
-from kilosnake.workflow import RecordingsTableError, read_recordings_table, recording_sources
+from kilosnake.workflow.summary import COLUMNS, format_table, recording_status
+from kilosnake.workflow.recordings import (
+    RecordingsTableError,
+    read_recordings_table,
+    recording_sources,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "name\tdat\tprobe\tn_channels\tsample_rate\tdtype\n"
@@ -84,7 +88,8 @@ def test_summary_reads_stage_outputs_and_logs(tmp_path):
 
 @pytest.mark.slow
 def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_ones(tmp_path):
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     cfg = preset_config("demo", duration_s=3.0)
     good = generate(cfg, tmp_path / "data", name="good", seed=1)
@@ -118,7 +123,8 @@ def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_
 
 def test_missing_raw_file_does_not_stop_the_dag_of_the_others(tmp_path):
     """A dry run plans the missing recording's input check and the other recording's sort."""
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     cfg = preset_config("demo", duration_s=3.0)
     good = generate(cfg, tmp_path / "data", name="good", seed=1)

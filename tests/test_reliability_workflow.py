@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.export import params_py_text, read_params_py, validate_phy
-from kilosnake.store import open_store
-from kilosnake.workflow import recording_name
+from kilosnake.export.tables import params_py_text
+from kilosnake.io.phy import read_params_py
+from kilosnake.export.validate import validate_phy
+from kilosnake.io.store import open_store
+from kilosnake.workflow.recordings import recording_name
 
 from inputs import write_noise_recording, write_probe_json
 
@@ -45,7 +47,8 @@ def assert_only_literal_assignments(text: str) -> dict:
 @pytest.fixture(scope="module")
 def awkward(tmp_path_factory):
     """A 10 s generated recording in ``my "rec" 1/it's rec.bin``, row 5 dead, row 9 stuck."""
-    from kilosnake.synth import generate, preset_config
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
 
     workdir = tmp_path_factory.mktemp("awkward")
     folder = workdir / 'my "rec" 1'

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake import report
-from kilosnake.probe import neuropixels_like
+from kilosnake.report.units import FALLBACK_UNITS, MAX_UNITS, busiest_window, nearest_channels, unit_rows, units_to_draw
+from kilosnake.report.build import SECTIONS
+from kilosnake.report.input_check import _ranges, channel_flags, input_view, probe_order, resolve_raw_path, write_input_check
+from kilosnake.io.phy import read_phy
+from kilosnake.io.probe import neuropixels_like
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,25 +34,25 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def test_channel_flags():
     rms = np.array([10.0, 11.0, 0.0, 9.0, 45.0, 10.0])
     sat = np.array([0, 0, 0, 0.2, 0, 0.005])
-    f = report.channel_flags(rms, sat)
+    f = channel_flags(rms, sat)
     assert f["flat"].tolist() == [False, False, True, False, False, False]
     assert f["noisy"].tolist() == [False, False, False, False, True, False]
     assert f["saturated"].tolist() == [False, False, False, True, False, False]
 
 
 def test_probe_order_is_shank_then_depth_then_x():
-    order = report.probe_order([1, 0, 0, 1, 0], [0, 20, 0, 10, 0], [0, 0, 32, 0, 16])
+    order = probe_order([1, 0, 0, 1, 0], [0, 20, 0, 10, 0], [0, 0, 32, 0, 16])
     assert order.tolist() == [4, 2, 1, 0, 3]
 
 
 def test_busiest_window():
     times = np.array([5, 150, 160, 170, 390])
-    assert report.busiest_window(times, 400, 100) == 100
-    assert report.busiest_window([], 1000, 100) == 500
+    assert busiest_window(times, 400, 100) == 100
+    assert busiest_window([], 1000, 100) == 500
 
 
 def test_ranges_text():
-    assert report._ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
 
 
 def rows_for(labels):
@@ -58,18 +61,18 @@ def rows_for(labels):
 
 
 def test_units_to_draw_caps_good_units_and_says_so():
-    chosen, note = report.units_to_draw(rows_for(["good"] * 130 + ["mua"] * 5), 100)
+    chosen, note = units_to_draw(rows_for(["good"] * 130 + ["mua"] * 5), 100)
     assert len(chosen) == 100 and all(r["label"] == "good" for r in chosen)
     assert "first 100 of 130 good units" in note and "30 more" in note
-    chosen, note = report.units_to_draw(rows_for(["mua"] * 30), 100)
-    assert len(chosen) == report.FALLBACK_UNITS and "No unit is labelled good" in note
+    chosen, note = units_to_draw(rows_for(["mua"] * 30), 100)
+    assert len(chosen) == FALLBACK_UNITS and "No unit is labelled good" in note
     assert [r["id"] for r in chosen][:2] == [29, 28]  # most spikes first
 
 
 def test_nearest_channels_stay_on_the_peak_channel_shank():
     probe = neuropixels_like(96, n_shanks=2)
     pos = np.stack([probe.xc, probe.yc], axis=1)
-    near = report.nearest_channels(pos, probe.kcoords, 10, n=12)
+    near = nearest_channels(pos, probe.kcoords, 10, n=12)
     assert near[0] == 10 and len(near) == 12
     assert np.all(probe.kcoords[near] == probe.kcoords[10])
 
@@ -114,22 +117,22 @@ def png_size(data: bytes):
 def test_input_check_picture(tmp_path, n_channels, n_shanks):
     info = write_input_json(tmp_path, n_channels, n_shanks, flat=[3], noisy=[7],
                             saturated=[11])
-    view = report.input_view(info)
+    view = input_view(info)
     assert view.raw.shape == (3000, n_channels)
     assert view.unused_rows == [n_channels]
     assert view.flags["flat"][3] and view.flags["noisy"][7] and view.flags["saturated"][11]
     assert np.all(view.raw[:, np.flatnonzero(view.order == 3)[0]] == 0)  # probe order applied
     out = tmp_path / "input_check.png"
-    report.write_input_check(info, out)
+    write_input_check(info, out)
     data = out.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and png_size(data)[0] > 1000
 
 
 def test_input_check_without_the_raw_file(tmp_path):
     info = write_input_json(tmp_path, 32, 1, write_raw=False)
-    view = report.input_view(info)
+    view = input_view(info)
     assert view.raw is None
-    report.write_input_check(info, tmp_path / "input_check.png")
+    write_input_check(info, tmp_path / "input_check.png")
     assert (tmp_path / "input_check.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
@@ -139,8 +142,8 @@ def test_raw_path_relative_to_the_workflow_folder(tmp_path, monkeypatch):
     info = tmp_path / "results" / "r" / "input.json"
     info.parent.mkdir(parents=True)
     monkeypatch.chdir(info.parent)
-    assert report.resolve_raw_path("resources/r.bin", info) == tmp_path / "resources" / "r.bin"
-    assert report.resolve_raw_path("resources/missing.bin", info) is None
+    assert resolve_raw_path("resources/r.bin", info) == tmp_path / "resources" / "r.bin"
+    assert resolve_raw_path("resources/missing.bin", info) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_report_has_every_section_and_embedded_images(demo):
     page = (demo / "results/demo/report.html").read_text()
     parser = ReportParser()
     parser.feed(page)
-    assert parser.sections == list(report.SECTIONS)
+    assert parser.sections == list(SECTIONS)
     assert parser.external == []  # self-contained
     assert len(parser.images) >= 5
     for src in parser.images:
@@ -214,9 +217,9 @@ def test_report_has_every_section_and_embedded_images(demo):
     good = [line.split("\t")[0] for line in
             (demo / "results/demo/phy/cluster_KSLabel.tsv").read_text().splitlines()[1:]
             if line.endswith("\tgood")]
-    assert 0 < len(good) <= report.MAX_UNITS
+    assert 0 < len(good) <= MAX_UNITS
     assert sorted(parser.unit_figures) == sorted(f"unit-{c}" for c in good)
-    for section in report.SECTIONS:  # every section has content besides its title
+    for section in SECTIONS:  # every section has content besides its title
         body = page.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
         assert len(re.sub(r"<h2>.*?</h2>", "", body)) > 100, section
     assert "Ground-truth scorecard" in page
@@ -224,7 +227,7 @@ def test_report_has_every_section_and_embedded_images(demo):
 
 def test_unit_table_matches_the_phy_metrics(demo):
     phy = demo / "results/demo/phy"
-    rows = report.unit_rows(report.read_phy(phy))
+    rows = unit_rows(read_phy(phy))
     n_metrics = len((phy / "cluster_metrics.tsv").read_text().splitlines()) - 1
     assert len(rows) == n_metrics
     labels = [r["label"] for r in rows]

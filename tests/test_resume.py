@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from kilosnake.store import IncompleteStoreError, open_store, writing_store
+from kilosnake.io.store import IncompleteStoreError, open_store, writing_store
 
 from workflow_runs import (TARGET, differing, output_digests, reference_run, results, resume,
                            run_snakemake, run_until, stage_seconds)
@@ -27,7 +27,7 @@ STAGE_STORES = {"preprocess": "preprocessed.zarr", "learn": "templates.zarr",
 SLOW_WRITER = """
 import sys, time
 import numpy as np
-from kilosnake.store import writing_store
+from kilosnake.io.store import writing_store
 with writing_store(sys.argv[1], "test") as g:
     a = g.create_array("x", shape=(100, 10), chunks=(1, 10), dtype="float64")
     for i in range(100):

@@ -8,14 +8,18 @@ import json
 import numpy as np
 import pytest
 
-from kilosnake.backend import cpu_backend
+from kilosnake.runtime.backend import cpu_backend
 from kilosnake.params import resolve
-from kilosnake.preprocess import PreprocessedReader, compute_whitening, preprocess_recording
-from kilosnake.probe import Probe, neuropixels_like
-from kilosnake.recording import RecordingInfo
-from kilosnake.scatter import block_batches, gather_preprocessed
-from kilosnake.shanks import shank_input, shank_seed, split_name, sub_recording
-from kilosnake.store import open_store
+from kilosnake.io.traces import PreprocessedReader
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.probe import Probe, neuropixels_like
+from kilosnake.io.recording import RecordingInfo
+from kilosnake.io.traces import block_batches
+from kilosnake.preprocess.gather import gather_preprocessed
+from kilosnake.preprocess.shank_input import shank_input
+from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
+from kilosnake.io.store import open_store
 
 FS = 30000.0
 N_SAMPLES, N_CHANNELS, NT = 40000, 32, 8192  # 5 batches, the last one short
@@ -121,7 +125,7 @@ def test_shank_names_and_seeds():
 
 
 def test_joined_rows_follow_the_order_and_pad_narrow_shanks():
-    from kilosnake.shanks import JoinedRows
+    from kilosnake.export.shanks import JoinedRows
 
     a = np.arange(12, dtype=np.float32).reshape(4, 1, 3)  # shank 0: 4 spikes, 3 columns
     b = -np.arange(1, 5, dtype=np.float32).reshape(2, 1, 2)  # shank 1: 2 spikes, 2 columns
@@ -137,7 +141,7 @@ def test_joined_rows_follow_the_order_and_pad_narrow_shanks():
 
 
 def test_widened_feature_lists_use_ids_no_row_holds():
-    from kilosnake.shanks import unmatched, widen
+    from kilosnake.export.shanks import unmatched, widen
 
     table = np.array([[4, 5], [5, 4]])  # shank holding ids 4..5 of 0..7
     wide = widen(table, 4, 4, 6, 8)
@@ -151,7 +155,8 @@ def test_widened_feature_lists_use_ids_no_row_holds():
 def test_loop_calls_give_each_shank_its_inputs_outputs_and_seed(tmp_path):
     import zarr
 
-    from kilosnake.shanks import per_shank, shank_set_size
+    from kilosnake.workflow.shanks import per_shank
+    from kilosnake.io.shank_sets import shank_set_size
 
     src = tmp_path / "in.zarr"
     zarr.open_group(str(src), mode="w").attrs.update({"shank_set": 2, "complete": True})

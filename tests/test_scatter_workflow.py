@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.preprocess import PreprocessedReader
-from kilosnake.shanks import shank_set_size, shank_stores
-from kilosnake.store import open_store
-from kilosnake.synth import generate, preset_config
+from kilosnake.io.traces import PreprocessedReader
+from kilosnake.io.shank_sets import shank_set_size, shank_stores
+from kilosnake.io.store import open_store
+from kilosnake.groundtruth.generate import generate
+from kilosnake.groundtruth.presets import preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = preset_config("shanks4", duration_s=10.0)

@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from kilosnake import score
+from kilosnake.groundtruth.matching import MATCH_STEP, _count_step_matches, count_pair_matches, independent_steps, tolerance_in_samples
+from kilosnake.groundtruth.score import _unit_codes, main, score_spike_trains
 from kilosnake.errors import InputError
-from kilosnake.store import write_array, writing_store
-from kilosnake.score import (count_pair_matches, greedy_match_count, load_ground_truth,
-                             load_phy_sorting, load_spikes_store, read_phy_params,
-                             score_phy_folder, score_spike_trains)
+from kilosnake.io.store import write_array, writing_store
+from kilosnake.groundtruth.matching import greedy_match_count
+from kilosnake.groundtruth.truth import load_ground_truth
+from kilosnake.io.phy import load_phy_sorting, read_params_py
+from kilosnake.groundtruth.score import load_spikes_store, score_phy_folder
 
 FS = 30000.0
 TOL = 12  # 0.4 ms at 30 kHz
@@ -50,9 +52,9 @@ def assert_perfect(result, n_units=N_UNITS):
 
 
 def test_tolerance_is_rounded_to_samples():
-    assert score.tolerance_in_samples(0.4, 30000.0) == 12
-    assert score.tolerance_in_samples(0.4, 24999.0) == 10  # 9.9996 samples
-    assert score.tolerance_in_samples(0.4, 20000.0) == 8
+    assert tolerance_in_samples(0.4, 30000.0) == 12
+    assert tolerance_in_samples(0.4, 24999.0) == 10  # 9.9996 samples
+    assert tolerance_in_samples(0.4, 20000.0) == 8
 
 
 def test_greedy_is_one_to_one():
@@ -304,7 +306,7 @@ def test_load_ground_truth_finds_meta(tmp_path, gt):
 def test_phy_params_are_parsed_not_run(tmp_path, gt):
     times, units = gt
     folder = write_phy(tmp_path / "phy", times, units, sample_rate=20000.0)
-    params = read_phy_params(folder)
+    params = read_params_py(folder)
     assert params["sample_rate"] == 20000.0
     assert params["dat_path"] == "rec.bin"
     assert "not_a_literal" not in params
@@ -344,7 +346,7 @@ def test_cli_on_phy_folder(tmp_path, gt, capsys):
     merged = np.where(units == 1, 0, units)
     folder = write_phy(tmp_path / "phy", times, merged)
     out_json = tmp_path / "score.json"
-    assert score.main(["--gt", str(gt_path), str(folder), "--json", str(out_json)]) == 0
+    assert main(["--gt", str(gt_path), str(folder), "--json", str(out_json)]) == 0
     text = capsys.readouterr().out
     assert "Ground-truth scorecard" in text and "overmerged units" in text
     data = json.loads(out_json.read_text())
@@ -363,7 +365,7 @@ def test_cli_on_spikes_store(tmp_path, gt, capsys):
         write_array(store, "template", (units[order] + 7).astype(np.uint32), chunks=(128,))
     loaded_t, loaded_u = load_spikes_store(tmp_path / "spikes.zarr")
     assert np.array_equal(loaded_u, units[order] + 7)
-    rc = score.main(["--gt", str(gt_path), str(tmp_path / "spikes.zarr"),
+    rc = main(["--gt", str(gt_path), str(tmp_path / "spikes.zarr"),
                      "--sample-rate", "30000", "--tolerance-ms", "0.4"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -375,7 +377,7 @@ def test_cli_reports_a_bad_sorting_path(tmp_path, gt, capsys):
     times, units = gt
     gt_path = write_gt(tmp_path, times, units)
     (tmp_path / "empty").mkdir()
-    assert score.main(["--gt", str(gt_path), str(tmp_path / "empty")]) == 1
+    assert main(["--gt", str(gt_path), str(tmp_path / "empty")]) == 1
     assert "neither a Phy folder nor a Zarr store" in capsys.readouterr().err
 
 
@@ -386,20 +388,20 @@ def test_matching_in_stretches_of_time_counts_as_matching_at_once():
     jitter = rng.integers(-15, 16, gt_t.size)
     st_t = np.sort(np.concatenate([gt_t + jitter, rng.integers(0, 3_000_000, 3_000)]))
     st_c = rng.integers(0, 8, st_t.size)
-    whole = score.count_pair_matches(gt_t, gt_c, st_t, st_c, 6, 8, 12)  # one stretch
-    assert st_t.size < score.MATCH_STEP
-    steps = list(score.independent_steps(gt_t, st_t, 12, step=500))
+    whole = count_pair_matches(gt_t, gt_c, st_t, st_c, 6, 8, 12)  # one stretch
+    assert st_t.size < MATCH_STEP
+    steps = list(independent_steps(gt_t, st_t, 12, step=500))
     assert len(steps) > 10
     assert sum(s.stop - s.start for _, s in steps) == st_t.size
     assert sum(g.stop - g.start for g, _ in steps) == gt_t.size
     stepped = np.zeros_like(whole)
     for g, s in steps:
-        score._count_step_matches(stepped, gt_t[g], gt_c[g], st_t[s], st_c[s], 12)
+        _count_step_matches(stepped, gt_t[g], gt_c[g], st_t[s], st_c[s], 12)
     np.testing.assert_array_equal(stepped, whole)
 
 
 def test_a_sorting_without_spikes_scores_every_unit_as_missed():
-    result = score.score_spike_trains(np.array([100, 5000, 9000]), np.array([0, 1, 1]),
+    result = score_spike_trains(np.array([100, 5000, 9000]), np.array([0, 1, 1]),
                                       np.zeros(0, np.uint64), np.zeros(0, np.int64), 30000.0)
     assert result.summary["n_sorted_units"] == 0 and result.summary["n_well_detected"] == 0
     assert [row["fn"] for row in result.per_unit] == [1, 2]
@@ -409,7 +411,7 @@ def test_a_sorting_without_spikes_scores_every_unit_as_missed():
 @pytest.mark.parametrize("units", [np.array([7, 3, 3, 0, 7, 12]), np.array([-2, 5, 5, 1 << 40])],
                          ids=["small-ids", "large-or-negative-ids"])
 def test_unit_codes_are_those_of_np_unique(units):
-    ids, codes, counts = score._unit_codes(units)
+    ids, codes, counts = _unit_codes(units)
     want_ids, want_codes, want_counts = np.unique(units, return_inverse=True, return_counts=True)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(codes, want_codes)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kilosnake.synth import generate, preset_config
+from kilosnake.groundtruth.generate import generate
+from kilosnake.groundtruth.presets import preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "slurm"

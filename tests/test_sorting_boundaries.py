@@ -3,7 +3,7 @@ import numpy as np
 import zarr
 
 from kilosnake import params as kparams
-from kilosnake.preprocess import PreprocessedReader
+from kilosnake.io.traces import PreprocessedReader
 from kilosnake.sorting import learn, toy, waveforms
 from kilosnake.sorting.final_pass import write_final_pass
 

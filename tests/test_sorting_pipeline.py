@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from kilosnake import params as kparams
-from kilosnake.backend import cpu_backend
-from kilosnake.score import load_spikes_store, score_spike_trains
+from kilosnake.runtime.backend import cpu_backend
+from kilosnake.groundtruth.score import load_spikes_store, score_spike_trains
 from kilosnake.sorting import detect, final_pass, learn, toy
-from kilosnake.store import open_store
+from kilosnake.io.store import open_store
 
 NT = 16384
 SPIKE_ARRAYS = ("time", "template", "amplitude", "score", "batch", "template_features",

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import zarr
 
-from kilosnake.streaming import (NpyWriter, blocks, columns_by_label, label_counts, label_groups,
-                                 npy_blocks, read_rows)
+from kilosnake.io.streaming import (
+    NpyWriter,
+    blocks,
+    columns_by_label,
+    label_counts,
+    label_groups,
+    npy_blocks,
+    read_rows,
+)
 
 
 @pytest.mark.parametrize("array", [
@@ -101,7 +108,7 @@ def test_columns_by_label_gives_each_label_its_rows_in_order(budget):
 
 def test_export_of_unsorted_spikes_equals_that_of_sorted_ones(tmp_path):
     from curation_fixtures import Unit, build_fixture, export, refractory_train, run_curation
-    from kilosnake.store import open_store, write_array, writing_store
+    from kilosnake.io.store import open_store, write_array, writing_store
 
     rng = np.random.default_rng(5)
     units = [Unit(refractory_train(rng, 15, 30), 0), Unit(refractory_train(rng, 10, 30), 1)]

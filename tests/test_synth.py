@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
-from kilosnake import synth
-from kilosnake.probe import load_probe, neuropixels_like, validate_probe
-from kilosnake.synth import PRESETS, SynthConfig, generate, load_ground_truth, preset_config
+from kilosnake.groundtruth.presets import SYNC_HIGH
+from kilosnake.groundtruth.units import draw_spike_trains
+from kilosnake.groundtruth.generate import main
+from kilosnake.io.probe import load_probe, neuropixels_like, validate_probe
+from kilosnake.groundtruth.presets import PRESETS, SynthConfig, preset_config
+from kilosnake.groundtruth.generate import generate, load_ground_truth
 
 
 def tiny(**overrides) -> SynthConfig:
@@ -83,8 +86,8 @@ def test_sync_channel_adds_one_column_and_leaves_the_rest(tmp_path):
     raw_plain, raw_sync = read_raw(plain), read_raw(synced)
     assert raw_sync.shape == (raw_plain.shape[0], 17)
     np.testing.assert_array_equal(raw_sync[:, :16], raw_plain)
-    assert set(np.unique(raw_sync[:, 16]).tolist()) == {0, synth.SYNC_HIGH}
-    assert np.all(raw_sync[:15000, 16] == synth.SYNC_HIGH)  # high for the first half second
+    assert set(np.unique(raw_sync[:, 16]).tolist()) == {0, SYNC_HIGH}
+    assert np.all(raw_sync[:15000, 16] == SYNC_HIGH)  # high for the first half second
     zeros = generate(tiny(sync_channel=True, sync_mode="zeros"), tmp_path / "zeros", seed=3)
     assert not read_raw(zeros)[:, 16].any()
 
@@ -96,7 +99,7 @@ def test_sync_channel_adds_one_column_and_leaves_the_rest(tmp_path):
 def test_spike_trains_are_sorted_in_bounds_and_refractory():
     cfg = tiny(duration_s=60.0, refractory_ms=2.0, edge_ms=2.0)
     rates = np.array([2.0, 10.0, 50.0, 200.0])
-    times, units, amps = synth.draw_spike_trains(cfg, rates, np.random.default_rng(0))
+    times, units, amps = draw_spike_trains(cfg, rates, np.random.default_rng(0))
     assert times.dtype == np.uint64 and units.dtype == np.int64
     t = times.astype(np.int64)
     assert np.all(np.diff(t) >= 0)
@@ -265,7 +268,7 @@ def test_presets_and_overrides():
 
 
 def test_cli_writes_the_four_files(tmp_path, capsys):
-    rc = synth.main(["demo", str(tmp_path), "--seed", "3", "--name", "x", "-q",
+    rc = main(["demo", str(tmp_path), "--seed", "3", "--name", "x", "-q",
                      "--set", "duration_s=0.5", "--set", "n_channels=16",
                      "--set", "snr_range=[5, 6]"])
     assert rc == 0

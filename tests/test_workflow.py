@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.preprocess import PreprocessedReader
-from kilosnake.store import open_store
+from kilosnake.io.traces import PreprocessedReader
+from kilosnake.io.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "results/demo/preprocessed.zarr"

@@ -34,11 +34,11 @@ import logging
 
 import numpy as np
 
-from ..parallel import imap_ordered
-from ..store import open_store, write_array, writing_store
-from ..streaming import blocks, columns_by_label, label_counts
-from .ccg import refractory_stats
-from .data import read_input_json, read_probe_geometry
+from kilosnake.runtime.parallel import imap_ordered
+from kilosnake.io.store import open_store, write_array, writing_store
+from kilosnake.io.streaming import blocks, columns_by_label, label_counts
+from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.data import read_input_json, read_probe_geometry
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KilosnakeError
-from ..store import open_store
-from ..streaming import blocks
+from kilosnake.errors import KilosnakeError
+from kilosnake.io.store import open_store
+from kilosnake.io.streaming import blocks
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import logging
 
 import numpy as np
 
-from ..store import write_array, writing_store
-from ..streaming import blocks, columns_by_label, label_counts
-from .ccg import refractory_stats
-from .data import open_spikes, read_feature_indices, read_input_json
+from kilosnake.io.store import write_array, writing_store
+from kilosnake.io.streaming import blocks, columns_by_label, label_counts
+from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.data import open_spikes, read_feature_indices, read_input_json
 
 logger = logging.getLogger(__name__)
 

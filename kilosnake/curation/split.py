@@ -46,11 +46,11 @@ import logging
 
 import numpy as np
 
-from ..parallel import WorkerPool
-from ..store import open_store, write_array, writing_store
-from ..streaming import read_rows
-from .ccg import refractory_stats
-from .data import (StoreMismatchError, check_template_counts, members_by_label, open_spikes,
+from kilosnake.runtime.parallel import WorkerPool
+from kilosnake.io.store import open_store, write_array, writing_store
+from kilosnake.io.streaming import read_rows
+from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.data import (StoreMismatchError, check_template_counts, members_by_label, open_spikes,
                    read_feature_indices, read_input_json, read_templates, remap_columns)
 
 logger = logging.getLogger(__name__)

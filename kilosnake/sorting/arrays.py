@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..backend import Backend
+from kilosnake.runtime.backend import Backend
 
 
 def fft_module(be: Backend) -> ModuleType:

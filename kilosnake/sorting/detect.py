@@ -27,10 +27,13 @@ import logging
 
 import numpy as np
 
-from ..backend import Backend, get_backend
-from ..progress import Progress
-from ..store import write_array, writing_store
-from . import batches, empty, kernels, waveforms
+from kilosnake.runtime.backend import Backend, get_backend
+from kilosnake.runtime.progress import Progress
+from kilosnake.io.store import write_array, writing_store
+from kilosnake.sorting import batches, empty, kernels, waveforms
+from kilosnake.errors import KilosnakeError
+from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.traces import batch_window, n_batches, read_batch
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +195,7 @@ def collect_snippets(be: Backend, reader, p: dict, margin: int):
     snippets : ndarray (n, nt0) float32 (host)
     times, channels : ndarray (n,) int64 absolute peak samples and channels
     """
-    nb = batches.n_batches(reader.n_samples, reader.NT)
+    nb = n_batches(reader.n_samples, reader.NT)
     snips, times, chans = _scan_batches(be, reader, p, margin,
                                         batches.snippet_batches(nb, p["nskip"]))
     if snips.shape[0] < 10 * waveforms.N_UNIVERSAL and p["nskip"] > 1:
@@ -208,8 +211,8 @@ def _scan_batches(be: Backend, reader, p: dict, margin: int, which):
     total = 0
     progress = Progress(len(which), "detect: snippet scan", logger)
     for b in which:
-        w = batches.batch_window(int(b), reader.n_samples, reader.NT, margin)
-        X = be.asarray(batches.read_batch(reader, w))
+        w = batch_window(int(b), reader.n_samples, reader.NT, margin)
+        X = be.asarray(read_batch(reader, w))
         t, c = waveforms.isolated_peaks(be, X, p["spkTh"], p["loc_range"], p["long_range"],
                                         edge=nt0)
         keep = w.owns(t + w.read_start)
@@ -229,7 +232,6 @@ def _scan_batches(be: Backend, reader, p: dict, margin: int, which):
 
 def universal_waveforms(be: Backend, snippets, nt0min: int):
     """``wTEMP`` and ``wPCA`` (host, (nt0, 6) float32 each) from snippets."""
-    from ..errors import KilosnakeError
 
     if snippets.shape[0] < waveforms.N_UNIVERSAL:
         raise KilosnakeError(
@@ -260,7 +262,7 @@ def run_detect(preprocessed, out, p: dict, drift=None) -> None:
         The drift store; the traces are read drift-corrected when given.
     """
     be = get_backend(p["device"])
-    reader = batches.open_reader(preprocessed, drift, be)
+    reader = open_reader(preprocessed, drift, be)
     result = compute_detect(be, reader, p)
     attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,
              "n_samples": reader.n_samples, "sample_rate": reader.sample_rate,
@@ -283,9 +285,9 @@ def compute_detect(be: Backend, reader, p: dict) -> dict:
     probe = reader.probe
     iC, mask, C2C = waveforms.closest_channels(probe.xc, probe.yc, N_NEAR, p["sigmaMask"])
     Ka, Kb = waveforms.kriging_kernels(nt0, nt0min, p["nup"], p["sig"])
-    order = batches.learning_order(batches.n_batches(reader.n_samples, reader.NT), p["seed"])
-    w = batches.batch_window(int(order[0]), reader.n_samples, reader.NT, margin)
-    X = be.asarray(batches.read_batch(reader, w))
+    order = batches.learning_order(n_batches(reader.n_samples, reader.NT), p["seed"])
+    w = batch_window(int(order[0]), reader.n_samples, reader.NT, margin)
+    X = be.asarray(read_batch(reader, w))
     owned = (w.start - w.read_start, w.stop - w.read_start)
     t, c = detect_new_spikes(be, X, wTEMP, iC, p["Th"][0], nt0min, owned=owned)
     dWU = new_template_waveforms(be, X, t, wPCA[:, :3], nt0min)
@@ -304,7 +306,7 @@ def detect_without_spikes(reader, p: dict, s_times, s_chans) -> dict:
     probe = reader.probe
     iC, mask, C2C = waveforms.closest_channels(probe.xc, probe.yc, N_NEAR, p["sigmaMask"])
     Ka, Kb = waveforms.kriging_kernels(p["nt0"], p["nt0min"], p["nup"], p["sig"])
-    order = batches.learning_order(batches.n_batches(reader.n_samples, reader.NT), p["seed"])
+    order = batches.learning_order(n_batches(reader.n_samples, reader.NT), p["seed"])
     return {"iC": iC, "mask": mask, "C2C": C2C, "Ka": Ka, "Kb": Kb, "batch_order": order,
             **empty.empty_detect(int(s_times.size), p["spkTh"], p["nt0"], reader.n_channels),
             "snippet_time": s_times.astype(np.int64), "snippet_channel": s_chans.astype(np.int64)}

@@ -18,8 +18,8 @@ import logging
 
 import numpy as np
 
-from ..store import write_array
-from . import waveforms
+from kilosnake.io.store import write_array
+from kilosnake.sorting import waveforms
 
 logger = logging.getLogger(__name__)
 

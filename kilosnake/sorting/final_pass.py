@@ -19,12 +19,16 @@ import logging
 
 import numpy as np
 
-from .. import gpu_memory
-from ..backend import Backend, get_backend
-from ..prefetch import WritingBehind
-from ..progress import Progress
-from ..store import AppendableArray, open_store, read_arrays, write_array, writing_store
-from . import batches, empty, matching
+from kilosnake.runtime import gpu_memory
+from kilosnake.runtime.backend import Backend, get_backend
+from kilosnake.io.prefetch import WritingBehind
+from kilosnake.runtime.progress import Progress
+from kilosnake.io.store import AppendableArray, open_store, read_arrays, write_array, writing_store
+from kilosnake.sorting import batches, empty, matching
+from kilosnake.io.blocks import block_attrs
+from kilosnake.io.traces import block_batches
+from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.traces import BatchWindow, batch_window, n_batches, prefetching, read_batch
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def spike_features(be: Backend, result: matching.PeelResult, ft: FrozenTemplates
     return tfeat.astype(xp.float32), pcfeat.astype(xp.float32)
 
 
-def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: batches.BatchWindow,
+def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: BatchWindow,
                         nt0min: int):
     """Keep the spikes the batch owns, sorted by (time, template); return absolute times too."""
     xp = be.xp
@@ -88,8 +92,8 @@ def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: batche
 def match_batch(be: Backend, reader, ft: FrozenTemplates, b: int, p: dict):
     """Spikes owned by batch ``b``: a dict of host columns and features."""
     margin = batches.read_margin(ft.tset.nt0)
-    w = batches.batch_window(b, reader.n_samples, reader.NT, margin)
-    X = be.asarray(batches.read_batch(reader, w))
+    w = batch_window(b, reader.n_samples, reader.NT, margin)
+    X = be.asarray(read_batch(reader, w))
     result = matching.peel(be, X, ft.tset, p["Th"][1], p["lam"])
     result, peaks = owned_spikes_sorted(be, result, w, ft.nt0min)
     tfeat, pcfeat = spike_features(be, result, ft)
@@ -120,17 +124,16 @@ def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None,
         (:func:`kilosnake.scatter.block_batches`), for a scattered run whose block stores
         :func:`kilosnake.scatter.gather_spikes` joins; ``(0, 1)``: every batch.
     """
-    from ..scatter import block_attrs, block_batches
 
     be = get_backend(p["device"])
-    reader = batches.open_reader(preprocessed, drift, be)
+    reader = open_reader(preprocessed, drift, be)
     tg = open_store(templates_store)
     tpl = read_arrays(tg, ("W", "U", "mu", "wPCA_all", "template_neighbours", "pc_channels",
                            "similar_templates"))
     nt0, nt0min = int(tg.attrs["nt0"]), int(tg.attrs["nt0min"])
     attrs = {"nt0": nt0, "nt0min": nt0min, "NT": reader.NT, "sample_rate": reader.sample_rate,
              "n_samples": reader.n_samples}
-    nb = batches.n_batches(reader.n_samples, reader.NT)
+    nb = n_batches(reader.n_samples, reader.NT)
     batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
     if block[1] > 1:
         attrs.update(block_attrs(*block, batch_range, reader.NT, reader.n_samples))
@@ -160,12 +163,12 @@ def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group
     columns["pc_features"] = AppendableArray(group, "pc_features", (int(p["nPCs"]), c),
                                              np.float32, buffered=True)
     if batch_range is None:
-        batch_range = range(batches.n_batches(reader.n_samples, reader.NT))
+        batch_range = range(n_batches(reader.n_samples, reader.NT))
     progress = Progress(len(batch_range), "final pass", logger)
     total = 0
     margin = batches.read_margin(ft.tset.nt0)
     gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), n_filt)
-    reader = batches.prefetching(reader, [batches.batch_window(b, reader.n_samples, reader.NT,
+    reader = prefetching(reader, [batch_window(b, reader.n_samples, reader.NT,
                                                                margin) for b in batch_range], be)
     # spike columns are encoded and written on a background thread, in batch order
     with WritingBehind(depth=2, workers=1) as behind:

@@ -29,12 +29,14 @@ import math
 
 import numpy as np
 
-from .. import gpu_memory
-from ..backend import Backend, get_backend
-from ..progress import Progress
-from ..store import open_store, read_arrays, write_array, writing_store
-from . import batches, empty, kernels, matching, svd
-from .detect import detect_new_spikes, new_template_waveforms
+from kilosnake.runtime import gpu_memory
+from kilosnake.runtime.backend import Backend, get_backend
+from kilosnake.runtime.progress import Progress
+from kilosnake.io.store import open_store, read_arrays, write_array, writing_store
+from kilosnake.sorting import batches, empty, kernels, matching, svd
+from kilosnake.sorting.detect import detect_new_spikes, new_template_waveforms
+from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.traces import batch_window, prefetching, read_batch
 
 logger = logging.getLogger(__name__)
 
@@ -236,11 +238,11 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     state = LearnerState(dWU0[:cap], xp.full(min(cap, dWU0.shape[0]), m0))
     progress = Progress(order.size, "learn", logger)
     n_spikes = 0
-    windows = [batches.batch_window(int(b), reader.n_samples, reader.NT, margin) for b in order]
+    windows = [batch_window(int(b), reader.n_samples, reader.NT, margin) for b in order]
     gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), cap)
-    reader = batches.prefetching(reader, windows, be)
+    reader = prefetching(reader, windows, be)
     for i, w in enumerate(windows):
-        X = be.asarray(batches.read_batch(reader, w))
+        X = be.asarray(read_batch(reader, w))
         owned = (w.start - w.read_start, w.stop - w.read_start)
         residual = X
         if state.n_templates:
@@ -317,7 +319,7 @@ def run_learn(preprocessed, detect_store, out, p: dict, drift=None) -> None:
         The drift store; the traces are read drift-corrected when given.
     """
     be = get_backend(p["device"])
-    reader = batches.open_reader(preprocessed, drift, be)
+    reader = open_reader(preprocessed, drift, be)
     det = read_arrays(open_store(detect_store), DETECT_ARRAYS)
     result = learn_templates(be, reader, det, p)
     attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,

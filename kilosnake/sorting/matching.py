@@ -25,10 +25,10 @@ import dataclasses
 import logging
 
 
-from .. import gpu_memory
-from ..backend import Backend
-from . import kernels, svd
-from .arrays import fft_module
+from kilosnake.runtime import gpu_memory
+from kilosnake.runtime.backend import Backend
+from kilosnake.sorting import kernels, svd
+from kilosnake.sorting.arrays import fft_module
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .. import gpu_memory
-from ..backend import Backend
-from .arrays import fft_module
+from kilosnake.runtime import gpu_memory
+from kilosnake.runtime.backend import Backend
+from kilosnake.sorting.arrays import fft_module
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from ..probe import Probe
-from ..store import TRACE_CODEC, write_array, writing_store
+from kilosnake.io.probe import Probe
+from kilosnake.io.store import TRACE_CODEC, write_array, writing_store
 
 
 @dataclasses.dataclass

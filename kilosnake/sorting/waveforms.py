@@ -22,7 +22,7 @@ import logging
 
 import numpy as np
 
-from ..backend import Backend
+from kilosnake.runtime.backend import Backend
 
 logger = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from pathlib import Path
 from snakemake.utils import validate
 
 import kilosnake.params as kparams
-from kilosnake.config_check import check_config
-from kilosnake.shanks import shank_seed, split_name, sub_recording
-from kilosnake.summary import write_summary
-from kilosnake.workflow import recording_sources, shank_counts
+from kilosnake.workflow.config_check import check_config
+from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
+from kilosnake.workflow.summary import write_summary
+from kilosnake.workflow.recordings import recording_sources, shank_counts
 
 
 config.update(kparams.coerce_config(config))

@@ -1,0 +1,179 @@
+"""Readers of preprocessed.zarr: whitened int16 traces served as float32 windows, from one store or from the block stores of a scattered run; batch geometry."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+import numpy as np
+from kilosnake.runtime.backend import Backend
+from kilosnake.io.probe import Probe
+from kilosnake.io.prefetch import HostBuffers, to_device
+from kilosnake.io.store import (
+    open_store,
+    read_rows_into,
+    write_array,
+)
+import dataclasses
+from kilosnake.io.prefetch import Prefetching
+
+
+def write_probe_arrays(group, probe: Probe) -> None:
+    """Store the probe beside a stage's data so later stages need no other file."""
+    write_array(group, "chan_map", probe.chan_map)
+    write_array(group, "xc", probe.xc)
+    write_array(group, "yc", probe.yc)
+    write_array(group, "kcoords", probe.kcoords)
+
+
+def probe_from_group(group) -> Probe:
+    """Inverse of :func:`write_probe_arrays`."""
+    return Probe(group["chan_map"][...], group["xc"][...], group["yc"][...],
+                 group["kcoords"][...])
+
+
+class PreprocessedReader:
+    """Windows of the preprocessed (whitened) traces as float32, zero-padded outside."""
+
+    def __init__(self, path):
+
+        self.path = Path(path)
+        self.group = open_store(path)
+        self.traces = open_traces(self.group, path)  # one array, or a scattered run's blocks
+        attrs = self.group.attrs
+        self.scaleproc = float(attrs["scaleproc"])
+        self.NT = int(attrs["NT"])
+        self.sample_rate = float(attrs["sample_rate"])
+        self.n_samples, self.n_channels = self.traces.shape
+        self.probe = probe_from_group(self.group)
+        self._ring, self._ring_bytes, self._ring_lock = None, 0, threading.Lock()
+
+    def read_int16(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples [start, stop) as stored (int16), zero-padded outside the recording (into
+        ``out``, C-ordered ``(stop - start, n_channels)``, when given)."""
+        lo, hi = max(start, 0), min(stop, self.n_samples)
+        if out is None:
+            out = np.zeros((stop - start, self.n_channels), dtype=np.int16)
+        else:
+            out[:max(0, lo - start)] = 0
+            out[max(0, hi - start):] = 0
+        if hi > lo:
+            read_rows_into(self.traces, lo, hi, out[lo - start: hi - start])
+        return out
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) in whitened units (float32)."""
+        return self.read_int16(start, stop).astype(np.float32) / np.float32(self.scaleproc)
+
+    def read_device(self, be: Backend, start: int, stop: int):
+        """:meth:`read` as an array of ``be``: the int16 samples are moved as stored and scaled
+        there (half the bytes of float32 to move; the same values as :meth:`read`)."""
+        host = None
+        if be.name == "gpu":  # decoded into a reused page-locked buffer, then moved
+            host = self._host_buffer(stop - start)
+        x = to_device(be, self.read_int16(start, stop, out=host)).astype(be.xp.float32)
+        return x / be.xp.float32(self.scaleproc)
+
+    #: page-locked buffers in the ring: a read ahead, a direct read, one spare
+    RING = 3
+
+    def _host_buffer(self, n_rows: int) -> np.ndarray:
+        """The next page-locked buffer for ``n_rows`` samples (the ring grows when needed)."""
+        need = n_rows * self.n_channels * 2
+        with self._ring_lock:
+            if self._ring is None or need > self._ring_bytes:
+                self._ring, self._ring_bytes = HostBuffers(need, self.RING, pinned=True), need
+            return self._ring.take((n_rows, self.n_channels), np.int16)
+
+
+def block_batches(n_batches: int, n_blocks: int, block: int) -> range:
+    """Batches of block ``block`` out of ``n_blocks`` contiguous, near-equal ranges.
+
+    Block ``i`` gets ``[i·nb // n, (i+1)·nb // n)``; with more blocks than batches some blocks
+    are empty.
+    """
+    if n_blocks < 1 or not 0 <= block < n_blocks:
+        raise ValueError(f"block {block} of {n_blocks} does not exist")
+    return range(block * n_batches // n_blocks, (block + 1) * n_batches // n_blocks)
+
+
+class BlockTraces:
+    """The traces of a scattered ``preprocessed.zarr``: ``traces[lo:hi]`` read from its blocks.
+
+    Supports what the readers need: ``shape``, ``dtype``, ``chunks`` and slicing along time.
+    """
+
+    def __init__(self, group, path):
+        path = Path(path)
+        self.blocks = []
+        for b in group.attrs["blocks"]:
+            store = open_store(path.parent / b["path"])
+            self.blocks.append((int(b["start"]), int(b["stop"]), store["traces"]))
+        n_channels = int(group.attrs["n_channels"])
+        self.shape = (int(group.attrs["n_samples"]), n_channels)
+        self.dtype = np.dtype(np.int16)
+        self.chunks = self.blocks[0][2].chunks if self.blocks else (int(group.attrs["NT"]),
+                                                                     n_channels)
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("BlockTraces supports time slices [lo:hi] only")
+        lo, hi, _ = key.indices(self.shape[0])
+        out = np.zeros((max(0, hi - lo), self.shape[1]), dtype=self.dtype)
+        for start, stop, traces in self.blocks:
+            a, z = max(lo, start), min(hi, stop)
+            if z > a:
+                out[a - lo: z - lo] = traces[a - start: z - start]
+        return out
+
+
+def open_traces(group, path):
+    """The ``traces`` array of a preprocessed store, or :class:`BlockTraces` of a scattered
+    one."""
+    if "blocks" in group.attrs:
+        return BlockTraces(group, path)
+    return group["traces"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchWindow:
+    """Samples of one batch: owned ``[start, stop)``, read ``[read_start, read_stop)``."""
+
+    index: int
+    start: int
+    stop: int
+    read_start: int
+    read_stop: int
+
+    def owns(self, times):
+        """Mask of absolute sample times owned by this batch."""
+        return (times >= self.start) & (times < self.stop)
+
+
+def n_batches(n_samples: int, NT: int) -> int:
+    """Number of batches of ``NT`` samples covering the recording (the last may be short)."""
+    return int(math.ceil(n_samples / NT))
+
+
+def batch_window(b: int, n_samples: int, NT: int, margin: int) -> BatchWindow:
+    """The window of batch ``b``."""
+    start, stop = b * NT, min((b + 1) * NT, n_samples)
+    return BatchWindow(b, start, stop, start - margin, (b + 1) * NT + margin)
+
+
+def read_batch(reader, window: BatchWindow):
+    """Whitened samples ``[read_start, read_stop)`` of a batch (float32, host)."""
+    return reader.read(window.read_start, window.read_stop)
+
+
+def prefetching(reader, windows, be=None):
+    """``reader`` reading ``windows`` (batch windows or ``(start, stop)`` pairs, in that order)
+    one ahead on a background thread (:class:`kilosnake.prefetch.Prefetching`); with ``be``,
+    its reads return arrays of that backend (``read_device``: int16 moved, scaled there)."""
+    import functools
+
+
+    keys = [(w.read_start, w.read_stop) if isinstance(w, BatchWindow) else (int(w[0]), int(w[1]))
+            for w in windows]
+    read = functools.partial(reader.read_device, be) if be is not None else None
+    return Prefetching(reader, keys, read)

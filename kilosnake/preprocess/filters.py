@@ -1,0 +1,67 @@
+"""Filtering of raw batches: Butterworth high-pass (or band-pass) forward and backward, common median reference."""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+from kilosnake.runtime.backend import Backend
+from kilosnake.io.probe import Probe
+from kilosnake.io.recording import RawRecording
+
+
+# --------------------------------------------------------------------------------------------
+# filtering
+
+
+def butterworth_sos(fshigh: float, sample_rate: float, fslow: float | None = None) -> np.ndarray:
+    """Second-order sections of the 3rd-order Butterworth high-pass (or band-pass) filter."""
+    import scipy.signal
+
+    nyquist = sample_rate / 2
+    if fslow is not None and fslow < nyquist:
+        return scipy.signal.butter(3, [fshigh / nyquist, fslow / nyquist], btype="bandpass",
+                                   output="sos")
+    return scipy.signal.butter(3, fshigh / nyquist, btype="highpass", output="sos")
+
+
+def filter_margin(fshigh: float, sample_rate: float, ntbuff: int = 0) -> int:
+    """Samples needed on each side of a batch for the filter's start-up transient to vanish.
+
+    The slowest pole pair of a 3rd-order Butterworth high-pass decays with time constant
+    ``1 / (pi * fshigh)``; 12 time constants bring a transient below 1e-5 of its size.
+    """
+    return max(int(ntbuff), int(math.ceil(12 * sample_rate / (math.pi * fshigh))))
+
+
+def filter_forward_backward(x, sos, be: Backend):
+    """Causal filter forward, then again on the time-reversed output (zero initial state)."""
+    sos = be.asarray(sos, dtype=x.dtype)
+    y = be.signal.sosfilt(sos, x, axis=0)
+    y = be.signal.sosfilt(sos, y[::-1], axis=0)
+    return be.xp.ascontiguousarray(y[::-1])
+
+
+def common_median_reference(x, be: Backend):
+    """Subtract, at every sample, the median across channels."""
+    return x - be.xp.median(x, axis=1, keepdims=True)
+
+
+def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
+    """Offsets, CAR and high-pass on one (time, channel) batch; returns float32."""
+    x = be.asarray(raw_batch).astype(be.xp.float32)  # moved as stored, converted on the device
+    x -= be.asarray(offsets, dtype=be.xp.float32)[None, :]
+    if car:
+        x = common_median_reference(x, be)
+    return filter_forward_backward(x, sos, be)
+
+
+def read_filtered_batch(rec: RawRecording, probe: Probe, offsets, b: int, NT: int, margin: int,
+                        sos, car: bool, be: Backend, raw=None):
+    """Batch ``b`` (samples [b*NT, (b+1)*NT) clipped to the recording), filtered, float32
+    (``raw``: the batch with its margins, already read by :class:`kilosnake.prefetch.RawBatches`).
+    """
+    start, stop = b * NT, min((b + 1) * NT, rec.n_samples)
+    if raw is None:
+        raw = rec.read(start - margin, stop + margin, probe.chan_map)
+    x = filter_batch(raw, offsets, sos, car, be)
+    return x[margin: margin + (stop - start)]

@@ -1,0 +1,116 @@
+"""Preprocessing: channel offsets, common median reference, high-pass filter, local whitening.
+
+For every batch of ``NT`` samples the raw file is read with a filter margin on both sides, the
+probe's channels are kept, each channel's offset (its median over a subset of the recording) is
+subtracted, the median across channels is subtracted at every sample (``CAR``), and a 3rd-order
+Butterworth high-pass (``fshigh``; band-pass with ``fslow``) is run forward then backward with
+zero initial conditions. The margins are dropped, the batch is multiplied by the local ZCA
+whitening matrix and stored as int16 scaled by ``scaleproc``.
+
+Because the channel offsets are fixed for the whole recording (Kilosort subtracts each batch's own
+mean instead) and the margin is long enough for the filter's start-up transient to die out,
+preprocessing batch by batch gives the same result as preprocessing the whole recording at once,
+apart from the filter edge at the very start and end of the recording.
+"""
+
+from __future__ import annotations
+
+import logging
+import numpy as np
+from kilosnake.runtime.backend import Backend
+from kilosnake.io.prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
+from kilosnake.runtime.progress import Progress
+from kilosnake.io.recording import RawRecording, RecordingInfo
+from kilosnake.io.store import (
+    TRACE_CODEC,
+    open_store,
+    trace_chunks,
+    writing_store,
+)
+from kilosnake.io.traces import n_batches, probe_from_group, write_probe_arrays
+from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
+from kilosnake.io.blocks import block_attrs
+from kilosnake.io.traces import block_batches
+from kilosnake.runtime.backend import get_backend
+from kilosnake.io.input_json import info_from_input_json, read_input_json
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# the preprocess stage
+
+
+def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
+    """``round((x @ w) * scaleproc)`` clipped to int16, on the host (on a GPU copied into
+    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
+    y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
+    y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
+    if out is None or be.name != "gpu":
+        return be.to_host(y)
+    return y.get(out=out)
+
+
+def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
+                         progress_every_s: float = 10.0,
+                         block: tuple[int, int] = (0, 1)) -> None:
+    """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
+
+    ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
+    (:func:`kilosnake.scatter.block_batches`): a block store whose traces start at its first
+    batch, which :func:`kilosnake.scatter.gather_preprocessed` joins without a copy.
+    """
+
+    wg = open_store(whitening_path)
+    probe = probe_from_group(wg)
+    w, offsets = wg["whitening"][...], wg["channel_offset"][...]
+    rec = RawRecording(info)
+    NT = p["NT"]
+    nb = n_batches(rec.n_samples, NT)
+    sos = butterworth_sos(p["fshigh"], info.sample_rate, p["fslow"])
+    margin = filter_margin(p["fshigh"], info.sample_rate, p["ntbuff"])
+    logger.info("preprocessing %d samples x %d channels in %d batches of %d (margin %d)",
+                rec.n_samples, probe.n_channels, nb, NT, margin)
+    attrs = {"scaleproc": p["scaleproc"], "NT": NT, "sample_rate": info.sample_rate,
+             "n_samples": rec.n_samples, "n_channels_total": info.n_channels_total,
+             "dat": info.path, "dtype": info.dtype, "filter_margin": margin}
+    batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
+    first, stop = min(batch_range.start * NT, rec.n_samples), min(batch_range.stop * NT,
+                                                                    rec.n_samples)
+    if block[1] > 1:
+        attrs.update(block_attrs(*block, batch_range, NT, rec.n_samples))
+        logger.info("block %d of %d: batches %d to %d", block[0], block[1], batch_range.start,
+                    batch_range.stop - 1)
+    progress = Progress(len(batch_range), "preprocess", logger, every_s=progress_every_s)
+    with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
+        chunks = trace_chunks(NT, probe.n_channels)
+        traces = g.create_array("traces", shape=(stop - first, probe.n_channels),
+                                dtype="int16", chunks=chunks, compressors=TRACE_CODEC,
+                                fill_value=0, dimension_names=("time", "channel"),
+                                config={"write_empty_chunks": True})
+        write_probe_arrays(g, probe)
+        # the next batch is read, and the last ones encoded and written (a thread per chunk),
+        # while this one computes; results go through a ring of reused host buffers
+        raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
+        ahead = Prefetching(raw_batches, [(b,) for b in batch_range])
+        depth = 2
+        # page-locked result buffers on a GPU (on the CPU the result is already a host array)
+        results = HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=True) \
+            if be.name == "gpu" else None
+        with ahead, WritingBehind(depth, workers=max(1, NT // chunks[0])) as behind:
+            for b in batch_range:
+                x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
+                                        raw=raw_batches.on_device(ahead.read(b), be))
+                out = None if results is None else results.take(x.shape, np.int16)
+                y = whiten_to_int16(x, w, p["scaleproc"], be, out=out)
+                behind.write_rows(traces, b * NT - first, y)
+                progress.update()
+
+
+def run_preprocess(input_json, whitening_path, p: dict, out,
+                   block: tuple[int, int] = (0, 1)) -> None:
+    """Stage ``preprocess`` from the checked input description and the whitening store
+    (``block=(i, n)``: only block ``i`` of ``n``, see :func:`preprocess_recording`)."""
+
+    info = info_from_input_json(read_input_json(input_json))
+    preprocess_recording(info, whitening_path, p, get_backend(p["device"]), out, block=block)

@@ -1,0 +1,108 @@
+"""Config values checked against the parameter table, with errors that say how to fix them.
+
+The workflow calls :func:`check_config` before Snakemake's own schema validation: a value of the
+wrong type, out of range or not among the choices, or an unknown key, stops the run before any
+job starts, with an :class:`~kilosnake.errors.InputError` that names the key, the bad value, what
+is allowed and the fix, e.g.::
+
+    config value NT=10 is not allowed: 10 is less than the minimum of 4096 (allowed: an integer
+    >= 4096; samples)
+      fix: set NT to an integer >= 4096 in config/config.yaml or with --config NT=<value> (the
+      default is 65472)
+"""
+
+from __future__ import annotations
+
+import difflib
+from kilosnake.errors import InputError
+from kilosnake.params import PARAMS_BY_NAME, Param, config_schema
+
+
+def allowed_values(param: Param) -> str:
+    """What ``param`` accepts, in words (e.g. "a number from 0 to 1, or null")."""
+    kind = {"number": "a number", "integer": "an integer", "string": "a string",
+            "boolean": "true or false"}
+    if param.choices is not None:
+        text = "one of " + ", ".join(repr(c) for c in param.choices)
+    elif param.type.endswith("_pair"):
+        item = param.type[: -len("_pair")]
+        text = f"a pair [a, b] of {item}s" + _bounds_text(param)
+    else:
+        text = kind.get(param.type, param.type) + _bounds_text(param)
+    return text + (", or null" if param.nullable else "")
+
+
+def _bounds_text(param: Param) -> str:
+    lo, hi = param.minimum, param.maximum
+    if lo is not None and hi is not None:
+        return f" from {lo:g} to {hi:g}"
+    if lo is not None:
+        return f" >= {lo:g}"
+    if hi is not None:
+        return f" <= {hi:g}"
+    return ""
+
+
+def config_error(key: str, value, reason: str) -> InputError:
+    """The error for one bad entry of the config."""
+    param = PARAMS_BY_NAME.get(key)
+    if param is None:
+        close = difflib.get_close_matches(key, PARAMS_BY_NAME, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return InputError(f"config key {key!r} is unknown{hint}",
+                          f"remove {key!r} from the config (config/config.yaml or --config) or "
+                          "correct its name; every key is listed in docs/parameters.md")
+    units = f"; {param.units}" if param.units else ""
+    allowed = allowed_values(param)
+    return InputError(
+        f"config value {key}={value!r} is not allowed: {reason} (allowed: {allowed}{units})",
+        f"set {key} to {allowed} in config/config.yaml or with --config {key}=<value> (the "
+        f"default is {_yaml_text(param.default)})")
+
+
+def _yaml_text(value) -> str:
+    """A value as it is written in config.yaml or after ``--config key=``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(_yaml_text(v) for v in value) + "]"
+    return str(value)
+
+
+def config_errors(config: dict) -> list[InputError]:
+    """Every bad entry of ``config`` (validated against the table's schema), by key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(config_schema())
+    found = {}
+    for err in validator.iter_errors(config):
+        if err.validator == "additionalProperties":
+            for key in sorted(set(config) - set(PARAMS_BY_NAME)):
+                found.setdefault(key, config_error(key, config[key], "unknown key"))
+            continue
+        key = str(err.absolute_path[0]) if err.absolute_path else "?"
+        found.setdefault(key, config_error(key, config.get(key), err.message))
+    return [found[k] for k in sorted(found)]
+
+
+def check_config(config: dict) -> None:
+    """Raise an :class:`~kilosnake.errors.InputError` naming every bad entry of ``config``.
+
+    Parameters
+    ----------
+    config : dict
+        The workflow's config, after :func:`kilosnake.params.coerce_config`.
+
+    Raises
+    ------
+    InputError
+        One line per bad key (problem), then one ``fix:`` line per key.
+    """
+    errors = config_errors(config)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InputError("\n".join(e.problem for e in errors),
+                         "\n  fix: ".join(e.fix for e in errors))

@@ -1,0 +1,188 @@
+"""Helpers the Snakefile uses to turn the config into recordings and paths (no algorithms)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from kilosnake.workflow.shanks import probe_shank_count
+from kilosnake.groundtruth.presets import preset_config
+
+
+DEMO_FOLDER = "resources/demo"
+
+#: Columns of a recordings table (``--config recordings=config/recordings.tsv``).
+TABLE_COLUMNS = ("name", "dat", "probe", "n_channels", "sample_rate", "dtype", "uv_per_bit")
+#: Columns every table must have (the others may be left out or left empty).
+REQUIRED_COLUMNS = ("name", "dat")
+#: JSON schema of one table row, shipped with the workflow.
+TABLE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / \
+    "recordings.schema.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RecordingsTableError(ValueError):
+    """A recordings table that cannot be used; the message names the file, row and column."""
+
+
+def demo_paths(preset: str) -> dict:
+    """Where the generated demo recording of ``preset`` and its ground truth live."""
+    base = Path(DEMO_FOLDER) / preset
+    return {"dat": f"{base}.bin", "probe": f"{base}.probe.json", "gt": f"{base}_gt.npz",
+            "meta": f"{base}.meta.json"}
+
+
+def recording_name(dat: str) -> str:
+    """Name of a recording's results folder: the raw file name without its extension(s)."""
+    name = Path(dat).name
+    for suffix in (".bin", ".dat", ".raw"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.replace(" ", "_") or "recording"
+
+
+_NUMERIC = ("n_channels", "sample_rate", "uv_per_bit")
+
+
+def _parse_cell(column: str, text: str):
+    """A table cell as the schema expects it: empty -> None, numeric columns -> int/float."""
+    text = text.strip()
+    if text == "" or text.lower() in ("na", "null", "none"):
+        return None
+    if column not in _NUMERIC:
+        return text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _load_schema(schema_path):
+    import yaml
+
+    with open(schema_path) as f:
+        return yaml.safe_load(f)
+
+
+def read_recordings_table(path, schema_path=None) -> dict:
+    """Read a tab-separated recordings table into ``{name: row}``.
+
+    Parameters
+    ----------
+    path : path
+        TSV file with a header row. Columns: ``name``, ``dat`` (required), ``probe``,
+        ``n_channels``, ``sample_rate``, ``dtype``, ``uv_per_bit`` (optional; empty cells take
+        the config's values, as for a single ``--config dat=...``). Lines starting with ``#`` are
+        comments. Relative paths are relative to the working directory, like ``dat`` in the
+        config.
+    schema_path : path, optional
+        JSON schema of one row; defaults to ``workflow/schemas/recordings.schema.yaml``.
+
+    Returns
+    -------
+    dict
+        Rows in table order, keyed by recording name, every column present (missing ones None).
+
+    Raises
+    ------
+    RecordingsTableError
+        Missing file or column, unknown column, duplicate or invalid name, or a value that the
+        schema rejects (the message names the row and the column).
+    """
+    import jsonschema
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecordingsTableError(f"recordings table {path} not found")
+    with open(path, newline="") as f:
+        lines = [line for line in f if line.strip() and not line.lstrip().startswith("#")]
+    reader = csv.DictReader(lines, delimiter="\t")
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise RecordingsTableError(
+            f"{path}: missing column(s) {', '.join(missing)} in the header row "
+            f"(columns are tab-separated: {', '.join(TABLE_COLUMNS)})")
+    unknown = [c for c in header if c not in TABLE_COLUMNS]
+    if unknown:
+        raise RecordingsTableError(f"{path}: unknown column(s) {', '.join(unknown)}; "
+                                   f"known: {', '.join(TABLE_COLUMNS)}")
+    schema = _load_schema(schema_path or TABLE_SCHEMA)
+    rows = {}
+    for lineno, raw in enumerate(reader, start=2):
+        if None in raw:
+            raise RecordingsTableError(f"{path}, row {lineno}: more cells than columns "
+                                       "(are the columns separated by tabs?)")
+        row = {k.strip(): _parse_cell(k.strip(), v or "") for k, v in raw.items()}
+        row = {k: v for k, v in row.items() if v is not None}
+        try:
+            jsonschema.validate(row, schema)
+        except jsonschema.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "row"
+            raise RecordingsTableError(f"{path}, row {lineno}, {where}: {err.message}") from None
+        name = row["name"]
+        if not _NAME.match(name):
+            raise RecordingsTableError(
+                f"{path}, row {lineno}: name {name!r} must start with a letter or digit and "
+                "hold only letters, digits, '_', '.' and '-' (it names the results folder)")
+        if name in rows:
+            raise RecordingsTableError(f"{path}, row {lineno}: name {name!r} used twice")
+        rows[name] = {c: row.get(c) for c in TABLE_COLUMNS}
+    if not rows:
+        raise RecordingsTableError(f"{path}: no recordings (only a header or comments)")
+    return rows
+
+
+def recording_sources(config: dict) -> dict:
+    """``{recording name: {dat, probe, n_channels, dtype, sample_rate, uv_per_bit, gt}}``.
+
+    Three sources, in this order:
+
+    * ``recordings``: a tab-separated table (:func:`read_recordings_table`), one recording per
+      row; empty cells take the config's ``probe``, ``n_channels``, ``dtype``, ``sample_rate``,
+      ``uv_per_bit``;
+    * ``dat``: one recording;
+    * neither: the generated demo recording (``demo_preset``), whose ground truth is known
+      (``gt``).
+    """
+    table = config.get("recordings")
+    if table:
+        rows = read_recordings_table(table)
+        shared = ("probe", "n_channels", "dtype", "sample_rate", "uv_per_bit")
+        return {name: {
+            "dat": row["dat"],
+            **{k: row[k] if row[k] is not None else config.get(k) for k in shared},
+            "gt": None, "demo": None} for name, row in rows.items()}
+    dat = config.get("dat")
+    if not dat:
+
+        preset = config.get("demo_preset", "demo")
+        paths, synth = demo_paths(preset), preset_config(preset)
+        return {preset: {"dat": paths["dat"], "probe": paths["probe"],
+                         "n_channels": synth.n_channels + int(synth.sync_channel),
+                         "dtype": "int16", "sample_rate": synth.sample_rate,
+                         "uv_per_bit": synth.uv_per_bit, "gt": paths["gt"], "demo": preset}}
+    return {recording_name(dat): {
+        "dat": str(dat), "probe": config.get("probe"), "n_channels": config.get("n_channels"),
+        "dtype": config.get("dtype", "int16"), "sample_rate": config.get("sample_rate"),
+        "uv_per_bit": config.get("uv_per_bit"), "gt": None, "demo": None}}
+
+
+def shank_counts(recordings: dict) -> dict:
+    """``{recording name: number of shanks of its probe}``, read when the workflow is built.
+
+    A generated recording's count comes from its preset; a recording's from its probe file (1
+    when the file is missing or unreadable: the input check then says why).
+    """
+
+    counts = {}
+    for name, rec in recordings.items():
+        if rec.get("demo"):
+            counts[name] = int(preset_config(rec["demo"]).n_shanks)
+        elif rec.get("probe") and Path(rec["probe"]).exists():
+            counts[name] = probe_shank_count(rec["probe"])
+        else:
+            counts[name] = 1
+    return counts
