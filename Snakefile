@@ -12,16 +12,17 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/drift.smk"
-include: "workflow/rules/sort.smk"
-include: "workflow/rules/curate.smk"
+include: "workflow/rules/sorting.smk"
+include: "workflow/rules/curation.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/groundtruth.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True
 
 
 onsuccess:

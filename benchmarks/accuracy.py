@@ -33,20 +33,34 @@ SECTION = "## Sorting accuracy (benchmarks/accuracy.py: templates scored as unit
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", help="kilosnake.synth preset (demo, small, "
-                        "np, ...)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the generated recording "
-                        "and of the sorter")
+    parser.add_argument(
+        "--preset", default="small", help="kilosnake.synth preset (demo, small, np, ...)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of the generated recording and of the sorter"
+    )
     parser.add_argument("--cores", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "auto"))
-    parser.add_argument("--snakefile", default="Snakefile", help="workflow to run (relative to "
-                        "the repository)")
-    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra --config entries for the workflow")
-    parser.add_argument("--rerun", action="store_true",
-                        help="re-run detect, learn and final_pass even if their outputs exist")
-    parser.add_argument("--no-record", action="store_true",
-                        help="print the scorecard without appending to RESULTS.md")
+    parser.add_argument(
+        "--snakefile", default="Snakefile", help="workflow to run (relative to the repository)"
+    )
+    parser.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --config entries for the workflow",
+    )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-run detect, learn and final_pass even if their outputs exist",
+    )
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print the scorecard without appending to RESULTS.md",
+    )
     return parser.parse_args(argv)
 
 
@@ -60,20 +74,42 @@ def generate_recording(preset: str, seed: int) -> dict:
     if not meta.exists():
         generate(preset, folder, name=name, seed=seed)
     info = json.loads(meta.read_text())
-    return {"name": name, "dat": folder / f"{name}.bin", "probe": folder / f"{name}.probe.json",
-            "gt": folder / f"{name}_gt.npz", "n_channels": info["n_channels_total"],
-            "sample_rate": info["sample_rate"]}
+    return {
+        "name": name,
+        "dat": folder / f"{name}.bin",
+        "probe": folder / f"{name}.probe.json",
+        "gt": folder / f"{name}_gt.npz",
+        "n_channels": info["n_channels_total"],
+        "sample_rate": info["sample_rate"],
+    }
 
 
 def workflow_command(args, rec: dict) -> list[str]:
     """The Snakemake command that sorts the recording up to spikes.zarr."""
     target = f"results/{rec['name']}/spikes.zarr"
-    config = [f"dat={rec['dat'].relative_to(ROOT)}", f"probe={rec['probe'].relative_to(ROOT)}",
-              f"n_channels={rec['n_channels']}", f"sample_rate={rec['sample_rate']}",
-              f"device={args.device}", f"seed={args.seed}", *args.config]
+    config = [
+        f"dat={rec['dat'].relative_to(ROOT)}",
+        f"probe={rec['probe'].relative_to(ROOT)}",
+        f"n_channels={rec['n_channels']}",
+        f"sample_rate={rec['sample_rate']}",
+        f"device={args.device}",
+        f"seed={args.seed}",
+        *args.config,
+    ]
     rerun = ["--forcerun", "detect"] if args.rerun else []
-    return [sys.executable, "-m", "snakemake", "-s", args.snakefile, "--cores", str(args.cores),
-            target, *rerun, "--config", *config]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        args.snakefile,
+        "--cores",
+        str(args.cores),
+        target,
+        *rerun,
+        "--config",
+        *config,
+    ]
 
 
 def stage_benchmarks(name: str) -> dict:
@@ -111,8 +147,10 @@ def figures_text(result, stages: dict, n_spikes: int, n_templates: int) -> str:
 def results_row(args, result, stages: dict, n_spikes: int, n_templates: int) -> str:
     cmd = " ".join(shlex.quote(c) for c in ["python", "benchmarks/accuracy.py", *sys.argv[1:]])
     date = datetime.date.today().isoformat()
-    return (f"| {date} | {machine_label(args.device)} | `{cmd}` | "
-            f"{figures_text(result, stages, n_spikes, n_templates)} |\n")
+    return (
+        f"| {date} | {machine_label(args.device)} | `{cmd}` | "
+        f"{figures_text(result, stages, n_spikes, n_templates)} |\n"
+    )
 
 
 def append_row(row: str) -> None:
@@ -142,8 +180,10 @@ def main(argv=None) -> int:
     n_templates = int(group["similar_templates"].shape[0])
     stages = stage_benchmarks(rec["name"])
     print(result.to_text())
-    print(f"workflow wall time {wall:.0f} s; " + ", ".join(
-        f"{k}: {v[0]:.1f} s, {v[1]:.0f} MB" for k, v in stages.items()))
+    print(
+        f"workflow wall time {wall:.0f} s; "
+        + ", ".join(f"{k}: {v[0]:.1f} s, {v[1]:.0f} MB" for k, v in stages.items())
+    )
     if not args.no_record:
         append_row(results_row(args, result, stages, n_spikes, n_templates))
         print(f"appended a row to {RESULTS.relative_to(ROOT)}")

@@ -9,6 +9,7 @@ when both folders sit in results folders with ``spikes.zarr``, the same fraction
 pass's spikes. Exit status 1 when the well-detected units differ or fewer than ``--min-same``
 of the spike times coincide.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("a", type=Path, help="first Phy folder")
     parser.add_argument("b", type=Path, help="second Phy folder")
     parser.add_argument("--gt", type=Path, required=True, help="ground-truth .npz")
-    parser.add_argument("--min-same", type=float, default=0.99,
-                        help="required fraction of identical spike times (default 0.99)")
+    parser.add_argument(
+        "--min-same",
+        type=float,
+        default=0.99,
+        help="required fraction of identical spike times (default 0.99)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,19 +59,28 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     units = {name: well_detected(phy, args.gt) for name, phy in (("a", args.a), ("b", args.b))}
-    print(f"well-detected GT units: A {len(units['a'])}, B {len(units['b'])}; "
-          f"only A {sorted(units['a'] - units['b'])}, only B {sorted(units['b'] - units['a'])}")
+    print(
+        f"well-detected GT units: A {len(units['a'])}, B {len(units['b'])}; "
+        f"only A {sorted(units['a'] - units['b'])}, only B {sorted(units['b'] - units['a'])}"
+    )
     fractions = []
-    pairs = [("Phy folder", np.load(args.a / "spike_times.npy").astype(np.int64),
-              np.load(args.b / "spike_times.npy").astype(np.int64))]
+    pairs = [
+        (
+            "Phy folder",
+            np.load(args.a / "spike_times.npy").astype(np.int64),
+            np.load(args.b / "spike_times.npy").astype(np.int64),
+        )
+    ]
     fa, fb = final_pass_times(args.a), final_pass_times(args.b)
     if fa is not None and fb is not None:
         pairs.append(("final pass", fa, fb))
     for what, ta, tb in pairs:
         ab, ba = same_sample_fraction(ta, tb), same_sample_fraction(tb, ta)
         fractions += [ab, ba]
-        print(f"{what}: {ta.size} / {tb.size} spikes; same sample: {100 * ab:.3f} % of A in B, "
-              f"{100 * ba:.3f} % of B in A")
+        print(
+            f"{what}: {ta.size} / {tb.size} spikes; same sample: {100 * ab:.3f} % of A in B, "
+            f"{100 * ba:.3f} % of B in A"
+        )
     agree = units["a"] == units["b"] and min(fractions) >= args.min_same
     print("agree" if agree else "DIFFER")
     return 0 if agree else 1

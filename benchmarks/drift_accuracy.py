@@ -31,29 +31,28 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from results_table import append_row as append_section_row
-from kilosnake.groundtruth.units import draw_units, unit_template
+
+from kilosnake.drift.detection import unwhitening_matrix
+from kilosnake.drift.estimate import estimate_drift
+from kilosnake.drift.plot import plot_drift
+from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
 from kilosnake.groundtruth.generate import generate, load_ground_truth
 from kilosnake.groundtruth.presets import preset_config
-from kilosnake.params import resolve
-from kilosnake.preprocess.whitening import compute_whitening
-from kilosnake.preprocess.traces import preprocess_recording
-from kilosnake.io.probe import load_probe
+from kilosnake.groundtruth.units import draw_units, unit_template
+from kilosnake.io.corrected_traces import (
+    DriftCorrectedReader,
+    KrigingInterpolator,
+    write_corrected_traces,
+)
+from kilosnake.io.drift_store import KERNELS, DriftEstimate, empty_spikes, write_drift_store
+from kilosnake.io.probe import load_probe, neuropixels_like
 from kilosnake.io.recording import RecordingInfo
-from kilosnake.io.drift_store import DriftEstimate, KERNELS, empty_spikes, write_drift_store
-from kilosnake.io.corrected_traces import KrigingInterpolator
-from kilosnake.drift.estimate import estimate_drift
-from kilosnake.io.traces import n_batches
-from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
-from kilosnake.drift.detection import unwhitening_matrix
-from kilosnake.drift.plot import plot_drift
-from kilosnake.io.traces import PreprocessedReader
-from kilosnake.io.store import open_store
-from kilosnake.io.traces import write_probe_arrays
-from kilosnake.io.probe import neuropixels_like
-from kilosnake.io.store import TRACE_CODEC, writing_store
-from kilosnake.io.corrected_traces import DriftCorrectedReader, write_corrected_traces
+from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, n_batches, write_probe_arrays
+from kilosnake.params import resolve
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.preprocess.whitening import compute_whitening
 from kilosnake.runtime.backend import get_backend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,13 +66,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--nblocks", nargs="+", type=int, default=[1, 5])
-    ap.add_argument("--duration", type=float, default=None,
-                    help="seconds of each recording (default: the preset's)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of each recording (default: the preset's)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu", "auto"))
     ap.add_argument("--kernels", action="store_true", help="compare the kriging kernels")
-    ap.add_argument("--read-cost", action="store_true",
-                    help="time correcting on read against writing a corrected copy")
+    ap.add_argument(
+        "--read-cost",
+        action="store_true",
+        help="time correcting on read against writing a corrected copy",
+    )
     ap.add_argument("--channels", type=int, default=384, help="channels (--read-cost)")
     ap.add_argument("--seconds", type=float, default=20.0, help="duration (--read-cost)")
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
@@ -114,14 +120,17 @@ def accuracy(folder: Path, nblocks: int, be) -> dict:
     seconds = time.perf_counter() - t0
     plot_drift(est, folder / f"drift_nblocks{nblocks}.png")
     gt = load_ground_truth(folder / "rec_gt.npz")
-    truth = true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
-                                              est.yblk[0])
+    truth = true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate, est.yblk[0])
     diff = est.dshift[0] - truth
-    return {"rms": rms_error_um(est.dshift[0], truth),
-            "max": float(np.abs(diff - diff.mean()).max()),
-            "gain": float(np.polyfit(truth.ravel(), est.dshift[0].ravel(), 1)[0]),
-            "true_ptp": float(np.ptp(truth)), "seconds": seconds,
-            "spikes": int(est.spikes["time"].size), "batches": est.n_batches}
+    return {
+        "rms": rms_error_um(est.dshift[0], truth),
+        "max": float(np.abs(diff - diff.mean()).max()),
+        "gain": float(np.polyfit(truth.ravel(), est.dshift[0].ravel(), 1)[0]),
+        "true_ptp": float(np.ptp(truth)),
+        "seconds": seconds,
+        "spikes": int(est.spikes["time"].size),
+        "batches": est.n_batches,
+    }
 
 
 def run_accuracy(args, be) -> list[str]:
@@ -130,10 +139,12 @@ def run_accuracy(args, be) -> list[str]:
         folder = preprocessed_preset(preset, args.seed, args.duration, be)
         for nblocks in args.nblocks:
             r = accuracy(folder, nblocks, be)
-            text = (f"{preset} nblocks={nblocks}: RMS error {r['rms']:.2f} um (max "
-                    f"{r['max']:.1f}, gain {r['gain']:.2f}, true peak to peak "
-                    f"{r['true_ptp']:.0f} um; {r['spikes']} spikes, {r['batches']} batches, "
-                    f"{r['seconds']:.1f} s)")
+            text = (
+                f"{preset} nblocks={nblocks}: RMS error {r['rms']:.2f} um (max "
+                f"{r['max']:.1f}, gain {r['gain']:.2f}, true peak to peak "
+                f"{r['true_ptp']:.0f} um; {r['spikes']} spikes, {r['batches']} batches, "
+                f"{r['seconds']:.1f} s)"
+            )
             print(text, flush=True)
             figures.append(text)
     return figures
@@ -146,15 +157,17 @@ def run_accuracy(args, be) -> list[str]:
 def run_kernels(args, be) -> list[str]:
     """Waveform error and noise variance of both kriging kernels on moved synthetic units."""
 
-
     folder = preprocessed_preset("drift", args.seed, args.duration, be)
     cfg = preset_config("drift")
     probe = load_probe(folder / "rec.probe.json")
     w = open_store(folder / "whitening.zarr")["whitening"][...]
     rng = np.random.default_rng(args.seed)
     units = draw_units(cfg, probe, np.full(probe.n_channels, cfg.noise_sd), rng)
-    inner = [u for u in range(units.n_units)
-             if probe.yc.min() + 40 < units.position[u, 1] < probe.yc.max() - 40]
+    inner = [
+        u
+        for u in range(units.n_units)
+        if probe.yc.min() + 40 < units.position[u, 1] < probe.yc.max() - 40
+    ]
     shifts = (-15.0, -10.0, -5.0, -2.5, 2.5, 5.0, 10.0, 15.0)
 
     def footprint(u, dy):
@@ -171,13 +184,21 @@ def run_kernels(args, be) -> list[str]:
         for d in shifts:
             m = interp.matrix(np.full(probe.n_channels, d))
             variance.append(float(np.mean((m * m).sum(axis=1))))
-            errors += [np.linalg.norm(moved[u, d] @ m.T - base[u]) / np.linalg.norm(base[u])
-                       for u in inner]
-        uncorrected = np.mean([np.linalg.norm(moved[u, d] - base[u]) / np.linalg.norm(base[u])
-                               for u in inner for d in shifts])
-        text = (f"{kind} kernel (sig 20 um): relative waveform error {np.mean(errors):.3f} "
-                f"(uncorrected {uncorrected:.3f}); white-noise variance kept "
-                f"{min(variance):.2f}-{max(variance):.2f} ({len(inner)} units, shifts 2.5-15 um)")
+            errors += [
+                np.linalg.norm(moved[u, d] @ m.T - base[u]) / np.linalg.norm(base[u]) for u in inner
+            ]
+        uncorrected = np.mean(
+            [
+                np.linalg.norm(moved[u, d] - base[u]) / np.linalg.norm(base[u])
+                for u in inner
+                for d in shifts
+            ]
+        )
+        text = (
+            f"{kind} kernel (sig 20 um): relative waveform error {np.mean(errors):.3f} "
+            f"(uncorrected {uncorrected:.3f}); white-noise variance kept "
+            f"{min(variance):.2f}-{max(variance):.2f} ({len(inner)} units, shifts 2.5-15 um)"
+        )
         print(text, flush=True)
         figures.append(text)
     return figures
@@ -195,11 +216,17 @@ def write_noise_store(path: Path, n_channels: int, seconds: float, NT: int):
     rng = np.random.default_rng(0)
     attrs = {"scaleproc": 200.0, "NT": NT, "sample_rate": 30000.0, "n_samples": n}
     with writing_store(path, "preprocess", {}, "cpu", 0, attrs) as g:
-        arr = g.create_array("traces", shape=(n, n_channels), dtype="int16",
-                             chunks=(NT, n_channels), compressors=TRACE_CODEC, fill_value=0)
+        arr = g.create_array(
+            "traces",
+            shape=(n, n_channels),
+            dtype="int16",
+            chunks=(NT, n_channels),
+            compressors=TRACE_CODEC,
+            fill_value=0,
+        )
         for s in range(0, n, NT):
             m = min(NT, n - s)
-            arr[s:s + m] = np.rint(rng.normal(0, 200, (m, n_channels))).astype(np.int16)
+            arr[s : s + m] = np.rint(rng.normal(0, 200, (m, n_channels))).astype(np.int16)
         write_probe_arrays(g, probe)
     return probe, n
 
@@ -207,12 +234,21 @@ def write_noise_store(path: Path, n_channels: int, seconds: float, NT: int):
 def write_ramp_drift(path: Path, probe, n: int, NT: int):
     """A drift store whose displacement ramps from -15 to 15 µm over 5 blocks."""
 
-
     nb = n_batches(n, NT)
     ramp = np.linspace(-15, 15, nb)[:, None] * np.linspace(0.5, 1.0, 9)[None, :]
     yblk = np.linspace(probe.yc.min(), probe.yc.max(), 9)[None, :]
-    est = DriftEstimate(True, "", NT, n, 30000.0, np.array([0.0]), ramp[None], yblk,
-                              empty_spikes(), np.zeros((1, nb), np.int64))
+    est = DriftEstimate(
+        True,
+        "",
+        NT,
+        n,
+        30000.0,
+        np.array([0.0]),
+        ramp[None],
+        yblk,
+        empty_spikes(),
+        np.zeros((1, nb), np.int64),
+    )
     write_drift_store(path, est, resolve({"nblocks": 5}), "cpu")
 
 
@@ -244,11 +280,13 @@ def run_read_cost(args, be) -> list[str]:
     nb = -(-n // NT)
     extra_ms = (t_corr - t_plain) / nb * 1e3
     passes = 3  # detect (part), learn, final pass
-    text = (f"{args.channels} ch x {args.seconds:g} s ({nb} batches), one pass: plain read "
-            f"{t_plain:.2f} s, corrected on read {t_corr:.2f} s (+{extra_ms:.0f} ms per batch); "
-            f"corrected copy: write {t_write:.2f} s once + read {t_copy:.2f} s "
-            f"per pass, {size / 1e6:.0f} MB; {passes} passes: on read {passes * t_corr:.1f} s vs "
-            f"copy {t_write + passes * t_copy:.1f} s")
+    text = (
+        f"{args.channels} ch x {args.seconds:g} s ({nb} batches), one pass: plain read "
+        f"{t_plain:.2f} s, corrected on read {t_corr:.2f} s (+{extra_ms:.0f} ms per batch); "
+        f"corrected copy: write {t_write:.2f} s once + read {t_copy:.2f} s "
+        f"per pass, {size / 1e6:.0f} MB; {passes} passes: on read {passes * t_corr:.1f} s vs "
+        f"copy {t_write + passes * t_copy:.1f} s"
+    )
     print(text, flush=True)
     return [text]
 
@@ -279,10 +317,14 @@ def main(argv=None) -> int:
     else:
         figures = run_accuracy(args, be)
     if not args.no_record:
-        cmd = " ".join(shlex.quote(c) for c in
-                       ["python", "benchmarks/drift_accuracy.py", *(argv or sys.argv[1:])])
-        row = (f"| {datetime.date.today().isoformat()} | {machine_label(be)} | `{cmd}` | "
-               f"{'; '.join(figures)} |\n")
+        cmd = " ".join(
+            shlex.quote(c)
+            for c in ["python", "benchmarks/drift_accuracy.py", *(argv or sys.argv[1:])]
+        )
+        row = (
+            f"| {datetime.date.today().isoformat()} | {machine_label(be)} | `{cmd}` | "
+            f"{'; '.join(figures)} |\n"
+        )
         append_row(row)
         print(f"appended a row to {RESULTS.relative_to(ROOT)}")
     return 0

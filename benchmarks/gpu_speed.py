@@ -65,23 +65,57 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SECTION = "## GPU speed vs Kilosort 4 (benchmarks/gpu_speed.py)"
 #: kilosnake rules in workflow order (others found in the benchmark folder come after them)
-KILOSNAKE_RULES = ("check_input", "input_report", "whitening", "preprocess", "drift", "detect",
-                   "learn", "final_pass", "merge", "split", "cutoff", "export_phy", "scorecard",
-                   "report")
+KILOSNAKE_RULES = (
+    "check_input",
+    "input_report",
+    "whitening",
+    "preprocess",
+    "drift",
+    "detect",
+    "learn",
+    "final_pass",
+    "merge",
+    "split",
+    "cutoff",
+    "export_phy",
+    "scorecard",
+    "report",
+)
 #: Kilosort 4 steps: ops key suffix (``runtime_<key>``) and label
-KS4_STEPS = (("preproc", "preprocessing (filter, whitening)"), ("drift", "drift correction"),
-             ("st0", "detection (universal templates)"), ("clu0", "first clustering"),
-             ("st", "detection (learned templates)"), ("clu", "final clustering"),
-             ("merge", "merging"), ("postproc", "Phy export"))
+KS4_STEPS = (
+    ("preproc", "preprocessing (filter, whitening)"),
+    ("drift", "drift correction"),
+    ("st0", "detection (universal templates)"),
+    ("clu0", "first clustering"),
+    ("st", "detection (learned templates)"),
+    ("clu", "final clustering"),
+    ("merge", "merging"),
+    ("postproc", "Phy export"),
+)
 #: settings run_kilosort accepts besides those of kilosort.parameters.DEFAULT_SETTINGS
 KS4_EXTRA_SETTINGS = ("filename", "data_dir", "results_dir", "probe_name", "probe_path")
 #: closing line of a kilosnake rule log (kilosnake.logs.log_closing)
-CLOSING = re.compile(r"(?P<stage>\S+) done in (?P<wall>[\d.]+) s \(CPU (?P<cpu>[\d.]+) s\), "
-                     r"peak host memory (?P<host>\d+) MB(?:, peak GPU pool (?P<pool>\d+) MB)?")
-SCORE_KEYS = ("n_gt_units", "n_sorted_units", "n_matched", "n_well_detected", "n_false_positive",
-              "n_redundant", "n_overmerged", "mean_accuracy", "median_accuracy", "mean_recall",
-              "mean_precision_matched", "n_snr_ge_5", "n_snr_ge_5_recall_ge_0.9",
-              "n_snr_ge_5_well_detected", "mean_recall_snr_ge_5")
+CLOSING = re.compile(
+    r"(?P<stage>\S+) done in (?P<wall>[\d.]+) s \(CPU (?P<cpu>[\d.]+) s\), "
+    r"peak host memory (?P<host>\d+) MB(?:, peak GPU pool (?P<pool>\d+) MB)?"
+)
+SCORE_KEYS = (
+    "n_gt_units",
+    "n_sorted_units",
+    "n_matched",
+    "n_well_detected",
+    "n_false_positive",
+    "n_redundant",
+    "n_overmerged",
+    "mean_accuracy",
+    "median_accuracy",
+    "mean_recall",
+    "mean_precision_matched",
+    "n_snr_ge_5",
+    "n_snr_ge_5_recall_ge_0.9",
+    "n_snr_ge_5_well_detected",
+    "mean_recall_snr_ge_5",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,44 +125,94 @@ SCORE_KEYS = ("n_gt_units", "n_sorted_units", "n_matched", "n_well_detected", "n
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="np", help="kilosnake.synth preset (default np)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="recording length in s (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the recording and of "
-                        "kilosnake")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gpu-speed"),
-                        help="recordings, run folders and stored figures (default %(default)s)")
-    parser.add_argument("--device", default="gpu", choices=("gpu", "cpu", "auto"),
-                        help="kilosnake device; Kilosort 4 uses CUDA unless this is cpu")
-    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
-                        help="snakemake --cores (default: all, %(default)s)")
-    parser.add_argument("--target", choices=("all", "phy"), default="all",
-                        help="all: what snakemake builds by default (Phy folder, input check, "
-                             "QC report); phy: the Phy folder only")
-    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra snakemake --config entries, e.g. gpu_memory_gb=2")
-    parser.add_argument("--ks4-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="Kilosort 4 settings besides the defaults (JSON values), e.g. "
-                             "batch_size=60000")
-    parser.add_argument("--warmup", type=float, default=0.0, metavar="SECONDS",
-                        help="before the timed run, sort a SECONDS-long recording of the same "
-                        "preset once (untimed in the comparison; its wall time is reported) so "
-                        "that CuPy's compiled-kernel cache is filled, as on any machine that "
-                        "has sorted before (default 0: the timed run starts cold)")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="recording length in s (default: the preset's)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of the recording and of kilosnake"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/gpu-speed"),
+        help="recordings, run folders and stored figures (default %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="gpu",
+        choices=("gpu", "cpu", "auto"),
+        help="kilosnake device; Kilosort 4 uses CUDA unless this is cpu",
+    )
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="snakemake --cores (default: all, %(default)s)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("all", "phy"),
+        default="all",
+        help="all: what snakemake builds by default (Phy folder, input check, "
+        "QC report); phy: the Phy folder only",
+    )
+    parser.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra snakemake --config entries, e.g. gpu_memory_gb=2",
+    )
+    parser.add_argument(
+        "--ks4-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Kilosort 4 settings besides the defaults (JSON values), e.g. batch_size=60000",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before the timed run, sort a SECONDS-long recording of the same "
+        "preset once (untimed in the comparison; its wall time is reported) so "
+        "that CuPy's compiled-kernel cache is filled, as on any machine that "
+        "has sorted before (default 0: the timed run starts cold)",
+    )
     parser.add_argument("--skip-kilosnake", action="store_true")
     parser.add_argument("--skip-ks4", action="store_true")
-    parser.add_argument("--reuse", type=Path, default=None, metavar="JSON",
-                        help="take the figures of a skipped sorter from this --json file")
-    parser.add_argument("--ks4-dry-run", action="store_true",
-                        help="print Kilosort 4's probe dict, settings and call, and the snakemake "
-                             "command; sort nothing")
-    parser.add_argument("--gen-workers", type=int, default=os.cpu_count() or 1,
-                        help="processes writing the recording (default %(default)s)")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="take the figures of a skipped sorter from this --json file",
+    )
+    parser.add_argument(
+        "--ks4-dry-run",
+        action="store_true",
+        help="print Kilosort 4's probe dict, settings and call, and the snakemake "
+        "command; sort nothing",
+    )
+    parser.add_argument(
+        "--gen-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes writing the recording (default %(default)s)",
+    )
     parser.add_argument("--poll-s", type=float, default=0.2, help="GPU memory sampling period")
-    parser.add_argument("--json", type=Path, default=None, help="write the table and every "
-                        "figure here (e.g. out/gpu_speed.json); every log goes beside it in "
-                        "one file, <name>_logs.txt")
-    parser.add_argument("--record", action="store_true",
-                        help="append the row to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write the table and every "
+        "figure here (e.g. out/gpu_speed.json); every log goes beside it in "
+        "one file, <name>_logs.txt",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="append the row to benchmarks/RESULTS.md"
+    )
     parser.add_argument("--ks4-child", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -146,17 +230,26 @@ def recording_files(args) -> dict:
     config = preset_config(args.preset, **overrides)
     name = f"{args.preset}_{config.duration_s:g}s_seed{args.seed}"
     folder = args.workdir.resolve() / "recordings"
-    rec = {"name": name, "dat": folder / f"{name}.bin", "probe": folder / f"{name}.probe.json",
-           "gt": folder / f"{name}_gt.npz", "meta": folder / f"{name}.meta.json"}
+    rec = {
+        "name": name,
+        "dat": folder / f"{name}.bin",
+        "probe": folder / f"{name}.probe.json",
+        "gt": folder / f"{name}_gt.npz",
+        "meta": folder / f"{name}.meta.json",
+    }
     expected = config.n_samples * config.n_channels_total * 2
-    present = all(rec[k].is_file() for k in ("dat", "probe", "gt", "meta")) and \
-        rec["dat"].stat().st_size == expected
+    present = (
+        all(rec[k].is_file() for k in ("dat", "probe", "gt", "meta"))
+        and rec["dat"].stat().st_size == expected
+    )
     gen = {"reused": present, "seconds": None, "workers": None}
     if not present:
         workers = max(1, min(args.gen_workers, os.cpu_count() or 1))
-        print(f"generating {rec['dat']} ({config.n_channels_total} columns, "
-              f"{config.duration_s:g} s, {config.n_units} units) with {workers} processes",
-              flush=True)
+        print(
+            f"generating {rec['dat']} ({config.n_channels_total} columns, "
+            f"{config.duration_s:g} s, {config.n_units} units) with {workers} processes",
+            flush=True,
+        )
         t0 = time.perf_counter()
         generate(config, folder, name=name, seed=args.seed, workers=workers)
         gen.update(seconds=time.perf_counter() - t0, workers=workers)
@@ -164,11 +257,18 @@ def recording_files(args) -> dict:
     else:
         print(f"reusing {rec['dat']}", flush=True)
     meta = json.loads(rec["meta"].read_text())
-    rec.update(n_channels=int(meta["n_channels_total"]), n_probe_channels=int(meta["n_channels"]),
-               sample_rate=float(meta["sample_rate"]), duration_s=float(meta["duration_s"]),
-               n_units=int(meta["n_units"]), n_gt_spikes=int(meta["n_spikes"]),
-               uv_per_bit=float(meta["uv_per_bit"]), preset=args.preset, seed=args.seed,
-               generation=gen)
+    rec.update(
+        n_channels=int(meta["n_channels_total"]),
+        n_probe_channels=int(meta["n_channels"]),
+        sample_rate=float(meta["sample_rate"]),
+        duration_s=float(meta["duration_s"]),
+        n_units=int(meta["n_units"]),
+        n_gt_spikes=int(meta["n_spikes"]),
+        uv_per_bit=float(meta["uv_per_bit"]),
+        preset=args.preset,
+        seed=args.seed,
+        generation=gen,
+    )
     return rec
 
 
@@ -213,8 +313,13 @@ class Monitor(threading.Thread):
         smi = shutil.which("nvidia-smi")
         if smi is None:
             return
-        cmd = [smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-               "-i", str(self.gpu_index)]
+        cmd = [
+            smi,
+            "--query-gpu=memory.used",
+            "--format=csv,noheader,nounits",
+            "-i",
+            str(self.gpu_index),
+        ]
 
         def read():
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout
@@ -222,9 +327,12 @@ class Monitor(threading.Thread):
 
         try:
             read()
-            name = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader",
-                                   "-i", str(self.gpu_index)], capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
+            name = subprocess.run(
+                [smi, "--query-gpu=name", "--format=csv,noheader", "-i", str(self.gpu_index)],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
         except Exception:
             return
         self._read, self.source, self.gpu_name = read, "nvidia-smi", name or None
@@ -290,8 +398,12 @@ def run_measured(cmd, log_path: Path, monitor: Monitor, cwd=ROOT, env=None) -> d
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         monitor.stop()
-    return {"wall_s": wall, "returncode": proc.returncode,
-            "largest_process_rss_mb": usage.ru_maxrss / 1024.0, "start_offset_s": t0 - monitor.t0}
+    return {
+        "wall_s": wall,
+        "returncode": proc.returncode,
+        "largest_process_rss_mb": usage.ru_maxrss / 1024.0,
+        "start_offset_s": t0 - monitor.t0,
+    }
 
 
 def tail(path: Path, n: int = 40) -> str:
@@ -307,11 +419,30 @@ def tail(path: Path, n: int = 40) -> str:
 
 def kilosnake_command(args, rec: dict, rundir: Path) -> list[str]:
     targets = [f"results/{rec['name']}/phy"] if args.target == "phy" else []
-    config = [f"dat={rec['dat']}", f"probe={rec['probe']}", f"n_channels={rec['n_channels']}",
-              f"sample_rate={rec['sample_rate']:g}", f"uv_per_bit={rec['uv_per_bit']:g}",
-              f"device={args.device}", f"seed={args.seed}", *args.config]
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(rundir),
-            "--cores", str(args.cores), *targets, "--config", *config]
+    config = [
+        f"dat={rec['dat']}",
+        f"probe={rec['probe']}",
+        f"n_channels={rec['n_channels']}",
+        f"sample_rate={rec['sample_rate']:g}",
+        f"uv_per_bit={rec['uv_per_bit']:g}",
+        f"device={args.device}",
+        f"seed={args.seed}",
+        *args.config,
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(rundir),
+        "--cores",
+        str(args.cores),
+        *targets,
+        "--config",
+        *config,
+    ]
 
 
 def warm_kernel_cache(args) -> dict:
@@ -332,10 +463,16 @@ def warm_kernel_cache(args) -> dict:
     with open(log_path, "w") as log:
         code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
-    print(f"warm-up sort of {rec['name']} {'done' if code == 0 else 'FAILED'} in {wall:.1f} s",
-          flush=True)
-    return {"recording": rec["name"], "duration_s": rec["duration_s"], "wall_s": wall,
-            "returncode": code}
+    print(
+        f"warm-up sort of {rec['name']} {'done' if code == 0 else 'FAILED'} in {wall:.1f} s",
+        flush=True,
+    )
+    return {
+        "recording": rec["name"],
+        "duration_s": rec["duration_s"],
+        "wall_s": wall,
+        "returncode": code,
+    }
 
 
 def run_kilosnake(args, rec: dict) -> dict:
@@ -350,11 +487,20 @@ def run_kilosnake(args, rec: dict) -> dict:
     monitor = Monitor(args.poll_s, watch=results / "benchmarks")
     base = monitor.baseline()
     run = run_measured(cmd, args.workdir.resolve() / "logs" / "kilosnake_snakemake.log", monitor)
-    out = {"command": cmd, "wall_s": run["wall_s"], "returncode": run["returncode"],
-           "largest_process_rss_mb": run["largest_process_rss_mb"], "gpu_source": monitor.source,
-           "gpu_name": monitor.gpu_name, "gpu_baseline_mb": base,
-           "gpu_device_peak_mb": monitor.peak(), "results": str(results),
-           "recording": rec["name"], "duration_s": rec["duration_s"], "warmup": warmup}
+    out = {
+        "command": cmd,
+        "wall_s": run["wall_s"],
+        "returncode": run["returncode"],
+        "largest_process_rss_mb": run["largest_process_rss_mb"],
+        "gpu_source": monitor.source,
+        "gpu_name": monitor.gpu_name,
+        "gpu_baseline_mb": base,
+        "gpu_device_peak_mb": monitor.peak(),
+        "results": str(results),
+        "recording": rec["name"],
+        "duration_s": rec["duration_s"],
+        "warmup": warmup,
+    }
     out["gpu_device_peak_above_idle_mb"] = _above(out["gpu_device_peak_mb"], base)
     stages = {}
     for rule, bench in read_benchmarks(results / "benchmarks").items():
@@ -365,12 +511,14 @@ def run_kilosnake(args, rec: dict) -> dict:
             stage["done_at_s"] = end - run["start_offset_s"]
             if stage["wall_s"] is not None:
                 stage["gpu_device_peak_above_idle_mb"] = _above(
-                    monitor.peak(end - stage["wall_s"] - args.poll_s, end), base)
+                    monitor.peak(end - stage["wall_s"] - args.poll_s, end), base
+                )
         stages[rule] = stage
     out["stages"] = stages
     out["to_phy_s"] = stages.get("export_phy", {}).get("done_at_s")
-    out["host_peak_mb"] = max((s["max_rss_mb"] for s in stages.values()
-                               if s["max_rss_mb"] is not None), default=None)
+    out["host_peak_mb"] = max(
+        (s["max_rss_mb"] for s in stages.values() if s["max_rss_mb"] is not None), default=None
+    )
     pools = [s["gpu_pool_mb"] for s in stages.values() if s.get("gpu_pool_mb") is not None]
     out["gpu_pool_peak_mb"] = max(pools) if pools else None
     status = "done" if run["returncode"] == 0 else f"FAILED (exit {run['returncode']})"
@@ -396,8 +544,11 @@ def read_benchmarks(folder: Path) -> dict:
             row = next(csv.DictReader(f, delimiter="\t"), None)
         if not row:
             continue
-        out[rule] = {"wall_s": _num(row.get("s")), "max_rss_mb": _num(row.get("max_rss")),
-                     "cpu_time_s": _num(row.get("cpu_time"))}
+        out[rule] = {
+            "wall_s": _num(row.get("s")),
+            "max_rss_mb": _num(row.get("max_rss")),
+            "cpu_time_s": _num(row.get("cpu_time")),
+        }
     return out
 
 
@@ -410,9 +561,12 @@ def read_closing_line(log: Path) -> dict:
     if not matches:
         return {}
     m = matches[-1]
-    return {"log_wall_s": float(m["wall"]), "log_cpu_s": float(m["cpu"]),
-            "log_host_mb": float(m["host"]),
-            "gpu_pool_mb": float(m["pool"]) if m["pool"] is not None else None}
+    return {
+        "log_wall_s": float(m["wall"]),
+        "log_cpu_s": float(m["cpu"]),
+        "log_host_mb": float(m["host"]),
+        "gpu_pool_mb": float(m["pool"]) if m["pool"] is not None else None,
+    }
 
 
 def _num(text):
@@ -431,9 +585,13 @@ def ks4_probe(rec: dict) -> dict:
     from kilosnake.io.probe import load_probe
 
     probe = load_probe(rec["probe"])
-    return {"chanMap": probe.chan_map.astype(int).tolist(), "xc": probe.xc.tolist(),
-            "yc": probe.yc.tolist(), "kcoords": probe.kcoords.tolist(),
-            "n_chan": int(probe.n_channels)}
+    return {
+        "chanMap": probe.chan_map.astype(int).tolist(),
+        "xc": probe.xc.tolist(),
+        "yc": probe.yc.tolist(),
+        "kcoords": probe.kcoords.tolist(),
+        "n_chan": int(probe.n_channels),
+    }
 
 
 def ks4_spec(args, rec: dict) -> dict:
@@ -446,11 +604,16 @@ def ks4_spec(args, rec: dict) -> dict:
         except json.JSONDecodeError:
             settings[key.strip()] = value
     work = args.workdir.resolve()
-    return {"settings": settings, "probe": ks4_probe(rec), "filename": str(rec["dat"]),
-            "results_dir": str(work / "ks4" / rec["name"]), "data_dtype": "int16",
-            "device": "cpu" if args.device == "cpu" else "cuda",
-            "downloads_dir": str(work / "ks4_downloads"),
-            "result_json": str(work / "ks4" / f"{rec['name']}.child.json")}
+    return {
+        "settings": settings,
+        "probe": ks4_probe(rec),
+        "filename": str(rec["dat"]),
+        "results_dir": str(work / "ks4" / rec["name"]),
+        "data_dtype": "int16",
+        "device": "cpu" if args.device == "cpu" else "cuda",
+        "downloads_dir": str(work / "ks4_downloads"),
+        "result_json": str(work / "ks4" / f"{rec['name']}.child.json"),
+    }
 
 
 def check_ks4_spec(spec: dict) -> list[str]:
@@ -484,8 +647,10 @@ def check_ks4_spec(spec: dict) -> list[str]:
             problems.append(f"(nearest_chans {nearest} > {n} channels: Kilosort 4 lowers it)")
     size = Path(spec["filename"]).stat().st_size
     if size % (2 * settings["n_chan_bin"]):
-        problems.append(f"file size {size} is not a whole number of int16 rows of "
-                        f"{settings['n_chan_bin']} channels")
+        problems.append(
+            f"file size {size} is not a whole number of int16 rows of "
+            f"{settings['n_chan_bin']} channels"
+        )
     return problems
 
 
@@ -513,26 +678,46 @@ def ks4_version() -> str | None:
 def print_ks4_dry_run(args, rec: dict) -> int:
     spec = ks4_spec(args, rec)
     probe = spec["probe"]
-    print(f"Kilosort {ks4_version() or '(not installed)'} would be called in a subprocess as\n"
-          f"  run_kilosort(settings={spec['settings']!r},\n"
-          f"               probe=<dict below>, filename={spec['filename']!r},\n"
-          f"               results_dir={spec['results_dir']!r}, data_dtype="
-          f"{spec['data_dtype']!r}, device=torch.device({spec['device']!r}))")
+    print(
+        f"Kilosort {ks4_version() or '(not installed)'} would be called in a subprocess as\n"
+        f"  run_kilosort(settings={spec['settings']!r},\n"
+        f"               probe=<dict below>, filename={spec['filename']!r},\n"
+        f"               results_dir={spec['results_dir']!r}, data_dtype="
+        f"{spec['data_dtype']!r}, device=torch.device({spec['device']!r}))"
+    )
     print("probe dict:")
     for key in ("chanMap", "xc", "yc", "kcoords"):
         v = probe[key]
         dtype = "int32" if key == "chanMap" else "float32"
-        print(f"  {key:8s} {dtype} ({len(v)},) first {v[:4]} last {v[-2:]} "
-              f"range [{min(v):g}, {max(v):g}]")
+        print(
+            f"  {key:8s} {dtype} ({len(v)},) first {v[:4]} last {v[-2:]} "
+            f"range [{min(v):g}, {max(v):g}]"
+        )
     print(f"  n_chan   {probe['n_chan']}")
     defaults = ks4_default_settings()
     if defaults is not None:
         merged = {**defaults, **spec["settings"]}
-        print("settings after Kilosort 4's defaults: " + ", ".join(
-            f"{k}={merged[k]!r}" for k in ("n_chan_bin", "fs", "batch_size", "nblocks",
-                                           "Th_universal", "Th_learned", "nt", "nt0min",
-                                           "templates_from_data", "nearest_chans", "tmin", "tmax")
-            if k in merged))
+        print(
+            "settings after Kilosort 4's defaults: "
+            + ", ".join(
+                f"{k}={merged[k]!r}"
+                for k in (
+                    "n_chan_bin",
+                    "fs",
+                    "batch_size",
+                    "nblocks",
+                    "Th_universal",
+                    "Th_learned",
+                    "nt",
+                    "nt0min",
+                    "templates_from_data",
+                    "nearest_chans",
+                    "tmin",
+                    "tmax",
+                )
+                if k in merged
+            )
+        )
     problems = check_ks4_spec(spec)
     print("checks: " + ("passed" if not problems else "; ".join(problems)))
     cmd = kilosnake_command(args, rec, args.workdir.resolve() / "kilosnake")
@@ -555,11 +740,20 @@ def run_ks4(args, rec: dict) -> dict:
     base = monitor.baseline()
     log = args.workdir.resolve() / "logs" / "ks4_console.log"
     run = run_measured(cmd, log, monitor)
-    out = {"version": ks4_version(), "settings": spec["settings"], "wall_s": run["wall_s"],
-           "returncode": run["returncode"], "largest_process_rss_mb": run["largest_process_rss_mb"],
-           "gpu_source": monitor.source, "gpu_name": monitor.gpu_name, "gpu_baseline_mb": base,
-           "gpu_device_peak_mb": monitor.peak(), "results": str(results),
-           "recording": rec["name"], "duration_s": rec["duration_s"]}
+    out = {
+        "version": ks4_version(),
+        "settings": spec["settings"],
+        "wall_s": run["wall_s"],
+        "returncode": run["returncode"],
+        "largest_process_rss_mb": run["largest_process_rss_mb"],
+        "gpu_source": monitor.source,
+        "gpu_name": monitor.gpu_name,
+        "gpu_baseline_mb": base,
+        "gpu_device_peak_mb": monitor.peak(),
+        "results": str(results),
+        "recording": rec["name"],
+        "duration_s": rec["duration_s"],
+    }
     out["gpu_device_peak_above_idle_mb"] = _above(out["gpu_device_peak_mb"], base)
     child = Path(spec["result_json"])
     if child.is_file():
@@ -584,10 +778,9 @@ def ks4_child(spec_path: Path) -> int:
     os.environ["KILOSORT_LOCAL_DOWNLOADS_PATH"] = str(downloads)  # never fetch anything
     import resource
 
+    import kilosort
     import numpy as np
     import torch
-
-    import kilosort
     from kilosort import run_kilosort
 
     packaged = Path(kilosort.__file__).parent / "wTEMP.npz"
@@ -595,11 +788,13 @@ def ks4_child(spec_path: Path) -> int:
         shutil.copyfile(packaged, downloads / "wTEMP.npz")
     t_imported = time.perf_counter()
     p = spec["probe"]
-    probe = {"chanMap": np.asarray(p["chanMap"], dtype=np.int32),
-             "xc": np.asarray(p["xc"], dtype=np.float32),
-             "yc": np.asarray(p["yc"], dtype=np.float32),
-             "kcoords": np.asarray(p["kcoords"], dtype=np.float32),
-             "n_chan": int(p["n_chan"])}
+    probe = {
+        "chanMap": np.asarray(p["chanMap"], dtype=np.int32),
+        "xc": np.asarray(p["xc"], dtype=np.float32),
+        "yc": np.asarray(p["yc"], dtype=np.float32),
+        "kcoords": np.asarray(p["kcoords"], dtype=np.float32),
+        "n_chan": int(p["n_chan"]),
+    }
     device = torch.device(spec["device"] if torch.cuda.is_available() else "cpu")
     peaks = {"allocated": 0, "reserved": 0}
     if device.type == "cuda":
@@ -613,24 +808,34 @@ def ks4_child(spec_path: Path) -> int:
 
         torch.cuda.reset_peak_memory_stats = note_peaks_then_reset
     t0 = time.perf_counter()
-    ops, st, clu, *_ = run_kilosort(settings=dict(spec["settings"]), probe=probe,
-                                    filename=Path(spec["filename"]),
-                                    results_dir=Path(spec["results_dir"]),
-                                    data_dtype=spec["data_dtype"], device=device)
+    ops, st, clu, *_ = run_kilosort(
+        settings=dict(spec["settings"]),
+        probe=probe,
+        filename=Path(spec["filename"]),
+        results_dir=Path(spec["results_dir"]),
+        data_dtype=spec["data_dtype"],
+        device=device,
+    )
     t1 = time.perf_counter()
-    out = {"import_s": t_imported - t_start, "run_kilosort_s": t1 - t0,
-           "own_runtime_s": _float(ops.get("runtime")),
-           "steps": {key: _float(ops.get(f"runtime_{key}")) for key, _ in KS4_STEPS},
-           "n_units_total": _int(ops.get("n_units_total")),
-           "n_units_good": _int(ops.get("n_units_good")),
-           "n_spikes": _int(ops.get("n_spikes")), "torch_device": str(device),
-           "torch_version": torch.__version__,
-           "child_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {
+        "import_s": t_imported - t_start,
+        "run_kilosort_s": t1 - t0,
+        "own_runtime_s": _float(ops.get("runtime")),
+        "steps": {key: _float(ops.get(f"runtime_{key}")) for key, _ in KS4_STEPS},
+        "n_units_total": _int(ops.get("n_units_total")),
+        "n_units_good": _int(ops.get("n_units_good")),
+        "n_spikes": _int(ops.get("n_spikes")),
+        "torch_device": str(device),
+        "torch_version": torch.__version__,
+        "child_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
     if device.type == "cuda":
-        out["torch_max_allocated_mb"] = max(peaks["allocated"],
-                                            torch.cuda.max_memory_allocated(device)) / 1e6
-        out["torch_max_reserved_mb"] = max(peaks["reserved"],
-                                           torch.cuda.max_memory_reserved(device)) / 1e6
+        out["torch_max_allocated_mb"] = (
+            max(peaks["allocated"], torch.cuda.max_memory_allocated(device)) / 1e6
+        )
+        out["torch_max_reserved_mb"] = (
+            max(peaks["reserved"], torch.cuda.max_memory_reserved(device)) / 1e6
+        )
     Path(spec["result_json"]).write_text(json.dumps(out, indent=1))
     return 0
 
@@ -659,17 +864,20 @@ def good_clusters(phy: Path) -> set | None:
     if not path.is_file():
         return None
     with open(path, newline="") as f:
-        return {int(r["cluster_id"]) for r in csv.DictReader(f, delimiter="\t")
-                if (r.get("KSLabel") or "").strip() == "good"}
+        return {
+            int(r["cluster_id"])
+            for r in csv.DictReader(f, delimiter="\t")
+            if (r.get("KSLabel") or "").strip() == "good"
+        }
 
 
 def score_folder(phy: Path, rec: dict) -> dict:
     """Score summaries of a Phy folder: all units, and the units labelled good."""
     import numpy as np
 
+    from kilosnake.groundtruth.score import score_spike_trains
     from kilosnake.groundtruth.truth import load_ground_truth
     from kilosnake.io.phy import load_phy_sorting
-    from kilosnake.groundtruth.score import score_spike_trains
 
     gt = load_ground_truth(rec["gt"])
     times, clusters = load_phy_sorting(phy)
@@ -679,15 +887,25 @@ def score_folder(phy: Path, rec: dict) -> dict:
     if good is not None:
         subsets["good"] = np.isin(clusters, np.array(sorted(good), dtype=np.int64))
     for label, keep in subsets.items():
-        result = score_spike_trains(gt.times, gt.units, times[keep], clusters[keep],
-                                    rec["sample_rate"], gt_snr=gt.snr)
+        result = score_spike_trains(
+            gt.times, gt.units, times[keep], clusters[keep], rec["sample_rate"], gt_snr=gt.snr
+        )
         s = result.summary
         out[label] = {k: s[k] for k in SCORE_KEYS if k in s}
         out[label]["n_spikes"] = int(keep.sum())
         if label == "all":
             detail = result.to_dict()
-            out[label].update({k: detail[k] for k in ("per_unit", "false_positive_units",
-                                                      "redundant_units", "overmerged_units")})
+            out[label].update(
+                {
+                    k: detail[k]
+                    for k in (
+                        "per_unit",
+                        "false_positive_units",
+                        "redundant_units",
+                        "overmerged_units",
+                    )
+                }
+            )
     return out
 
 
@@ -708,10 +926,12 @@ def _gb(mb):
 def _score_cell(s: dict | None) -> str:
     if not s:
         return "-"
-    return (f"{s['n_well_detected']} / {s['n_gt_units']} well detected, "
-            f"{s['n_false_positive']} FP, {s['n_redundant']} redundant, "
-            f"{s['n_overmerged']} overmerged, mean acc {_f(s['mean_accuracy'], '.3f')} "
-            f"({s['n_sorted_units']} units)")
+    return (
+        f"{s['n_well_detected']} / {s['n_gt_units']} well detected, "
+        f"{s['n_false_positive']} FP, {s['n_redundant']} redundant, "
+        f"{s['n_overmerged']} overmerged, mean acc {_f(s['mean_accuracy'], '.3f')} "
+        f"({s['n_sorted_units']} units)"
+    )
 
 
 def build_table(rec: dict, ksn: dict | None, ks4: dict | None) -> str:
@@ -719,16 +939,29 @@ def build_table(rec: dict, ksn: dict | None, ks4: dict | None) -> str:
     rows = [("", "kilosnake", "Kilosort 4")]
     dur = rec["duration_s"]
     gen = rec["generation"]
-    rows.append(("recording", f"{rec['name']}: {rec['n_channels']} columns, {dur:g} s, "
-                 f"{rec['n_units']} units", "same file, same probe"))
-    rows.append(("generation (not in either time)",
-                 "reused" if gen["reused"] else f"{gen['seconds']:.1f} s, {gen['workers']} "
-                 "processes", ""))
+    rows.append(
+        (
+            "recording",
+            f"{rec['name']}: {rec['n_channels']} columns, {dur:g} s, {rec['n_units']} units",
+            "same file, same probe",
+        )
+    )
+    rows.append(
+        (
+            "generation (not in either time)",
+            "reused" if gen["reused"] else f"{gen['seconds']:.1f} s, {gen['workers']} processes",
+            "",
+        )
+    )
     warm = (ksn or {}).get("warmup")
     if warm:
-        rows.append(("kernel-cache warm-up (not in the time): first sort on this machine",
-                     f"{warm['wall_s']:.1f} s for {warm['duration_s']:g} s of the same preset",
-                     ""))
+        rows.append(
+            (
+                "kernel-cache warm-up (not in the time): first sort on this machine",
+                f"{warm['wall_s']:.1f} s for {warm['duration_s']:g} s of the same preset",
+                "",
+            )
+        )
     if ksn and ksn.get("stages"):
         for rule, s in ksn["stages"].items():
             extra = []
@@ -744,41 +977,80 @@ def build_table(rec: dict, ksn: dict | None, ks4: dict | None) -> str:
         own = ks4.get("own_runtime_s")
         steps = sum(v for v in ks4["steps"].values() if v)
         if own is not None:
-            rows.append(("Kilosort 4 plots and setup (own total - steps)", "",
-                         f"{_f(own - steps)} s"))
+            rows.append(
+                ("Kilosort 4 plots and setup (own total - steps)", "", f"{_f(own - steps)} s")
+            )
             rows.append(("Kilosort 4 own total runtime", "", f"{_f(own)} s"))
         rows.append(("Kilosort 4 imports (torch, kilosort)", "", f"{_f(ks4.get('import_s'))} s"))
     kw = ksn.get("wall_s") if ksn else None
     kw4 = ks4.get("wall_s") if ks4 else None
-    rows.append(("total wall time (process start to exit)",
-                 f"{_f(kw)} s" + (f" (Phy folder at {_f(ksn.get('to_phy_s'))} s)"
-                                  if ksn and ksn.get("to_phy_s") else ""),
-                 f"{_f(kw4)} s"))
-    rows.append(("x real time (duration / wall)", _f(dur / kw if kw else None, ".2f", "x"),
-                 _f(dur / kw4 if kw4 else None, ".2f", "x")))
+    rows.append(
+        (
+            "total wall time (process start to exit)",
+            f"{_f(kw)} s"
+            + (
+                f" (Phy folder at {_f(ksn.get('to_phy_s'))} s)"
+                if ksn and ksn.get("to_phy_s")
+                else ""
+            ),
+            f"{_f(kw4)} s",
+        )
+    )
+    rows.append(
+        (
+            "x real time (duration / wall)",
+            _f(dur / kw if kw else None, ".2f", "x"),
+            _f(dur / kw4 if kw4 else None, ".2f", "x"),
+        )
+    )
     if kw and kw4:
         speed = f"{kw4 / kw:.2f}x (Kilosort 4 wall / kilosnake wall)"
         if ksn.get("to_phy_s"):
             speed += f"; to the Phy folder {kw4 / ksn['to_phy_s']:.2f}x"
         rows.append(("speed-up of kilosnake over Kilosort 4", speed, ""))
-    rows.append(("GPU device peak above idle (sampled)",
-                 _gb(ksn.get("gpu_device_peak_above_idle_mb")) if ksn else "-",
-                 _gb(ks4.get("gpu_device_peak_above_idle_mb")) if ks4 else "-"))
-    rows.append(("GPU peak inside the process",
-                 f"CuPy pool {_gb(ksn.get('gpu_pool_peak_mb'))}" if ksn else "-",
-                 (f"torch max allocated {_gb(ks4.get('torch_max_allocated_mb'))}, reserved "
-                  f"{_gb(ks4.get('torch_max_reserved_mb'))}") if ks4 else "-"))
-    rows.append(("host memory peak",
-                 (f"{_gb(ksn.get('host_peak_mb'))} (largest rule max_rss; largest single "
-                  f"process {_gb(ksn.get('largest_process_rss_mb'))})") if ksn else "-",
-                 _gb(ks4.get("host_peak_mb")) if ks4 else "-"))
+    rows.append(
+        (
+            "GPU device peak above idle (sampled)",
+            _gb(ksn.get("gpu_device_peak_above_idle_mb")) if ksn else "-",
+            _gb(ks4.get("gpu_device_peak_above_idle_mb")) if ks4 else "-",
+        )
+    )
+    rows.append(
+        (
+            "GPU peak inside the process",
+            f"CuPy pool {_gb(ksn.get('gpu_pool_peak_mb'))}" if ksn else "-",
+            (
+                f"torch max allocated {_gb(ks4.get('torch_max_allocated_mb'))}, reserved "
+                f"{_gb(ks4.get('torch_max_reserved_mb'))}"
+            )
+            if ks4
+            else "-",
+        )
+    )
+    rows.append(
+        (
+            "host memory peak",
+            (
+                f"{_gb(ksn.get('host_peak_mb'))} (largest rule max_rss; largest single "
+                f"process {_gb(ksn.get('largest_process_rss_mb'))})"
+            )
+            if ksn
+            else "-",
+            _gb(ks4.get("host_peak_mb")) if ks4 else "-",
+        )
+    )
     for label in ("all", "good"):
         a = (ksn or {}).get("scores", {}).get(label)
         b = (ks4 or {}).get("scores", {}).get(label)
         rows.append((f"accuracy, {label} units", _score_cell(a), _score_cell(b)))
         if (a and "n_snr_ge_5" in a) or (b and "n_snr_ge_5" in b):
-            rows.append((f"SNR >= 5, {label} units: recall >= 0.9 / well detected",
-                         _snr_cell(a), _snr_cell(b)))
+            rows.append(
+                (
+                    f"SNR >= 5, {label} units: recall >= 0.9 / well detected",
+                    _snr_cell(a),
+                    _snr_cell(b),
+                )
+            )
     lines = ["| " + " | ".join(rows[0]) + " |", "| --- | --- | --- |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     return "\n".join(lines)
@@ -787,8 +1059,7 @@ def build_table(rec: dict, ksn: dict | None, ks4: dict | None) -> str:
 def _snr_cell(s):
     if not s or "n_snr_ge_5" not in s:
         return "-"
-    return (f"{s['n_snr_ge_5_recall_ge_0.9']} / {s['n_snr_ge_5_well_detected']} of "
-            f"{s['n_snr_ge_5']}")
+    return f"{s['n_snr_ge_5_recall_ge_0.9']} / {s['n_snr_ge_5_well_detected']} of {s['n_snr_ge_5']}"
 
 
 def machine_label(ksn, ks4) -> str:
@@ -805,8 +1076,7 @@ def package_versions() -> dict:
     import importlib.metadata
 
     out = {}
-    for label, names in (("CuPy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")),
-                         ("torch", ("torch",))):
+    for label, names in (("CuPy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")), ("torch", ("torch",))):
         for name in names:
             try:
                 out[label] = importlib.metadata.version(name)
@@ -818,54 +1088,78 @@ def package_versions() -> dict:
 
 def figures_text(rec, ksn, ks4, args) -> str:
     dur = rec["duration_s"]
-    parts = [f"{rec['preset']} ({rec['n_probe_channels']} ch, {dur:g} s, {rec['n_units']} units)"
-             + (f", generation {rec['generation']['seconds']:.0f} s (excluded)"
-                if rec["generation"]["seconds"] else "")]
+    parts = [
+        f"{rec['preset']} ({rec['n_probe_channels']} ch, {dur:g} s, {rec['n_units']} units)"
+        + (
+            f", generation {rec['generation']['seconds']:.0f} s (excluded)"
+            if rec["generation"]["seconds"]
+            else ""
+        )
+    ]
     if ksn and ksn.get("wall_s"):
-        text = (f"kilosnake device={args.device} {ksn['wall_s']:.0f} s "
-                f"({dur / ksn['wall_s']:.2f}x real time")
+        text = (
+            f"kilosnake device={args.device} {ksn['wall_s']:.0f} s "
+            f"({dur / ksn['wall_s']:.2f}x real time"
+        )
         if ksn.get("to_phy_s"):
             text += f"; Phy folder at {ksn['to_phy_s']:.0f} s"
-        stages = ", ".join(f"{r} {s['wall_s']:.0f}" for r, s in ksn.get("stages", {}).items()
-                           if s.get("wall_s") is not None)
+        stages = ", ".join(
+            f"{r} {s['wall_s']:.0f}"
+            for r, s in ksn.get("stages", {}).items()
+            if s.get("wall_s") is not None
+        )
         warm = ksn.get("warmup")
         if warm:
-            text += (f"; CuPy kernel cache warmed by sorting {warm['duration_s']:g} s first, "
-                     f"{warm['wall_s']:.0f} s cold")
+            text += (
+                f"; CuPy kernel cache warmed by sorting {warm['duration_s']:g} s first, "
+                f"{warm['wall_s']:.0f} s cold"
+            )
         parts.append(text + f"; stages s: {stages})")
     if ks4 and ks4.get("wall_s"):
-        text = (f"Kilosort {ks4.get('version')} {ks4['wall_s']:.0f} s "
-                f"({dur / ks4['wall_s']:.2f}x real time")
+        text = (
+            f"Kilosort {ks4.get('version')} {ks4['wall_s']:.0f} s "
+            f"({dur / ks4['wall_s']:.2f}x real time"
+        )
         if ks4.get("own_runtime_s"):
             text += f"; own runtime {ks4['own_runtime_s']:.0f} s"
         parts.append(text + ")")
     if ksn and ks4 and ksn.get("wall_s") and ks4.get("wall_s"):
         parts.append(f"speed-up {ks4['wall_s'] / ksn['wall_s']:.2f}x")
     mem = []
-    for name, d, inner in (("kilosnake", ksn, "gpu_pool_peak_mb"),
-                           ("KS4", ks4, "torch_max_allocated_mb")):
+    for name, d, inner in (
+        ("kilosnake", ksn, "gpu_pool_peak_mb"),
+        ("KS4", ks4, "torch_max_allocated_mb"),
+    ):
         if d and d.get("wall_s"):
-            mem.append(f"{name} GPU {_gb(d.get('gpu_device_peak_above_idle_mb'))} above idle "
-                       f"(in process {_gb(d.get(inner))}), host {_gb(d.get('host_peak_mb'))}")
+            mem.append(
+                f"{name} GPU {_gb(d.get('gpu_device_peak_above_idle_mb'))} above idle "
+                f"(in process {_gb(d.get(inner))}), host {_gb(d.get('host_peak_mb'))}"
+            )
     parts += mem
     for name, d in (("kilosnake", ksn), ("KS4", ks4)):
         sc = (d or {}).get("scores") or {}
         if sc.get("all"):
             a, g = sc["all"], sc.get("good")
-            text = (f"{name}: {a['n_well_detected']} / {a['n_gt_units']} well detected, "
-                    f"{a['n_false_positive']} FP, {a['n_redundant']} redundant, mean accuracy "
-                    f"{a['mean_accuracy']:.3f}")
+            text = (
+                f"{name}: {a['n_well_detected']} / {a['n_gt_units']} well detected, "
+                f"{a['n_false_positive']} FP, {a['n_redundant']} redundant, mean accuracy "
+                f"{a['mean_accuracy']:.3f}"
+            )
             if g:
-                text += (f" (good units only: {g['n_well_detected']} well detected, "
-                         f"{g['n_false_positive']} FP, {g['n_sorted_units']} units)")
+                text += (
+                    f" (good units only: {g['n_well_detected']} well detected, "
+                    f"{g['n_false_positive']} FP, {g['n_sorted_units']} units)"
+                )
             parts.append(text)
     return "; ".join(parts)
 
 
 def results_row(rec, ksn, ks4, args) -> str:
     cmd = " ".join(shlex.quote(c) for c in ["python", "benchmarks/gpu_speed.py", *sys.argv[1:]])
-    return (f"| {datetime.date.today().isoformat()} | {machine_label(ksn, ks4)} | `{cmd}` | "
-            f"{figures_text(rec, ksn, ks4, args)} |\n")
+    return (
+        f"| {datetime.date.today().isoformat()} | {machine_label(ksn, ks4)} | `{cmd}` | "
+        f"{figures_text(rec, ksn, ks4, args)} |\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -898,9 +1192,15 @@ def write_json(args, rec, ksn, ks4, table, row) -> None:
     if args.json is None:
         return
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"argv": sys.argv[1:], "machine": machine_label(ksn, ks4),
-           "recording": {k: (str(v) if isinstance(v, Path) else v) for k, v in rec.items()},
-           "kilosnake": ksn, "ks4": ks4, "table": table, "results_row": row}
+    doc = {
+        "argv": sys.argv[1:],
+        "machine": machine_label(ksn, ks4),
+        "recording": {k: (str(v) if isinstance(v, Path) else v) for k, v in rec.items()},
+        "kilosnake": ksn,
+        "ks4": ks4,
+        "table": table,
+        "results_row": row,
+    }
     args.json.write_text(json.dumps(doc, indent=1, default=str))
     logs = sorted((args.workdir.resolve() / "logs").glob("*.log"))
     if ksn and ksn.get("results") and not ksn.get("earlier_run"):

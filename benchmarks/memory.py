@@ -22,6 +22,7 @@ redoes what is missing or older than its inputs: ``--rerun-triggers mtime``, so 
 added to the table meanwhile does not redo a long sort), so an interrupted benchmark can be
 resumed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,29 +36,63 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("check_input", "whitening", "preprocess", "drift", "detect", "learn", "final_pass",
-          "merge", "split", "cutoff", "export_phy", "input_report", "report", "scorecard")
+STAGES = (
+    "check_input",
+    "whitening",
+    "preprocess",
+    "drift",
+    "detect",
+    "learn",
+    "final_pass",
+    "merge",
+    "split",
+    "cutoff",
+    "export_phy",
+    "input_report",
+    "report",
+    "scorecard",
+)
 #: what a full run builds for a recording (the scorecard is scored outside the workflow: a raw
 #: file given with dat= has no ground truth in the workflow's eyes)
 TARGETS = ("phy", "report.html")
 TIME = "/usr/bin/time"
-OUTPUTS = ("input.json", "whitening.zarr", "preprocessed.zarr", "drift.zarr", "detect.zarr",
-           "templates.zarr", "spikes.zarr", "merge.zarr", "split.zarr", "cutoff.zarr", "phy")
+OUTPUTS = (
+    "input.json",
+    "whitening.zarr",
+    "preprocessed.zarr",
+    "drift.zarr",
+    "detect.zarr",
+    "templates.zarr",
+    "spikes.zarr",
+    "merge.zarr",
+    "split.zarr",
+    "cutoff.zarr",
+    "phy",
+)
 #: memory counts as flat when the longest recording's peak is within this factor of the shortest
 FLAT_FACTOR = 1.25
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0],
-                        help="recording lengths to compare (default: 10 30)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs="+",
+        default=[10.0, 30.0],
+        help="recording lengths to compare (default: 10 30)",
+    )
     parser.add_argument("--preset", default="small", help="generator preset (default: small)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--workdir", type=Path, default=Path("memory-benchmark"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--until", default=None, metavar="OUTPUT",
-                        help="build only up to this output (e.g. spikes.zarr) and print nothing")
+    parser.add_argument(
+        "--until",
+        default=None,
+        metavar="OUTPUT",
+        help="build only up to this output (e.g. spikes.zarr) and print nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,8 +109,7 @@ def generate_recording(workdir: Path, preset: str, minutes: float, seed: int) ->
     dat = workdir / "recordings" / f"{stem}.bin"
     if not dat.exists():
         t0 = time.perf_counter()
-        generate(preset_config(preset, duration_s=60.0 * minutes), dat.parent, name=stem,
-                 seed=seed)
+        generate(preset_config(preset, duration_s=60.0 * minutes), dat.parent, name=stem, seed=seed)
         print(f"generated {dat} in {time.perf_counter() - t0:.0f} s", flush=True)
     return dat
 
@@ -91,11 +125,26 @@ def sort(workdir: Path, dat: Path, device: str, cores: int, until: str | None = 
     stem = dat.stem
     probe = dat.with_name(f"{stem}.probe.json")
     targets = [f"results/{stem}/{name}" for name in ([until] if until else TARGETS)]
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "-s",
-           str(ROOT / "Snakefile"), "-d", str(workdir), *targets,
-           "--rerun-incomplete", "--rerun-triggers", "mtime", "--config", f"dat={dat}",
-           f"probe={probe}",
-           f"n_channels={n_channels_total(dat)}", f"device={device}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        str(cores),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *targets,
+        "--rerun-incomplete",
+        "--rerun-triggers",
+        "mtime",
+        "--config",
+        f"dat={dat}",
+        f"probe={probe}",
+        f"n_channels={n_channels_total(dat)}",
+        f"device={device}",
+    ]
     results = workdir / "results" / stem
     t0 = time.perf_counter()
     timed_run(cmd, results / "benchmarks", "snakemake " + " ".join(targets))
@@ -107,14 +156,17 @@ def score(results: Path, dat: Path) -> None:
     """Score the Phy folder against the recording's ground truth (timed like a stage)."""
     gt = dat.with_name(f"{dat.stem}_gt.npz")
     out = results / "scorecard.txt"
-    code = ("from kilosnake.export import write_scorecard; "
-            f"print(write_scorecard({str(results / 'phy')!r}, {str(gt)!r}, {str(out)!r}))")
+    code = (
+        "from kilosnake.export import write_scorecard; "
+        f"print(write_scorecard({str(results / 'phy')!r}, {str(gt)!r}, {str(out)!r}))"
+    )
     t0 = time.perf_counter()
     peak_kb = timed_run([sys.executable, "-c", code], results / "benchmarks", "scorecard")
     seconds = time.perf_counter() - t0
     if peak_kb is not None:
         (results / "benchmarks" / "scorecard.tsv").write_text(
-            f"s\tmax_rss\n{seconds:.4f}\t{peak_kb / 1024:.2f}\n")
+            f"s\tmax_rss\n{seconds:.4f}\t{peak_kb / 1024:.2f}\n"
+        )
 
 
 def timed_run(cmd: list, bench_dir: Path, label: str) -> int | None:
@@ -136,7 +188,7 @@ def timed_run(cmd: list, bench_dir: Path, label: str) -> int | None:
 
 
 def parse_time_v(text: str) -> int:
-    """"Maximum resident set size (kbytes)" of a ``/usr/bin/time -v`` report."""
+    """ "Maximum resident set size (kbytes)" of a ``/usr/bin/time -v`` report."""
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     if match is None:
         raise ValueError("no 'Maximum resident set size' line in the /usr/bin/time -v report")
@@ -181,8 +233,11 @@ def memory_table(runs: dict) -> str:
         if any(c is None for c in cells):
             continue
         flat = cells[-1][1] <= FLAT_FACTOR * cells[0][1]
-        rows.append(f"| {rule} | " + " | ".join(f"{s:.0f} / {mb:.0f}" for s, mb in cells)
-                    + f" | {'yes' if flat else 'NO'} |")
+        rows.append(
+            f"| {rule} | "
+            + " | ".join(f"{s:.0f} / {mb:.0f}" for s, mb in cells)
+            + f" | {'yes' if flat else 'NO'} |"
+        )
     return "\n".join(rows)
 
 
@@ -199,8 +254,9 @@ def disk_table(results: Path, minutes: float, raw: Path) -> str:
             rows.append(f"| {name} | {size / 1e6:.1f} | {size * per_hour / 1e9:.2f} |")
     rows.append(f"| all outputs | {total / 1e6:.1f} | {total * per_hour / 1e9:.2f} |")
     raw_size = raw.stat().st_size
-    rows.append(f"| raw file (read, not copied) | {raw_size / 1e6:.1f} | "
-                f"{raw_size * per_hour / 1e9:.2f} |")
+    rows.append(
+        f"| raw file (read, not copied) | {raw_size / 1e6:.1f} | {raw_size * per_hour / 1e9:.2f} |"
+    )
     return "\n".join(rows)
 
 
@@ -218,12 +274,16 @@ def main(argv=None) -> int:
         runs[minutes] = {"bench": stage_benchmarks(results), "results": results, "dat": dat}
     if not runs:
         return 0
-    print(f"\nmachine: {platform.node()} ({platform.machine()}), device={args.device}, "
-          f"--cores {args.cores}, preset {args.preset}")
+    print(
+        f"\nmachine: {platform.node()} ({platform.machine()}), device={args.device}, "
+        f"--cores {args.cores}, preset {args.preset}"
+    )
     print("\nwall time and peak resident memory per stage (snakemake benchmark: max_rss)\n")
     print(memory_table(runs))
-    print("\nwhole-run peak (/usr/bin/time -v, largest single process of every run): " + ", ".join(
-        f"{m:g} min {_mb(whole_run_peak_mb(runs[m]['results']))}" for m in sorted(runs)))
+    print(
+        "\nwhole-run peak (/usr/bin/time -v, largest single process of every run): "
+        + ", ".join(f"{m:g} min {_mb(whole_run_peak_mb(runs[m]['results']))}" for m in sorted(runs))
+    )
     longest = max(runs)
     spikes = _n_spikes(runs[longest]["results"])
     print(f"\ndisk use of the {longest:g} min recording ({spikes} spikes), scaled per hour\n")

@@ -47,36 +47,75 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: stages whose jobs are split over time blocks, and the rules that make them up
-SCATTERED = {"preprocess": ("preprocess_block", "gather_preprocessed"),
-             "final_pass": ("final_pass_block", "gather_spikes")}
+SCATTERED = {
+    "preprocess": ("preprocess_block", "gather_preprocessed"),
+    "final_pass": ("final_pass_block", "gather_spikes"),
+}
 #: the other stages, in pipeline order
-STAGES = ("check_input", "whitening", "preprocess", "drift", "detect", "learn", "final_pass",
-          "merge", "split", "cutoff", "export_phy")
+STAGES = (
+    "check_input",
+    "whitening",
+    "preprocess",
+    "drift",
+    "detect",
+    "learn",
+    "final_pass",
+    "merge",
+    "split",
+    "cutoff",
+    "export_phy",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="np", help="kilosnake.synth preset (default np)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="recording length in s (default: the preset's)")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="recording length in s (default: the preset's)"
+    )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2],
-                        help="values of --resources gpu= to run (default 1 2)")
-    parser.add_argument("--compare", type=int, nargs="*", default=[1, 2],
-                        help="gpu= values whose earlier runs (kept in --workdir) join the table")
-    parser.add_argument("--blocks", type=int, default=8,
-                        help="scatter_blocks: time blocks of preprocess and final pass")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="values of --resources gpu= to run (default 1 2)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="gpu= values whose earlier runs (kept in --workdir) join the table",
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=8,
+        help="scatter_blocks: time blocks of preprocess and final pass",
+    )
     parser.add_argument("--device", default="gpu", choices=("gpu", "cpu", "auto"))
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/multi-gpu"))
-    parser.add_argument("--gen-workers", type=int, default=os.cpu_count() or 1,
-                        help="processes writing the recording")
-    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra snakemake --config entries")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write every figure here (e.g. out/multi_gpu.json)")
-    parser.add_argument("--record", action="store_true",
-                        help="append the row to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--gen-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes writing the recording",
+    )
+    parser.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra snakemake --config entries",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write every figure here (e.g. out/multi_gpu.json)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="append the row to benchmarks/RESULTS.md"
+    )
     return parser.parse_args(argv)
 
 
@@ -85,19 +124,44 @@ def recording(args) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gpu_speed import recording_files
 
-    ns = argparse.Namespace(preset=args.preset, duration=args.duration, seed=args.seed,
-                            workdir=args.workdir, gen_workers=args.gen_workers)
+    ns = argparse.Namespace(
+        preset=args.preset,
+        duration=args.duration,
+        seed=args.seed,
+        workdir=args.workdir,
+        gen_workers=args.gen_workers,
+    )
     return recording_files(ns)
 
 
 def command(args, rec: dict, rundir: Path, gpus: int) -> list[str]:
-    config = [f"dat={rec['dat']}", f"probe={rec['probe']}", f"n_channels={rec['n_channels']}",
-              f"sample_rate={rec['sample_rate']:g}", f"uv_per_bit={rec['uv_per_bit']:g}",
-              f"device={args.device}", f"seed={args.seed}", f"scatter_blocks={args.blocks}",
-              *args.config]
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(rundir),
-            "--cores", str(args.cores), f"results/{rec['name']}/phy",
-            "--resources", f"gpu={gpus}", "--config", *config]
+    config = [
+        f"dat={rec['dat']}",
+        f"probe={rec['probe']}",
+        f"n_channels={rec['n_channels']}",
+        f"sample_rate={rec['sample_rate']:g}",
+        f"uv_per_bit={rec['uv_per_bit']:g}",
+        f"device={args.device}",
+        f"seed={args.seed}",
+        f"scatter_blocks={args.blocks}",
+        *args.config,
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(rundir),
+        "--cores",
+        str(args.cores),
+        f"results/{rec['name']}/phy",
+        "--resources",
+        f"gpu={gpus}",
+        "--config",
+        *config,
+    ]
 
 
 def job_times(folder: Path) -> dict:
@@ -132,8 +196,11 @@ def stage_figures(jobs: dict) -> dict:
             block, gather = SCATTERED[stage]
             parts = [v for k, v in jobs.items() if k.startswith(block + ".") or k == gather]
             if parts:
-                out[stage] = {"wall_s": max(e for _, e, _ in parts) - min(s for s, _, _ in parts),
-                              "jobs_s": sum(w for _, _, w in parts), "n_jobs": len(parts)}
+                out[stage] = {
+                    "wall_s": max(e for _, e, _ in parts) - min(s for s, _, _ in parts),
+                    "jobs_s": sum(w for _, _, w in parts),
+                    "n_jobs": len(parts),
+                }
         elif stage in jobs:
             out[stage] = {"wall_s": jobs[stage][2], "jobs_s": jobs[stage][2], "n_jobs": 1}
     return out
@@ -141,8 +208,11 @@ def stage_figures(jobs: dict) -> dict:
 
 def folder_digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and
-                       not p.name.startswith(".") and p.name != "phy.log"):
+    for path in sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "phy.log"
+    ):
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 
@@ -167,12 +237,17 @@ def run(args, rec: dict, gpus: int) -> dict:
         print("".join(log.read_text(errors="replace").splitlines(True)[-40:]), flush=True)
         return out
     jobs = job_times(results / "benchmarks")
-    out.update(jobs={k: {"start": s, "end": e, "wall_s": w} for k, (s, e, w) in jobs.items()},
-               stages=stage_figures(jobs), gpu_of_job=gpus_used(results / "logs"),
-               phy_digest=folder_digest(results / "phy"))
-    print(f"gpu={gpus}: done in {wall:.1f} s; GPUs used by the jobs: "
-          f"{sorted(set(out['gpu_of_job'].values())) or 'as CUDA_VISIBLE_DEVICES said'}",
-          flush=True)
+    out.update(
+        jobs={k: {"start": s, "end": e, "wall_s": w} for k, (s, e, w) in jobs.items()},
+        stages=stage_figures(jobs),
+        gpu_of_job=gpus_used(results / "logs"),
+        phy_digest=folder_digest(results / "phy"),
+    )
+    print(
+        f"gpu={gpus}: done in {wall:.1f} s; GPUs used by the jobs: "
+        f"{sorted(set(out['gpu_of_job'].values())) or 'as CUDA_VISIBLE_DEVICES said'}",
+        flush=True,
+    )
     return out
 
 
@@ -195,15 +270,17 @@ def table(runs: list) -> str:
     if not ok:
         return "no run finished"
     base = ok[0]
-    head = "| stage | " + " | ".join(f"gpu={r['gpus']} wall s (jobs s)" for r in ok) + \
-        " | speed-up |"
+    head = (
+        "| stage | " + " | ".join(f"gpu={r['gpus']} wall s (jobs s)" for r in ok) + " | speed-up |"
+    )
     lines = [head, "|" + " --- |" * (len(ok) + 2)]
     for stage in STAGES:
         cells = []
         for r in ok:
             s = r["stages"].get(stage)
-            cells.append("" if s is None else f"{s['wall_s']:.1f} ({s['jobs_s']:.1f}, "
-                                              f"{s['n_jobs']} jobs)")
+            cells.append(
+                "" if s is None else f"{s['wall_s']:.1f} ({s['jobs_s']:.1f}, {s['n_jobs']} jobs)"
+            )
         a, b = base["stages"].get(stage), ok[-1]["stages"].get(stage)
         speed = f"{a['wall_s'] / b['wall_s']:.2f}x" if a and b and b["wall_s"] > 0 else ""
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {speed} |")
@@ -225,25 +302,45 @@ def main(argv=None) -> int:
     text = table(runs)
     digests = {r["phy_digest"] for r in runs if r.get("returncode") == 0}
     same = len(digests) == 1
-    print(f"\n{rec['name']}: scatter_blocks={args.blocks}, device={args.device}, "
-          f"{platform.node()}\n{text}\nPhy folders identical across runs: {same}", flush=True)
-    speedups = {stage: runs[0]["stages"][stage]["wall_s"] / runs[-1]["stages"][stage]["wall_s"]
-                for stage in SCATTERED if all(r.get("returncode") == 0 for r in runs)
-                and stage in runs[0]["stages"] and stage in runs[-1]["stages"]}
+    print(
+        f"\n{rec['name']}: scatter_blocks={args.blocks}, device={args.device}, "
+        f"{platform.node()}\n{text}\nPhy folders identical across runs: {same}",
+        flush=True,
+    )
+    speedups = {
+        stage: runs[0]["stages"][stage]["wall_s"] / runs[-1]["stages"][stage]["wall_s"]
+        for stage in SCATTERED
+        if all(r.get("returncode") == 0 for r in runs)
+        and stage in runs[0]["stages"]
+        and stage in runs[-1]["stages"]
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"recording": {k: str(v) for k, v in rec.items()},
-                                         "blocks": args.blocks, "runs": runs, "table": text,
-                                         "scattered_speedup": speedups,
-                                         "phy_identical": same}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "recording": {k: str(v) for k, v in rec.items()},
+                    "blocks": args.blocks,
+                    "runs": runs,
+                    "table": text,
+                    "scattered_speedup": speedups,
+                    "phy_identical": same,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     if args.record and speedups:
         from results_table import append_row
 
         figure = ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items())
-        append_row("## Several GPUs", f"| {time.strftime('%Y-%m-%d')} | {platform.node()} | "
-                   f"`python benchmarks/multi_gpu.py --gpus {' '.join(map(str, args.gpus))} "
-                   f"--blocks {args.blocks}` | speed-up gpu={args.gpus[0]} -> "
-                   f"{args.gpus[-1]}: {figure}; Phy identical: {same} |\n")
+        append_row(
+            "## Several GPUs",
+            f"| {time.strftime('%Y-%m-%d')} | {platform.node()} | "
+            f"`python benchmarks/multi_gpu.py --gpus {' '.join(map(str, args.gpus))} "
+            f"--blocks {args.blocks}` | speed-up gpu={args.gpus[0]} -> "
+            f"{args.gpus[-1]}: {figure}; Phy identical: {same} |\n",
+        )
     ok = all(r.get("returncode") == 0 for r in fresh) and same
     return 0 if ok else 1
 

@@ -4,6 +4,7 @@
 
 Prints seconds per stage, x real time and peak host memory (ru_maxrss of this process).
 """
+
 import argparse
 import platform
 import tempfile
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kilosnake.runtime.backend import get_backend
-from kilosnake.runtime.logs import peak_host_memory_mb
-from kilosnake.params import resolve
-from kilosnake.preprocess.whitening import compute_whitening
-from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.io.probe import neuropixels_like
 from kilosnake.io.recording import RecordingInfo
+from kilosnake.params import resolve
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.runtime.backend import get_backend
+from kilosnake.runtime.logs import peak_host_memory_mb
 
 FS = 30000.0
 
@@ -50,11 +51,15 @@ def main():
         t1 = time.perf_counter()
         preprocess_recording(info, tmp / "w.zarr", p, be, tmp / "p.zarr")
         t2 = time.perf_counter()
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"device {be.device_label}")
-    print(f"{args.channels} ch x {args.seconds:.0f} s: whitening {t1 - t0:.1f} s, preprocess "
-          f"{t2 - t1:.1f} s ({args.seconds / (t2 - t1):.1f}x real time), peak host memory "
-          f"{peak_host_memory_mb():.0f} MB")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"device {be.device_label}"
+    )
+    print(
+        f"{args.channels} ch x {args.seconds:.0f} s: whitening {t1 - t0:.1f} s, preprocess "
+        f"{t2 - t1:.1f} s ({args.seconds / (t2 - t1):.1f}x real time), peak host memory "
+        f"{peak_host_memory_mb():.0f} MB"
+    )
 
 
 if __name__ == "__main__":

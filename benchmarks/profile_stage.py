@@ -9,6 +9,7 @@ synchronously (``CUDA_LAUNCH_BLOCKING=1``), so GPU time is charged to the Python
 launched it rather than to the next synchronisation; without it the wall time is the real one.
 Prints the wall time and the functions with the largest own and cumulative time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,18 @@ RULE_STAGES = {
     "split": ("split",),
     "cutoff": ("cutoff",),
     "export_phy": ("export",),
-    "report": ("preprocess", "whitening", "drift", "detect", "learn", "final_pass", "merge",
-               "split", "cutoff", "export"),
+    "report": (
+        "preprocess",
+        "whitening",
+        "drift",
+        "detect",
+        "learn",
+        "final_pass",
+        "merge",
+        "split",
+        "cutoff",
+        "export",
+    ),
 }
 
 
@@ -64,42 +75,72 @@ def stage_parameters(stage: str, device: str, overrides: list[str]) -> dict:
 
 def stage_call(stage: str, results: Path, p: dict, out: Path):
     """A zero-argument callable that runs ``stage`` on the stores in ``results``."""
+    from kilosnake.curation import cutoff, merge, split
     from kilosnake.drift.estimate import run_drift
+    from kilosnake.export.shanks import export_recording
     from kilosnake.preprocess.traces import run_preprocess
     from kilosnake.preprocess.whitening import run_whitening
-    from kilosnake.curation import cutoff, merge, split
     from kilosnake.report.build import write_report
-    from kilosnake.export.shanks import export_recording
     from kilosnake.sorting import detect, final_pass, learn
 
     r = results
     drift_store = r / "drift.zarr" if (r / "drift.zarr").exists() else None
     calls = {
         "whitening": lambda: run_whitening(r / "input.json", p, out),
-        "preprocess": lambda: run_preprocess(r / "input.json", r / "whitening.zarr",
-                                                        p, out),
-        "drift": lambda: run_drift(r / "preprocessed.zarr", r / "whitening.zarr", out,
-                                         out.with_suffix(".png"), p),
+        "preprocess": lambda: run_preprocess(r / "input.json", r / "whitening.zarr", p, out),
+        "drift": lambda: run_drift(
+            r / "preprocessed.zarr", r / "whitening.zarr", out, out.with_suffix(".png"), p
+        ),
         "detect": lambda: detect.run_detect(r / "preprocessed.zarr", out, p, drift_store),
-        "learn": lambda: learn.run_learn(r / "preprocessed.zarr", r / "detect.zarr", out, p,
-                                         drift_store),
-        "final_pass": lambda: final_pass.run_final_pass(r / "preprocessed.zarr",
-                                                        r / "templates.zarr", out, p,
-                                                        drift_store),
+        "learn": lambda: learn.run_learn(
+            r / "preprocessed.zarr", r / "detect.zarr", out, p, drift_store
+        ),
+        "final_pass": lambda: final_pass.run_final_pass(
+            r / "preprocessed.zarr", r / "templates.zarr", out, p, drift_store
+        ),
         "merge": lambda: merge.run_merge(r / "spikes.zarr", r / "input.json", p, out),
-        "split": lambda: split.run_split(r / "spikes.zarr", r / "templates.zarr",
-                                         r / "merge.zarr", r / "input.json", p, out, workers=8),
-        "cutoff": lambda: cutoff.run_cutoff(r / "spikes.zarr", r / "split.zarr",
-                                            r / "whitening.zarr", r / "input.json", p, p["Th"],
-                                            out, workers=8),
+        "split": lambda: split.run_split(
+            r / "spikes.zarr",
+            r / "templates.zarr",
+            r / "merge.zarr",
+            r / "input.json",
+            p,
+            out,
+            workers=8,
+        ),
+        "cutoff": lambda: cutoff.run_cutoff(
+            r / "spikes.zarr",
+            r / "split.zarr",
+            r / "whitening.zarr",
+            r / "input.json",
+            p,
+            p["Th"],
+            out,
+            workers=8,
+        ),
         "export_phy": lambda: export_recording(
-            r / "spikes.zarr", r / "templates.zarr", r / "whitening.zarr", r / "input.json",
-            r / "split.zarr", r / "cutoff.zarr", [], p, out.with_suffix("")),
+            r / "spikes.zarr",
+            r / "templates.zarr",
+            r / "whitening.zarr",
+            r / "input.json",
+            r / "split.zarr",
+            r / "cutoff.zarr",
+            [],
+            p,
+            out.with_suffix(""),
+        ),
         "report": lambda: write_report(
-            out.with_suffix(".html"), r / "input.json", r / "phy",
-            preprocessed=r / "preprocessed.zarr", spikes=r / "spikes.zarr",
-            drift=drift_store, drift_plot=r / "drift.png", input_check=r / "input_check.png",
-            params=p, workers=8),
+            out.with_suffix(".html"),
+            r / "input.json",
+            r / "phy",
+            preprocessed=r / "preprocessed.zarr",
+            spikes=r / "spikes.zarr",
+            drift=drift_store,
+            drift_plot=r / "drift.png",
+            input_check=r / "input_check.png",
+            params=p,
+            workers=8,
+        ),
     }
     return calls[stage]
 
@@ -125,8 +166,10 @@ def main(argv=None) -> int:
     finally:
         wall = time.perf_counter() - t0
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{args.stage} on {args.device}{' (synchronous kernels)' if args.sync else ''}: "
-          f"{wall:.2f} s wall")
+    print(
+        f"{args.stage} on {args.device}{' (synchronous kernels)' if args.sync else ''}: "
+        f"{wall:.2f} s wall"
+    )
     if profiler:
         for key in ("tottime", "cumulative"):
             text = io.StringIO()

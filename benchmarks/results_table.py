@@ -1,4 +1,5 @@
 """Appending a row to a section of benchmarks/RESULTS.md (shared by the benchmark scripts)."""
+
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -15,8 +16,9 @@ def append_row(section: str, row: str, results: Path = RESULTS) -> None:
         lines += ["\n", section + "\n", "\n", TABLE_HEADER, row]
     else:
         start = next(i for i, line in enumerate(lines) if line.strip() == section)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         while end > start and not lines[end - 1].strip():
             end -= 1
         lines.insert(end, row)

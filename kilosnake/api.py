@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.errors import KilosnakeError
-from kilosnake.runtime.logs import add_default_handler
 from kilosnake.io.probe import load_probe, write_npy_folder
+from kilosnake.runtime.logs import add_default_handler
 from kilosnake.workflow.recordings import recording_name
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,17 @@ SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
 
 #: what each stage leaves in results/<name>/ (``stop_after`` values)
 STAGE_OUTPUTS = {
-    "check_input": "input.json", "whitening": "whitening.zarr",
-    "preprocess": "preprocessed.zarr", "drift": "drift.zarr", "detect": "detect.zarr",
-    "learn": "templates.zarr", "final_pass": "spikes.zarr", "merge": "merge.zarr",
-    "split": "split.zarr", "cutoff": "cutoff.zarr", "export_phy": "phy",
+    "check_input": "input.json",
+    "whitening": "whitening.zarr",
+    "preprocess": "preprocessed.zarr",
+    "drift": "drift.zarr",
+    "detect": "detect.zarr",
+    "learn": "templates.zarr",
+    "final_pass": "spikes.zarr",
+    "merge": "merge.zarr",
+    "split": "split.zarr",
+    "cutoff": "cutoff.zarr",
+    "export_phy": "phy",
 }
 
 
@@ -80,7 +87,7 @@ class Bunch(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def copy(self) -> "Bunch":
+    def copy(self) -> Bunch:
         return Bunch(self)
 
 
@@ -122,9 +129,20 @@ class RunResult:
         return None if self.phy_dir is None else self.phy_dir / "params.py"
 
 
-def run(dat_path=None, dir_path=None, output_dir=None, probe=None, params=None,
-        stop_after=None, n_channels=None, dtype=None, sample_rate=None, cores=None,
-        snakefile=None, **kwargs) -> RunResult:
+def run(
+    dat_path=None,
+    dir_path=None,
+    output_dir=None,
+    probe=None,
+    params=None,
+    stop_after=None,
+    n_channels=None,
+    dtype=None,
+    sample_rate=None,
+    cores=None,
+    snakefile=None,
+    **kwargs,
+) -> RunResult:
     """Sort a raw recording, pykilosort style; return where the results are.
 
     Parameters
@@ -174,19 +192,28 @@ def run(dat_path=None, dir_path=None, output_dir=None, probe=None, params=None,
         logger.warning("run(): ignoring unsupported arguments %s", ", ".join(sorted(kwargs)))
     dat_path = Path(dat_path).resolve()
     dir_path = Path(dir_path).resolve() if dir_path is not None else dat_path.parent
-    workdir = (Path(output_dir).resolve() if output_dir is not None
-               else dir_path / "kilosnake_output")
+    workdir = (
+        Path(output_dir).resolve() if output_dir is not None else dir_path / "kilosnake_output"
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     name = recording_name(str(dat_path))
-    config = run_config(dat_path, probe_source(probe, workdir), n_channels or _nchan_tot(probe),
-                        dtype, sample_rate, params)
+    config = run_config(
+        dat_path,
+        probe_source(probe, workdir),
+        n_channels or _nchan_tot(probe),
+        dtype,
+        sample_rate,
+        params,
+    )
     target = f"results/{name}/{last_output}"
     logger.info("kilosnake run: %s -> %s (%s)", dat_path, workdir / target, workdir)
     try:
         execute(Path(snakefile or SNAKEFILE), workdir, config, [target], cores or os.cpu_count())
     except Exception as exc:
-        raise RunError(f"the workflow failed ({exc}); the failing stage's log is in "
-                       f"{workdir / 'results' / name / 'logs'}") from exc
+        raise RunError(
+            f"the workflow failed ({exc}); the failing stage's log is in "
+            f"{workdir / 'results' / name / 'logs'}"
+        ) from exc
     return collect_result(name, workdir, stop_after, time.perf_counter() - t0)
 
 
@@ -251,16 +278,25 @@ def run_config(dat_path: Path, probe: str, n_channels, dtype, sample_rate, param
 def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: int) -> None:
     """Run the workflow in-process with Snakemake's Python API; raise if a job failed."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings,
-                                          ResourceSettings)
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
 
     if not snakefile.is_file():
-        raise FileNotFoundError(f"the kilosnake workflow {snakefile} is missing; run() needs a "
-                                "source checkout (pip install -e .)")
+        raise FileNotFoundError(
+            f"the kilosnake workflow {snakefile} is missing; run() needs a "
+            "source checkout (pip install -e .)"
+        )
     with SnakemakeApi(OutputSettings(show_failed_logs=True)) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(cores=cores),
-                                config_settings=ConfigSettings(config=config),
-                                snakefile=snakefile, workdir=workdir)
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=cores),
+            config_settings=ConfigSettings(config=config),
+            snakefile=snakefile,
+            workdir=workdir,
+        )
         workflow.dag(DAGSettings(targets=frozenset(targets))).execute_workflow(executor="local")
 
 
@@ -280,8 +316,11 @@ def phy_counts(phy_dir: Path) -> tuple[int, int, int]:
     clusters = np.load(phy_dir / "spike_clusters.npy")
     units = np.unique(clusters)
     with (phy_dir / "cluster_KSLabel.tsv").open() as f:
-        good = {int(r["cluster_id"]) for r in csv.DictReader(f, delimiter="\t")
-                if r["KSLabel"] == "good"}
+        good = {
+            int(r["cluster_id"])
+            for r in csv.DictReader(f, delimiter="\t")
+            if r["KSLabel"] == "good"
+        }
     return int(units.size), int(sum(int(u) in good for u in units)), int(clusters.size)
 
 
@@ -292,8 +331,23 @@ def collect_result(name: str, workdir: Path, stop_after, wall_s: float) -> RunRe
     if stage_or_default(stop_after) != "export_phy" or not phy_dir.is_dir():
         phy_dir = None
     n_units, n_good, n_spikes = phy_counts(phy_dir) if phy_dir else (0, 0, 0)
-    result = RunResult(name, workdir, results_dir, phy_dir, n_units, n_good, n_spikes,
-                       read_benchmark_seconds(results_dir), wall_s)
-    logger.info("kilosnake run done in %.1f s: %d units (%d good), %d spikes; Phy folder %s",
-                wall_s, n_units, n_good, n_spikes, phy_dir)
+    result = RunResult(
+        name,
+        workdir,
+        results_dir,
+        phy_dir,
+        n_units,
+        n_good,
+        n_spikes,
+        read_benchmark_seconds(results_dir),
+        wall_s,
+    )
+    logger.info(
+        "kilosnake run done in %.1f s: %d units (%d good), %d spikes; Phy folder %s",
+        wall_s,
+        n_units,
+        n_good,
+        n_spikes,
+        phy_dir,
+    )
     return result

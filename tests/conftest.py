@@ -1,7 +1,8 @@
 """Shared fixtures: the array backends every numerical test runs on."""
+
 import pytest
 
-from kilosnake.runtime.backend import cpu_backend, _gpu_backend_or_reason
+from kilosnake.runtime.backend import _gpu_backend_or_reason, cpu_backend
 
 
 def _backends():

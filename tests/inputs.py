@@ -1,4 +1,5 @@
 """Small recordings and probes written for tests."""
+
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +7,16 @@ import numpy as np
 from kilosnake.io.probe import Probe, neuropixels_like, write_npy_folder, write_probeinterface_json
 
 
-def write_noise_recording(folder: Path, n_channels=32, n_samples=40000, dtype="int16",
-                          extra_channels=0, seed=0, offset=100.0, sd=10.0) -> Path:
+def write_noise_recording(
+    folder: Path,
+    n_channels=32,
+    n_samples=40000,
+    dtype="int16",
+    extra_channels=0,
+    seed=0,
+    offset=100.0,
+    sd=10.0,
+) -> Path:
     """Gaussian noise with a DC offset, samples x channels interleaved."""
     rng = np.random.default_rng(seed)
     x = rng.normal(offset, sd, (n_samples, n_channels + extra_channels))

@@ -1,4 +1,5 @@
 """pykilosort's Python API: the README example runs with only its import line changed."""
+
 import json
 import os
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from kilosnake.api import Bunch, RunError, RunResult, run, stage_or_default
-from kilosnake.io.phy import read_params_py
 from kilosnake.export.validate import validate_phy
+from kilosnake.io.phy import read_params_py
 
 #: pykilosort's README example; only the import line differs
 EXAMPLE = """
@@ -34,7 +35,7 @@ def test_bunch_is_a_dict_with_attribute_access():
     del b.a
     assert "a" not in b
     with pytest.raises(AttributeError):
-        b.missing
+        _ = b.missing
     assert isinstance(b.copy(), Bunch)
 
 
@@ -51,8 +52,12 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path):
 
 def test_a_failing_stage_raises_and_names_its_log(tmp_path):
     np.zeros((10, 385), np.int16).tofile(tmp_path / "rec.bin")
-    one_based = Bunch(NchanTOT=385, chanMap=np.arange(1, 385), xc=np.tile([0.0, 32.0], 192),
-                      yc=np.repeat(np.arange(192) * 20.0, 2))
+    one_based = Bunch(
+        NchanTOT=385,
+        chanMap=np.arange(1, 385),
+        xc=np.tile([0.0, 32.0], 192),
+        yc=np.repeat(np.arange(192) * 20.0, 2),
+    )
     with pytest.raises(RunError, match="logs"):
         run(tmp_path / "rec.bin", probe=one_based, stop_after="check_input", cores=1)
     log = tmp_path / "kilosnake_output" / "results" / "rec" / "logs" / "check_input.log"
@@ -81,9 +86,14 @@ def test_pykilosort_example_runs_unchanged(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(EXAMPLE, "example.py", "exec"), namespace)
-    result = namespace["run"](namespace["dat_path"], probe=namespace["probe"],
-                              dir_path=namespace["dir_path"], n_channels=385,
-                              dtype=np.int16, sample_rate=3e4)  # again: nothing to redo
+    result = namespace["run"](
+        namespace["dat_path"],
+        probe=namespace["probe"],
+        dir_path=namespace["dir_path"],
+        n_channels=385,
+        dtype=np.int16,
+        sample_rate=3e4,
+    )  # again: nothing to redo
     assert isinstance(result, RunResult)
     phy = tmp_path / "kilosnake_output" / "results" / "imec_385_100s" / "phy"
     assert result.phy_dir == phy and result.params_py == phy / "params.py"

@@ -1,11 +1,16 @@
 """Refractoriness statistics (Q, R) of correlograms."""
+
 import numpy as np
 import pytest
-
 from curation_fixtures import FS, poisson_train, refractory_train
+
 from kilosnake.curation import ccg
-from kilosnake.curation.ccg import (UNDETERMINED, correlogram, refractory_stats,
-                                    refractory_stats_many)
+from kilosnake.curation.ccg import (
+    UNDETERMINED,
+    correlogram,
+    refractory_stats,
+    refractory_stats_many,
+)
 
 
 def naive_correlogram(t1, t2, tbin, nbins=500):
@@ -59,13 +64,18 @@ def pair_counts_over_all_pairs(t1, t2, lags):
     """#{(i, j): t2[j] < t1[i] + lag} for every lag, from every pair."""
     t1 = np.asarray(t1, float).ravel()[:, None]
     t2 = np.asarray(t2, float)[None, :]
-    return np.array([np.count_nonzero(t2 < t1 + lag) for lag in np.ravel(lags)],
-                    dtype=np.int64).reshape(np.shape(lags))
+    return np.array(
+        [np.count_nonzero(t2 < t1 + lag) for lag in np.ravel(lags)], dtype=np.int64
+    ).reshape(np.shape(lags))
 
 
 def correlogram_lags(tbin):
-    edges = np.unique(np.concatenate([np.ravel(r) for r in (
-        ccg.FAR_SHOULDERS, ccg.NEAR_BEFORE, ccg.NEAR_AFTER, (0, 1))] + [np.arange(-10, 12)]))
+    edges = np.unique(
+        np.concatenate(
+            [np.ravel(r) for r in (ccg.FAR_SHOULDERS, ccg.NEAR_BEFORE, ccg.NEAR_AFTER, (0, 1))]
+            + [np.arange(-10, 12)]
+        )
+    )
     return (edges - 0.5) * tbin
 
 
@@ -76,8 +86,11 @@ STRATEGIES = {
     "anchors, small blocks": {"DIRECT_KEYS": 0, "CHUNK": 97, "PAIR_BLOCK": 50},
     "every lag searched": {"DIRECT_KEYS": 0, "PAIR_NS": np.inf},
     "every window listed": {"DIRECT_KEYS": 0, "SEARCH_NS": np.inf},
-    "every window listed, few pairs at once": {"DIRECT_KEYS": 0, "SEARCH_NS": np.inf,
-                                               "PAIR_BLOCK": 7},
+    "every window listed, few pairs at once": {
+        "DIRECT_KEYS": 0,
+        "SEARCH_NS": np.inf,
+        "PAIR_BLOCK": 7,
+    },
 }
 
 
@@ -99,5 +112,6 @@ def test_cumulative_pair_counts_equal_a_count_over_all_pairs(monkeypatch, strate
     got = ccg.cumulative_pair_counts(t1, t2, lags)
     assert got.dtype == np.int64 and got.shape == np.shape(lags)
     np.testing.assert_array_equal(got, pair_counts_over_all_pairs(t1, t2, lags))
-    np.testing.assert_array_equal(ccg.cumulative_pair_counts(t1[:0], t2, lags),
-                                  np.zeros(np.shape(lags), np.int64))
+    np.testing.assert_array_equal(
+        ccg.cumulative_pair_counts(t1[:0], t2, lags), np.zeros(np.shape(lags), np.int64)
+    )

@@ -1,8 +1,9 @@
 """Score cutoff, good/mua labels and per-unit metrics."""
+
 import numpy as np
 import zarr
-
 from curation_fixtures import FS, Unit, build_fixture, poisson_train, refractory_train, run_curation
+
 from kilosnake.curation.cutoff import cluster_cutoff, run_cutoff, template_spread, thresholds
 from kilosnake.curation.metrics import presence_ratio, rp_contamination
 from kilosnake.params import resolve
@@ -77,8 +78,11 @@ def test_rp_contamination_and_presence_ratio():
 
 
 def test_cutoff_guards(tmp_path):
-    for name, units, peaks in [("zero", [], [3, 6]), ("none", [], []),
-                               ("one", [Unit(np.array([5000]), 0)], [3])]:
+    for name, units, peaks in [
+        ("zero", [], [3, 6]),
+        ("none", [], []),
+        ("one", [Unit(np.array([5000]), 0)], [3]),
+    ]:
         paths = build_fixture(tmp_path / name, units, peaks, write_raw=False)
         stores = run_curation(paths)
         g = zarr.open_group(str(stores["cutoff"]), mode="r")
@@ -91,17 +95,30 @@ def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_
     rng = np.random.default_rng(12)
     clean, core = refractory_train(rng, 20, 60), refractory_train(rng, 20, 60)
     junk = poisson_train(rng, 20, 60)
-    units = [Unit(clean, 0), Unit(core, 1), Unit(poisson_train(rng, 15, 60), 1, peak_channel=12),
-             Unit(junk, 2, scores=rng.uniform(4.1, 7.9, junk.size)),
-             Unit(refractory_train(rng, 5, 60), 3), Unit(np.array([5000]), 4)]
+    units = [
+        Unit(clean, 0),
+        Unit(core, 1),
+        Unit(poisson_train(rng, 15, 60), 1, peak_channel=12),
+        Unit(junk, 2, scores=rng.uniform(4.1, 7.9, junk.size)),
+        Unit(refractory_train(rng, 5, 60), 3),
+        Unit(np.array([5000]), 4),
+    ]
     paths = build_fixture(tmp_path, units, [4, 12, 8, 1, 14], write_raw=False)
     stores = run_curation(paths)
     p = resolve({})
     groups = {}
     for workers in (1, 3):
         out = tmp_path / f"cutoff{workers}.zarr"
-        run_cutoff(paths.spikes, stores["split"], paths.whitening, paths.input_json, p, p["Th"],
-                   out, workers=workers)
+        run_cutoff(
+            paths.spikes,
+            stores["split"],
+            paths.whitening,
+            paths.input_json,
+            p,
+            p["Th"],
+            out,
+            workers=workers,
+        )
         groups[workers] = zarr.open_group(str(out), mode="r")
     assert sorted(groups[1].array_keys()) == sorted(groups[3].array_keys())
     for name in groups[1].array_keys():
@@ -114,7 +131,17 @@ def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_
     g = groups[3]
     assert g["refractory_good"][...].any() and not g["refractory_good"][...].all()
     for c in range(g["good"].shape[0]):
-        res = cluster_cutoff(times[labels == c], scores[labels == c], FS, p["Th"][0], p["Th"][1],
-                             p["cutoff_fcont"], p["cutoff_R_max"])
+        res = cluster_cutoff(
+            times[labels == c],
+            scores[labels == c],
+            FS,
+            p["Th"][0],
+            p["Th"][1],
+            p["cutoff_fcont"],
+            p["cutoff_R_max"],
+        )
         assert (g["threshold"][c], g["contamination"][c], g["refractory_good"][c]) == (
-            res.threshold, res.contamination, res.refractory_good)
+            res.threshold,
+            res.contamination,
+            res.refractory_good,
+        )

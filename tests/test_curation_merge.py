@@ -1,8 +1,9 @@
 """Merges: one neuron sorted into two templates is merged back; two neurons are not."""
+
 import numpy as np
 import zarr
-
 from curation_fixtures import Unit, build_fixture, refractory_train
+
 from kilosnake.curation.merge import find_merges, run_merge
 from kilosnake.params import resolve
 
@@ -27,7 +28,7 @@ def test_two_halves_of_one_neuron_merge_into_the_larger(tmp_path):
 def test_similar_but_independent_neurons_do_not_merge(tmp_path):
     rng = np.random.default_rng(2)
     units = [Unit(refractory_train(rng, 15, 60), 0), Unit(refractory_train(rng, 15, 60), 1)]
-    paths = build_fixture(tmp_path, units, [5, 5], similar=np.array([[1, .99], [.99, 1]]))
+    paths = build_fixture(tmp_path, units, [5, 5], similar=np.array([[1, 0.99], [0.99, 1]]))
     result = run_merge(paths.spikes, paths.input_json, resolve({}), tmp_path / "merge.zarr")
     assert result.merges == []
 
@@ -45,9 +46,12 @@ def test_similarity_threshold_gates_the_merge():
 
 def test_merge_of_empty_and_tiny_sortings(tmp_path):
     p = resolve({})
-    for name, units, peaks in [("zero", [], [3, 6]), ("none", [], []),
-                               ("one_spike", [Unit(np.array([5000]), 0)], [3]),
-                               ("one_template", [Unit(np.arange(1000, 900000, 3000), 0)], [3])]:
+    for name, units, peaks in [
+        ("zero", [], [3, 6]),
+        ("none", [], []),
+        ("one_spike", [Unit(np.array([5000]), 0)], [3]),
+        ("one_template", [Unit(np.arange(1000, 900000, 3000), 0)], [3]),
+    ]:
         paths = build_fixture(tmp_path / name, units, peaks, write_raw=False)
         result = run_merge(paths.spikes, paths.input_json, p, tmp_path / name / "merge.zarr")
         assert result.merges == []

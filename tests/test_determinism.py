@@ -1,17 +1,25 @@
 """Two CPU runs of the demo with the same seed give the same bytes, and every store says how it
 was made (seed, version, device)."""
+
 import shutil
 
 import pytest
+from workflow_runs import differing, fresh_run, output_digests, output_files, reference_run, results
 
 import kilosnake
 from kilosnake.io.store import open_store
 
-from workflow_runs import (differing, fresh_run, output_digests, output_files, reference_run,
-                           results)
-
-STORES = ("whitening.zarr", "preprocessed.zarr", "drift.zarr", "detect.zarr", "templates.zarr",
-          "spikes.zarr", "merge.zarr", "split.zarr", "cutoff.zarr")
+STORES = (
+    "whitening.zarr",
+    "preprocessed.zarr",
+    "drift.zarr",
+    "detect.zarr",
+    "templates.zarr",
+    "spikes.zarr",
+    "merge.zarr",
+    "split.zarr",
+    "cutoff.zarr",
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,37 @@
 """Drift estimation and correction: accuracy against synthetic drift, auto-off, the reader."""
+
 import numpy as np
 import pytest
 
-from kilosnake.io.corrected_traces import DriftCorrectedReader, KrigingInterpolator, write_corrected_traces
-from kilosnake.io.drift_store import DriftEstimate, KERNELS, KRIGING_KERNEL, empty_spikes, read_drift_store, write_drift_store
-from kilosnake.drift.registration import corrected_depths, register_shank
-from kilosnake.drift.estimate import estimate_drift, run_drift
-from kilosnake.drift.suitability import registration_check
-from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
 from kilosnake.drift.detection import unwhitening_matrix
+from kilosnake.drift.estimate import estimate_drift, run_drift
+from kilosnake.drift.registration import corrected_depths, register_shank
+from kilosnake.drift.suitability import registration_check
+from kilosnake.errors import KilosnakeError
+from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
 from kilosnake.groundtruth.generate import generate, load_ground_truth
 from kilosnake.groundtruth.presets import preset_config
-from kilosnake.runtime.backend import cpu_backend
-from kilosnake.errors import KilosnakeError
-from kilosnake.params import resolve
-from kilosnake.io.traces import PreprocessedReader, write_probe_arrays
-from kilosnake.preprocess.whitening import compute_whitening
-from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.io.corrected_traces import (
+    DriftCorrectedReader,
+    KrigingInterpolator,
+    write_corrected_traces,
+)
+from kilosnake.io.drift_store import (
+    KERNELS,
+    KRIGING_KERNEL,
+    DriftEstimate,
+    empty_spikes,
+    read_drift_store,
+    write_drift_store,
+)
 from kilosnake.io.probe import Probe, load_probe, neuropixels_like
 from kilosnake.io.recording import RecordingInfo
 from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, write_probe_arrays
+from kilosnake.params import resolve
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.runtime.backend import cpu_backend
 
 NT = 15000  # 0.5 s batches: 32 batches in 16 s
 FS = 30000.0
@@ -41,8 +53,9 @@ def preprocessed_recording(folder, preset, **overrides):
     info = RecordingInfo(str(paths.bin), cfg.n_channels_total, "int16", cfg.sample_rate)
     p = resolve({"NT": NT, "device": "cpu"})
     compute_whitening(info, load_probe(paths.probe), p, cpu_backend(), folder / "whitening.zarr")
-    preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(),
-                         folder / "preprocessed.zarr")
+    preprocess_recording(
+        info, folder / "whitening.zarr", p, cpu_backend(), folder / "preprocessed.zarr"
+    )
     return folder
 
 
@@ -53,14 +66,16 @@ def zigzag(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def randomwalk(tmp_path_factory):
-    return preprocessed_recording(tmp_path_factory.mktemp("walk"), "drift_randomwalk",
-                                  drift_timescale_s=1.5)
+    return preprocessed_recording(
+        tmp_path_factory.mktemp("walk"), "drift_randomwalk", drift_timescale_s=1.5
+    )
 
 
 @pytest.fixture(scope="module")
 def nonrigid(tmp_path_factory):
-    return preprocessed_recording(tmp_path_factory.mktemp("nonrigid"), "drift_nonrigid",
-                                  drift_period_s=8.0)
+    return preprocessed_recording(
+        tmp_path_factory.mktemp("nonrigid"), "drift_nonrigid", drift_period_s=8.0
+    )
 
 
 def unwhiten_of(folder):
@@ -76,8 +91,7 @@ def estimate(folder, nblocks=1, be=None):
 
 def truth_of(folder, est, shank=0):
     gt = load_ground_truth(folder / "rec_gt.npz")
-    return true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate,
-                                             est.yblk[shank])
+    return true_displacement_per_batch(gt, est.NT, est.n_samples, est.sample_rate, est.yblk[shank])
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +122,9 @@ def test_gpu_matches_cpu(zigzag, be, tmp_path):
     on_gpu = gpu_reader.read(NT - 500, NT + 500)
     np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
     # read straight into GPU arrays: the same values as the host reads of the same reader
-    np.testing.assert_array_equal(be.to_host(gpu_reader.read_device(be, NT - 500, NT + 500)),
-                                  on_gpu)
+    np.testing.assert_array_equal(
+        be.to_host(gpu_reader.read_device(be, NT - 500, NT + 500)), on_gpu
+    )
 
 
 def test_random_walk_is_recovered(randomwalk):
@@ -137,9 +152,16 @@ def test_batches_without_spikes_get_interpolated_shifts(zigzag):
     sp = est.spikes
     keep = (sp["batch"] < 10) | (sp["batch"] > 12)  # batches 10-12 lose their spikes
     reader = PreprocessedReader(zigzag / "preprocessed.zarr")
-    dshift, yblk, counts = register_shank(sp["depth"][keep], sp["amplitude"][keep],
-                                                sp["batch"][keep], 32, reader.probe.yc, 8.0, 1,
-                                                cpu_backend())
+    dshift, yblk, counts = register_shank(
+        sp["depth"][keep],
+        sp["amplitude"][keep],
+        sp["batch"][keep],
+        32,
+        reader.probe.yc,
+        8.0,
+        1,
+        cpu_backend(),
+    )
     assert list(counts[10:13]) == [0, 0, 0]
     expected = np.interp([10, 11, 12], [9, 13], dshift[[9, 13], 0])
     np.testing.assert_allclose(dshift[10:13, 0], expected)
@@ -154,20 +176,28 @@ def test_estimate_is_deterministic(randomwalk):
 
 def test_corrected_data_show_no_drift(zigzag, tmp_path):
     p = resolve({"nblocks": 1, "device": "cpu"})
-    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
-                    tmp_path / "drift.zarr", tmp_path / "drift.png", p)
+    run_drift(
+        zigzag / "preprocessed.zarr",
+        zigzag / "whitening.zarr",
+        tmp_path / "drift.zarr",
+        tmp_path / "drift.png",
+        p,
+    )
     before = read_drift_store(tmp_path / "drift.zarr")
     reader = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     assert reader.enabled
-    np.testing.assert_array_equal(reader.read_device(cpu_backend(), NT - 300, 2 * NT + 300),
-                                  reader.read(NT - 300, 2 * NT + 300))
+    np.testing.assert_array_equal(
+        reader.read_device(cpu_backend(), NT - 300, 2 * NT + 300),
+        reader.read(NT - 300, 2 * NT + 300),
+    )
     after = estimate_drift(reader, p, cpu_backend(), unwhiten_of(zigzag))
     assert np.ptp(after.dshift) < 0.35 * np.ptp(before.dshift)
     # the raster's corrected depths (depth minus displacement) do not drift either
     sp = before.spikes
     depth = corrected_depths(sp["depth"], sp["batch"], sp["shank"], before)
-    again = register_shank(depth, sp["amplitude"], sp["batch"], 32, reader.probe.yc, 8.0,
-                                 1, cpu_backend())[0]
+    again = register_shank(
+        depth, sp["amplitude"], sp["batch"], 32, reader.probe.yc, 8.0, 1, cpu_backend()
+    )[0]
     assert np.ptp(again) < 0.35 * np.ptp(before.dshift)
 
 
@@ -177,8 +207,13 @@ def test_corrected_data_show_no_drift(zigzag, tmp_path):
 
 def test_store_and_plot(zigzag, tmp_path):
     p = resolve({"nblocks": 2, "device": "cpu"})
-    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
-                    tmp_path / "drift.zarr", tmp_path / "drift.png", p)
+    run_drift(
+        zigzag / "preprocessed.zarr",
+        zigzag / "whitening.zarr",
+        tmp_path / "drift.zarr",
+        tmp_path / "drift.png",
+        p,
+    )
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is True and g.attrs["stage"] == "drift"
     assert g.attrs["NT"] == NT and g.attrs["localisation"] == "filtered"
@@ -191,8 +226,13 @@ def test_store_and_plot(zigzag, tmp_path):
 
 def test_nblocks_zero_is_identity(zigzag, tmp_path):
     p = resolve({"nblocks": 0, "device": "cpu"})
-    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr",
-                    tmp_path / "drift.zarr", tmp_path / "drift.png", p)
+    run_drift(
+        zigzag / "preprocessed.zarr",
+        zigzag / "whitening.zarr",
+        tmp_path / "drift.zarr",
+        tmp_path / "drift.png",
+        p,
+    )
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "nblocks = 0" in g.attrs["reason"]
     assert not g["dshift"][...].any()
@@ -200,8 +240,9 @@ def test_nblocks_zero_is_identity(zigzag, tmp_path):
     corrected = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     for start, stop in [(-100, 500), (NT - 70, NT + 70), (plain.n_samples - 10, plain.n_samples)]:
         np.testing.assert_array_equal(corrected.read(start, stop), plain.read(start, stop))
-        np.testing.assert_array_equal(corrected.read_int16(start, stop),
-                                      plain.read_int16(start, stop))
+        np.testing.assert_array_equal(
+            corrected.read_int16(start, stop), plain.read_int16(start, stop)
+        )
     assert (tmp_path / "drift.png").exists()
 
 
@@ -215,12 +256,15 @@ def grid_probe(xs, ys):
     return Probe(np.arange(n), x.ravel(), y.ravel(), np.zeros(n))
 
 
-@pytest.mark.parametrize("probe, words", [
-    (grid_probe([0, 20], [0, 20]), "vertical extent"),  # tetrode
-    (grid_probe(np.arange(16) * 20, [100]), "vertical extent"),  # single row
-    (neuropixels_like(16), "vertical extent"),  # 140 µm tall
-    (grid_probe([0], np.arange(32) * 50.0), "rows per 100 um"),  # sparse linear probe
-])
+@pytest.mark.parametrize(
+    "probe, words",
+    [
+        (grid_probe([0, 20], [0, 20]), "vertical extent"),  # tetrode
+        (grid_probe(np.arange(16) * 20, [100]), "vertical extent"),  # single row
+        (neuropixels_like(16), "vertical extent"),  # 140 µm tall
+        (grid_probe([0], np.arange(32) * 50.0), "rows per 100 um"),  # sparse linear probe
+    ],
+)
 def test_unsuitable_probes_are_refused(probe, words):
     ok, reason = registration_check(probe, nblocks=5)
     assert not ok and words in reason
@@ -237,8 +281,14 @@ def write_toy_preprocessed(path, traces, probe, nt=NT, scaleproc=200.0):
     data = np.clip(np.rint(traces * scaleproc), -32768, 32767).astype(np.int16)
     attrs = {"scaleproc": scaleproc, "NT": nt, "sample_rate": FS, "n_samples": data.shape[0]}
     with writing_store(path, "preprocess", {}, "cpu", 0, attrs) as g:
-        arr = g.create_array("traces", shape=data.shape, dtype="int16",
-                             chunks=(nt, data.shape[1]), compressors=TRACE_CODEC, fill_value=0)
+        arr = g.create_array(
+            "traces",
+            shape=data.shape,
+            dtype="int16",
+            chunks=(nt, data.shape[1]),
+            compressors=TRACE_CODEC,
+            fill_value=0,
+        )
         arr[...] = data
         write_probe_arrays(g, probe)
     return path
@@ -274,9 +324,9 @@ def gaussian_spike(n_samples, probe, t0, channel, amplitude=20.0, sigma_um=15.0)
     """Whitened traces with one spike: a 5-sample trough with a Gaussian footprint."""
     x = np.zeros((n_samples, probe.n_channels), np.float32)
     d2 = (probe.xc - probe.xc[channel]) ** 2 + (probe.yc - probe.yc[channel]) ** 2
-    footprint = amplitude * np.exp(-d2 / (2 * sigma_um ** 2))
+    footprint = amplitude * np.exp(-d2 / (2 * sigma_um**2))
     shape = np.array([0.3, 0.7, 1.0, 0.7, 0.3])
-    x[t0 - 2:t0 + 3] -= shape[:, None] * footprint[None, :]
+    x[t0 - 2 : t0 + 3] -= shape[:, None] * footprint[None, :]
     return x
 
 
@@ -284,9 +334,18 @@ def write_drift(path, probe, n_samples, nt, dshift_per_batch, enabled=True):
     """A drift store with one block per shank and the given displacement per batch."""
     nb = int(np.ceil(n_samples / nt))
     dshift = np.asarray(dshift_per_batch, float).reshape(1, nb, 1)
-    est = DriftEstimate(enabled, "", nt, n_samples, FS, np.array([0.0]), dshift,
-                              np.array([[probe.yc.mean()]]), empty_spikes(),
-                              np.zeros((1, nb), np.int64))
+    est = DriftEstimate(
+        enabled,
+        "",
+        nt,
+        n_samples,
+        FS,
+        np.array([0.0]),
+        dshift,
+        np.array([[probe.yc.mean()]]),
+        empty_spikes(),
+        np.zeros((1, nb), np.int64),
+    )
     write_drift_store(path, est, resolve({"nblocks": 1}), "cpu")
     return path
 
@@ -310,8 +369,9 @@ def test_reader_moves_a_spike_by_the_displacement(tmp_path):
     assert probe.yc[moved] == probe.yc[c0] - 40 and probe.xc[moved] == probe.xc[c0]
     assert window[300].min() == pytest.approx(x[1100].min(), rel=0.1)
     # a window cut at the batch edge gives the same samples
-    np.testing.assert_array_equal(window, np.concatenate([reader.read(800, 1000),
-                                                          reader.read(1000, 1200)]))
+    np.testing.assert_array_equal(
+        window, np.concatenate([reader.read(800, 1000), reader.read(1000, 1200)])
+    )
     # positive displacement moves towards smaller y, negative towards larger y
     dr2 = write_drift(tmp_path / "drift2.zarr", probe, n, nt, [0.0, -40.0, 0.0])
     assert peak_channel(DriftCorrectedReader(pre, dr2).read(1000, 1200), 100) == c0 + 4
@@ -337,8 +397,9 @@ def test_zero_displacement_reads_exactly_like_the_plain_reader(tmp_path):
 
 def test_reader_refuses_a_store_of_another_recording(tmp_path):
     probe = neuropixels_like(32)
-    pre = write_toy_preprocessed(tmp_path / "pre.zarr", np.zeros((2500, 32), np.float32),
-                                 probe, nt=1000)
+    pre = write_toy_preprocessed(
+        tmp_path / "pre.zarr", np.zeros((2500, 32), np.float32), probe, nt=1000
+    )
     dr = write_drift(tmp_path / "drift.zarr", probe, 3000, 1000, [0.0, 1.0, 0.0])
     with pytest.raises(KilosnakeError, match="rerun the drift rule"):
         DriftCorrectedReader(pre, dr)
@@ -348,7 +409,7 @@ def test_gaussian_kernel_interpolates_a_footprint_better_than_exponential():
     probe = neuropixels_like(64)
 
     def footprint(y0):
-        return np.exp(-((probe.yc - y0) ** 2 + (probe.xc - 35) ** 2) / (2 * 25.0 ** 2))
+        return np.exp(-((probe.yc - y0) ** 2 + (probe.xc - 35) ** 2) / (2 * 25.0**2))
 
     f, moved = footprint(330.0), footprint(340.0)
     error = {}
@@ -364,17 +425,22 @@ def test_gaussian_kernel_interpolates_a_footprint_better_than_exponential():
 
 
 def test_shanks_are_registered_separately(zigzag, randomwalk, tmp_path):
-    a, b = PreprocessedReader(zigzag / "preprocessed.zarr"), PreprocessedReader(
-        randomwalk / "preprocessed.zarr")
+    a, b = (
+        PreprocessedReader(zigzag / "preprocessed.zarr"),
+        PreprocessedReader(randomwalk / "preprocessed.zarr"),
+    )
     traces = np.concatenate([a.read(0, a.n_samples), b.read(0, b.n_samples)], axis=1)
     pa, pb = a.probe, b.probe
-    probe = Probe(np.arange(64), np.concatenate([pa.xc, pb.xc + 250.0]),
-                  np.concatenate([pa.yc, pb.yc]), np.repeat([0.0, 1.0], 32))
+    probe = Probe(
+        np.arange(64),
+        np.concatenate([pa.xc, pb.xc + 250.0]),
+        np.concatenate([pa.yc, pb.yc]),
+        np.repeat([0.0, 1.0], 32),
+    )
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", traces, probe)
     ua, ub = unwhiten_of(zigzag), unwhiten_of(randomwalk)
     unwhiten = np.block([[ua, np.zeros_like(ua)], [np.zeros_like(ub), ub]])
-    est = estimate_drift(PreprocessedReader(pre), resolve({"nblocks": 1}), cpu_backend(),
-                               unwhiten)
+    est = estimate_drift(PreprocessedReader(pre), resolve({"nblocks": 1}), cpu_backend(), unwhiten)
     assert est.dshift.shape == (2, 32, 1) and list(est.shank_ids) == [0.0, 1.0]
     assert set(np.unique(est.spikes["shank"])) == {0, 1}
     for k, folder in enumerate([zigzag, randomwalk]):

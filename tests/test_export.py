@@ -1,14 +1,21 @@
 """Phy export: every file at its exact dtype and shape, loadable by phylib, and phylib's traps."""
+
 import os
 import shutil
 
 import numpy as np
 import pytest
 import zarr
+from curation_fixtures import (
+    Unit,
+    build_fixture,
+    export,
+    poisson_train,
+    refractory_train,
+    run_curation,
+)
 from phylib.io.model import load_model
 
-from curation_fixtures import (Unit, build_fixture, export, poisson_train, refractory_train,
-                               run_curation)
 from kilosnake.export.validate import PhyExportError, validate_phy
 from kilosnake.io.phy import read_params_py
 
@@ -17,18 +24,22 @@ def mixed_units(rng, duration=60):
     """A merge (units 0+1 one neuron), a split (template 2 holds two neurons), a Poisson unit."""
     a = refractory_train(rng, 20, duration)
     half = rng.random(a.size) < 0.4
-    return [Unit(a[half], 0, peak_channel=4), Unit(a[~half], 1, peak_channel=4),
-            Unit(refractory_train(rng, 12, duration), 2, peak_channel=9),
-            Unit(refractory_train(rng, 12, duration), 2, peak_channel=14),
-            Unit(poisson_train(rng, 15, duration), 3)]
+    return [
+        Unit(a[half], 0, peak_channel=4),
+        Unit(a[~half], 1, peak_channel=4),
+        Unit(refractory_train(rng, 12, duration), 2, peak_channel=9),
+        Unit(refractory_train(rng, 12, duration), 2, peak_channel=14),
+        Unit(poisson_train(rng, 15, duration), 3),
+    ]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     rng = np.random.default_rng(11)
-    paths = build_fixture(tmp, mixed_units(rng), [5, 3, 11, 7],
-                          chan_map=np.arange(16)[::-1] + 1, extra_channels=2)
+    paths = build_fixture(
+        tmp, mixed_units(rng), [5, 3, 11, 7], chan_map=np.arange(16)[::-1] + 1, extra_channels=2
+    )
     stores = run_curation(paths)
     phy, summary = export(paths, stores)
     return paths, stores, phy, summary
@@ -41,15 +52,21 @@ def test_every_file_has_the_kilosort_dtype_and_shape(exported):
     n_clusters = zarr.open_group(str(stores["split"]), mode="r").attrs["n_clusters"]
     assert n == summary["n_spikes"] > 0 and n_clusters == 5 == summary["n_clusters"]
     expect = {
-        "spike_times": (np.uint64, (n,)), "spike_templates": (np.uint32, (n,)),
-        "spike_clusters": (np.uint32, (n,)), "amplitudes": (np.float64, (n,)),
-        "templates": (np.float32, (n_clusters, 82, 16)), "channel_map": (np.int32, (16,)),
-        "channel_positions": (np.float64, (16, 2)), "channel_shanks": (np.int32, (16,)),
+        "spike_times": (np.uint64, (n,)),
+        "spike_templates": (np.uint32, (n,)),
+        "spike_clusters": (np.uint32, (n,)),
+        "amplitudes": (np.float64, (n,)),
+        "templates": (np.float32, (n_clusters, 82, 16)),
+        "channel_map": (np.int32, (16,)),
+        "channel_positions": (np.float64, (16, 2)),
+        "channel_shanks": (np.int32, (16,)),
         "similar_templates": (np.float32, (n_clusters, n_clusters)),
-        "pc_features": (np.float32, (n, 3, 16)), "pc_feature_ind": (np.uint32, (n_clusters, 16)),
+        "pc_features": (np.float32, (n, 3, 16)),
+        "pc_feature_ind": (np.uint32, (n_clusters, 16)),
         "template_features": (np.float32, (n, 4)),
         "template_feature_ind": (np.uint32, (n_clusters, 4)),
-        "whitening_mat": (np.float64, (16, 16)), "whitening_mat_inv": (np.float64, (16, 16)),
+        "whitening_mat": (np.float64, (16, 16)),
+        "whitening_mat_inv": (np.float64, (16, 16)),
     }
     assert set(f) == set(expect)
     for name, (dtype, shape) in expect.items():
@@ -64,8 +81,12 @@ def test_every_file_has_the_kilosort_dtype_and_shape(exported):
 
 def test_cluster_tables_and_metrics(exported):
     _, _, phy, _ = exported
-    for name, field in [("cluster_KSLabel", "KSLabel"), ("cluster_group", "group"),
-                        ("cluster_ContamPct", "ContamPct"), ("cluster_Amplitude", "Amplitude")]:
+    for name, field in [
+        ("cluster_KSLabel", "KSLabel"),
+        ("cluster_group", "group"),
+        ("cluster_ContamPct", "ContamPct"),
+        ("cluster_Amplitude", "Amplitude"),
+    ]:
         lines = (phy / f"{name}.tsv").read_text().splitlines()
         assert lines[0] == f"cluster_id\t{field}" and len(lines) == 6
         assert [int(x.split("\t")[0]) for x in lines[1:]] == list(range(5))
@@ -75,8 +96,15 @@ def test_cluster_tables_and_metrics(exported):
     labels = [x.split("\t")[1] for x in (phy / "cluster_KSLabel.tsv").read_text().splitlines()[1:]]
     assert labels[3] == "mua" and labels[1] == "good"
     rows = [x.split("\t") for x in (phy / "cluster_metrics.tsv").read_text().splitlines()]
-    assert rows[0] == ["cluster_id", "n_spikes", "firing_rate_hz", "amplitude_uv", "snr",
-                       "rp_contamination", "presence_ratio"]
+    assert rows[0] == [
+        "cluster_id",
+        "n_spikes",
+        "firing_rate_hz",
+        "amplitude_uv",
+        "snr",
+        "rp_contamination",
+        "presence_ratio",
+    ]
     values = {int(r[0]): dict(zip(rows[0][1:], map(float, r[1:]))) for r in rows[1:]}
     assert sorted(values) == [1, 2, 3, 4]
     assert all(0.0 <= v["rp_contamination"] <= 1.0 for v in values.values())
@@ -199,8 +227,7 @@ def test_zero_or_one_spike_gives_a_complete_folder(tmp_path, units):
 
 def test_failed_validation_leaves_no_folder(tmp_path):
     rng = np.random.default_rng(14)
-    paths = build_fixture(tmp_path, [Unit(refractory_train(rng, 15, 10), 0)], [5, 9],
-                          duration_s=10)
+    paths = build_fixture(tmp_path, [Unit(refractory_train(rng, 15, 10), 0)], [5, 9], duration_s=10)
     stores = run_curation(paths)
     paths.dat.unlink()
     with pytest.raises(PhyExportError, match="dat_path"):
@@ -211,8 +238,9 @@ def test_failed_validation_leaves_no_folder(tmp_path):
 
 def test_unknown_microvolt_scale_gives_raw_amplitudes(tmp_path):
     rng = np.random.default_rng(15)
-    paths = build_fixture(tmp_path, [Unit(refractory_train(rng, 15, 10), 0)], [5, 9],
-                          duration_s=10, uv_per_bit=None)
+    paths = build_fixture(
+        tmp_path, [Unit(refractory_train(rng, 15, 10), 0)], [5, 9], duration_s=10, uv_per_bit=None
+    )
     phy, _ = export(paths, run_curation(paths))
     header = (phy / "cluster_metrics.tsv").read_text().splitlines()[0].split("\t")
     assert "amplitude_raw" in header and "amplitude_uv" not in header
@@ -235,7 +263,6 @@ def test_remapped_features_equal_a_direct_loop():
             hit = np.flatnonzero(src_table[src[s]] == channel)
             if hit.size:
                 expected[s, :, j] = values[s, :, hit[0]]
-    np.testing.assert_array_equal(remap_columns(values, src, dst, src_table, dst_table),
-                                  expected)
+    np.testing.assert_array_equal(remap_columns(values, src, dst, src_table, dst_table), expected)
     same = remap_columns(values, np.zeros(30, int), np.zeros(30, int), src_table, dst_table)
     np.testing.assert_array_equal(same, values)

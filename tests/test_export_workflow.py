@@ -1,4 +1,5 @@
 """The curation and export rules inside the workflow, on sorter outputs made by a fixture."""
+
 import os
 import shutil
 import subprocess
@@ -6,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from curation_fixtures import Unit, build_fixture, refractory_train
+
 from kilosnake.api import SNAKEFILE
 from kilosnake.export.validate import validate_phy
 
@@ -15,18 +16,41 @@ MY_RULES = ["merge", "split", "cutoff", "export_phy"]
 
 
 def snakemake(workdir, *args, config=()):
-    cmd = [sys.executable, "-m", "snakemake", "results/rec/phy", *args, "--snakefile",
-           str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", "--allowed-rules",
-           *MY_RULES, "--config", f"dat={workdir / 'rec.bin'}", f"probe={workdir / 'probe'}",
-           "n_channels=17", *config]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH":
-                          os.pathsep.join(sys.path)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/rec/phy",
+        *args,
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "1",
+        "--allowed-rules",
+        *MY_RULES,
+        "--config",
+        f"dat={workdir / 'rec.bin'}",
+        f"probe={workdir / 'probe'}",
+        "n_channels=17",
+        *config,
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
 def planned_rules(output: str) -> set:
     """Rule names of the jobs a dry run lists."""
-    return {line.split()[-1].rstrip(":") for line in output.splitlines()
-            if line.startswith(("rule ", "localrule "))}
+    return {
+        line.split()[-1].rstrip(":")
+        for line in output.splitlines()
+        if line.startswith(("rule ", "localrule "))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +83,16 @@ def test_rules_write_every_store_and_a_valid_phy_folder(workdir):
         assert (results / "benchmarks" / f"{rule}.tsv").is_file()
 
 
-@pytest.mark.parametrize("change,expected", [
-    ("cutoff_fcont=0.2", {"cutoff", "export_phy"}),
-    ("good_max_spread_um=50", {"cutoff", "export_phy"}),
-    ("AUCsplit=0.95", {"split", "cutoff", "export_phy"}),
-    ("merge_Q_max=0.1", {"merge", "split", "cutoff", "export_phy"}),
-    ("gain=2", {"export_phy"}),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ("cutoff_fcont=0.2", {"cutoff", "export_phy"}),
+        ("good_max_spread_um=50", {"cutoff", "export_phy"}),
+        ("AUCsplit=0.95", {"split", "cutoff", "export_phy"}),
+        ("merge_Q_max=0.1", {"merge", "split", "cutoff", "export_phy"}),
+        ("gain=2", {"export_phy"}),
+    ],
+)
 def test_a_parameter_change_reruns_its_stage_and_what_follows(workdir, change, expected):
     dry = snakemake(workdir, "-n", config=[change])
     assert dry.returncode == 0, dry.stderr[-3000:]

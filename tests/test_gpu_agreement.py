@@ -8,6 +8,7 @@ folders. Run on a machine with CuPy and a CUDA device::
 
 Without a usable GPU the test is skipped.
 """
+
 import os
 import subprocess
 import sys
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.runtime.backend import _gpu_backend_or_reason
 from kilosnake.groundtruth.score import score_phy_folder
 from kilosnake.io.store import open_store
+from kilosnake.runtime.backend import _gpu_backend_or_reason
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -35,8 +36,21 @@ MIN_UNIT_SPIKES = 50
 def sort_on(device: str, workdir: Path) -> Path:
     """Sort the generated recording up to its scorecard on ``device``; return its results."""
     target = f"results/{PRESET}/scorecard.txt"
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "4", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), target, "--config", f"device={device}", f"demo_preset={PRESET}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "4",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        target,
+        "--config",
+        f"device={device}",
+        f"demo_preset={PRESET}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return workdir / "results" / PRESET
@@ -78,8 +92,7 @@ def unmatched_templates(a: Path, b: Path) -> list:
     if ids_b.size == 0:
         return [(int(i), 0.0) for i in ids_a]
     best = (ta @ tb.T).max(axis=1)
-    return [(int(i), round(float(c), 3)) for i, c in zip(ids_a, best)
-            if c < TEMPLATE_CORRELATION]
+    return [(int(i), round(float(c), 3)) for i, c in zip(ids_a, best) if c < TEMPLATE_CORRELATION]
 
 
 def same_sample_fraction(cpu_times: np.ndarray, gpu_times: np.ndarray) -> float:
@@ -91,27 +104,38 @@ def same_sample_fraction(cpu_times: np.ndarray, gpu_times: np.ndarray) -> float:
 
 def test_gpu_finds_the_same_ground_truth_units_as_the_cpu(sorts):
     cpu, gpu = well_detected_units(sorts["cpu"]), well_detected_units(sorts["gpu"])
-    assert cpu == gpu, (f"well-detected ground-truth units differ: CPU only {sorted(cpu - gpu)}, "
-                        f"GPU only {sorted(gpu - cpu)} (CPU {len(cpu)}, GPU {len(gpu)})")
+    assert cpu == gpu, (
+        f"well-detected ground-truth units differ: CPU only {sorted(cpu - gpu)}, "
+        f"GPU only {sorted(gpu - cpu)} (CPU {len(cpu)}, GPU {len(gpu)})"
+    )
 
 
 def test_every_unit_has_a_matching_template_on_the_other_device(sorts):
     cpu_phy, gpu_phy = sorts["cpu"] / "phy", sorts["gpu"] / "phy"
-    missing = {"CPU units without a GPU match": unmatched_templates(cpu_phy, gpu_phy),
-               "GPU units without a CPU match": unmatched_templates(gpu_phy, cpu_phy)}
+    missing = {
+        "CPU units without a GPU match": unmatched_templates(cpu_phy, gpu_phy),
+        "GPU units without a CPU match": unmatched_templates(gpu_phy, cpu_phy),
+    }
     assert not any(missing.values()), (
-        f"(unit, best correlation) below {TEMPLATE_CORRELATION}: {missing}")
+        f"(unit, best correlation) below {TEMPLATE_CORRELATION}: {missing}"
+    )
 
 
 def test_gpu_spike_times_are_the_cpu_spike_times(sorts):
-    times = {d: np.asarray(open_store(sorts[d] / "spikes.zarr")["time"][...], np.int64)
-             for d in sorts}
+    times = {
+        d: np.asarray(open_store(sorts[d] / "spikes.zarr")["time"][...], np.int64) for d in sorts
+    }
     final = same_sample_fraction(times["cpu"], times["gpu"])
-    phy = same_sample_fraction(np.load(sorts["cpu"] / "phy" / "spike_times.npy"),
-                               np.load(sorts["gpu"] / "phy" / "spike_times.npy"))
+    phy = same_sample_fraction(
+        np.load(sorts["cpu"] / "phy" / "spike_times.npy"),
+        np.load(sorts["gpu"] / "phy" / "spike_times.npy"),
+    )
     assert final >= SAME_SAMPLE_FRACTION, (
         f"only {100 * final:.2f} % of the CPU's {times['cpu'].size} final-pass spike times have "
         f"a GPU spike at the same sample (GPU: {times['gpu'].size} spikes; after curation "
-        f"{100 * phy:.2f} %); required {100 * SAME_SAMPLE_FRACTION:g} %")
-    print(f"same-sample fraction: final pass {100 * final:.3f} % ({times['cpu'].size} CPU / "
-          f"{times['gpu'].size} GPU spikes), Phy folder {100 * phy:.3f} %")
+        f"{100 * phy:.2f} %); required {100 * SAME_SAMPLE_FRACTION:g} %"
+    )
+    print(
+        f"same-sample fraction: final pass {100 * final:.3f} % ({times['cpu'].size} CPU / "
+        f"{times['gpu'].size} GPU spikes), Phy folder {100 * phy:.3f} %"
+    )

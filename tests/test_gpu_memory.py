@@ -1,11 +1,12 @@
 """GPU memory budget: block sizes, halving on out-of-memory errors, and a capped pool."""
+
 import dataclasses
 
 import numpy as np
 import pytest
 
-from kilosnake.runtime import gpu_memory
 from kilosnake.errors import KilosnakeError
+from kilosnake.runtime import gpu_memory
 from kilosnake.sorting import matching, svd, toy, waveforms
 
 NT0, NT0MIN = 61, 20
@@ -15,8 +16,9 @@ NT0, NT0MIN = 61, 20
 def default_blocks():
     saved = dataclasses.replace(gpu_memory.blocks)
     yield
-    gpu_memory.blocks.templates, gpu_memory.blocks.spikes, gpu_memory.blocks.ctc_bytes = \
+    gpu_memory.blocks.templates, gpu_memory.blocks.spikes, gpu_memory.blocks.ctc_bytes = (
         saved.values()
+    )
 
 
 class FakeOutOfMemory(RuntimeError):

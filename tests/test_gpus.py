@@ -2,6 +2,7 @@
 
 No GPU is needed: the GPU count is given, and the slots are lock files in a temporary folder.
 """
+
 import os
 import subprocess
 import sys
@@ -11,16 +12,22 @@ import pytest
 
 from kilosnake.runtime import gpus
 
-CLAIM = ("import os, sys, time; from kilosnake.runtime import gpus; "
-         "i = gpus.claim_gpu(n_gpus=int(sys.argv[1]), folder=sys.argv[2]); "
-         "print(i, os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True); "
-         "time.sleep(float(sys.argv[3]))")
+CLAIM = (
+    "import os, sys, time; from kilosnake.runtime import gpus; "
+    "i = gpus.claim_gpu(n_gpus=int(sys.argv[1]), folder=sys.argv[2]); "
+    "print(i, os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True); "
+    "time.sleep(float(sys.argv[3]))"
+)
 
 
 def start_claim(n_gpus, folder, hold_s):
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    return subprocess.Popen([sys.executable, "-c", CLAIM, str(n_gpus), str(folder), str(hold_s)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", CLAIM, str(n_gpus), str(folder), str(hold_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def first_line(proc):

@@ -1,4 +1,5 @@
 """Ordered maps over forked worker processes."""
+
 import os
 import time
 

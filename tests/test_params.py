@@ -1,4 +1,5 @@
 """The parameter table, and the files generated from it."""
+
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("rel", sorted(kp.GENERATED_FILES))
 def test_generated_files_are_up_to_date(rel):
     assert (ROOT / rel).read_text() == kp.GENERATED_FILES[rel](), (
-        f"{rel} is stale: run `python -m kilosnake.params`")
+        f"{rel} is stale: run `python -m kilosnake.params`"
+    )
 
 
 def test_config_yaml_holds_every_default():
@@ -27,8 +29,13 @@ def test_every_parameter_has_a_known_stage_and_a_description():
 
 def test_kilosort_parameters_keep_their_defaults():
     d = kp.defaults()
-    assert (d["fshigh"], d["Th"], d["lam"], d["NT"], d["ntbuff"]) == (300.0, [10.0, 4.0], 10.0,
-                                                                      65472, 64)
+    assert (d["fshigh"], d["Th"], d["lam"], d["NT"], d["ntbuff"]) == (
+        300.0,
+        [10.0, 4.0],
+        10.0,
+        65472,
+        64,
+    )
     assert (d["whiteningRange"], d["scaleproc"], d["nt0"], d["nt0min"]) == (32, 200.0, 61, 20)
 
 
@@ -41,8 +48,13 @@ def test_schema_rejects_wrong_types_and_ranges():
     jsonschema = pytest.importorskip("jsonschema")
     schema = kp.config_schema()
     jsonschema.validate(kp.defaults(), schema)
-    for bad in ({"fshigh": "high"}, {"fshigh": -5}, {"device": "tpu"}, {"Th": [1]},
-                {"no_such_key": 1}):
+    for bad in (
+        {"fshigh": "high"},
+        {"fshigh": -5},
+        {"device": "tpu"},
+        {"Th": [1]},
+        {"no_such_key": 1},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**kp.defaults(), **bad}, schema)
 

@@ -1,19 +1,20 @@
 """Filtering, common reference and whitening, batch by batch and whole."""
+
 import numpy as np
 import pytest
 import scipy.signal
 
-from kilosnake.params import resolve
+from kilosnake.io.probe import neuropixels_like
+from kilosnake.io.recording import RecordingInfo
 from kilosnake.io.traces import PreprocessedReader
+from kilosnake.params import resolve
 from kilosnake.preprocess.filters import (
     butterworth_sos,
     common_median_reference,
     filter_forward_backward,
 )
-from kilosnake.preprocess.whitening import compute_whitening, local_whitening_matrix
 from kilosnake.preprocess.traces import preprocess_recording
-from kilosnake.io.probe import neuropixels_like
-from kilosnake.io.recording import RecordingInfo
+from kilosnake.preprocess.whitening import compute_whitening, local_whitening_matrix
 
 FS = 30000.0
 
@@ -131,8 +132,9 @@ def test_preprocessed_noise_has_unit_variance(wavy):
     assert outside.shape == (10, 32) and not outside.any()
 
 
-@pytest.mark.parametrize("NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096),
-                                          (4096, 4096), (30001, 30001)])
+@pytest.mark.parametrize(
+    "NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096), (4096, 4096), (30001, 30001)]
+)
 def test_trace_chunks_divide_the_batch(NT, expected):
     from kilosnake.io.store import trace_chunks
 
@@ -147,8 +149,9 @@ def test_device_reads_equal_host_reads(wavy, be):
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")
     for start, stop in [(-100, 5000), (3000, 9000), (r.n_samples - 50, r.n_samples + 70)]:
-        np.testing.assert_array_equal(be.to_host(r.read_device(be, start, stop)),
-                                      r.read(start, stop))
+        np.testing.assert_array_equal(
+            be.to_host(r.read_device(be, start, stop)), r.read(start, stop)
+        )
 
 
 def test_reads_into_a_used_buffer_equal_fresh_reads(wavy):
@@ -157,8 +160,13 @@ def test_reads_into_a_used_buffer_equal_fresh_reads(wavy):
 
     preprocess_recording(info, folder / "whitening.zarr", p, cpu_backend(), folder / "p.zarr")
     r = PreprocessedReader(folder / "p.zarr")
-    for start, stop in [(-100, 5000), (3000, 9000), (r.n_samples - 50, r.n_samples + 70),
-                        (r.n_samples + 5, r.n_samples + 30)]:
+    for start, stop in [
+        (-100, 5000),
+        (3000, 9000),
+        (r.n_samples - 50, r.n_samples + 70),
+        (r.n_samples + 5, r.n_samples + 30),
+    ]:
         dirty = np.full((stop - start, r.n_channels), 7, dtype=np.int16)
-        np.testing.assert_array_equal(r.read_int16(start, stop, out=dirty),
-                                      r.read_int16(start, stop))
+        np.testing.assert_array_equal(
+            r.read_int16(start, stop, out=dirty), r.read_int16(start, stop)
+        )

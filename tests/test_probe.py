@@ -1,4 +1,5 @@
 """Probe loading from every accepted source, and the probe checks."""
+
 import numpy as np
 import pytest
 import scipy.io
@@ -39,10 +40,16 @@ def test_npy_folder_round_trip(tmp_path, probe):
 def test_kilosort_mat_is_one_based_and_drops_unconnected(tmp_path, probe):
     connected = np.ones(32, bool)
     connected[[3, 7]] = False
-    scipy.io.savemat(tmp_path / "chanMap.mat", {
-        "chanMap": (probe.chan_map + 1).astype(np.uint16)[:, None],
-        "connected": connected[:, None], "xcoords": probe.xc.astype(np.uint16)[:, None],
-        "ycoords": probe.yc[:, None], "kcoords": (probe.kcoords + 1)[:, None]})
+    scipy.io.savemat(
+        tmp_path / "chanMap.mat",
+        {
+            "chanMap": (probe.chan_map + 1).astype(np.uint16)[:, None],
+            "connected": connected[:, None],
+            "xcoords": probe.xc.astype(np.uint16)[:, None],
+            "ycoords": probe.yc[:, None],
+            "kcoords": (probe.kcoords + 1)[:, None],
+        },
+    )
     loaded = load_probe(tmp_path / "chanMap.mat")
     np.testing.assert_array_equal(loaded.chan_map, probe.chan_map[connected])
     np.testing.assert_allclose(loaded.xc, probe.xc[connected])
@@ -50,8 +57,13 @@ def test_kilosort_mat_is_one_based_and_drops_unconnected(tmp_path, probe):
 
 
 def test_dict_and_bunch_like_objects(probe):
-    d = {"chanMap": probe.chan_map, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords,
-         "NchanTOT": 33}
+    d = {
+        "chanMap": probe.chan_map,
+        "xc": probe.xc,
+        "yc": probe.yc,
+        "kcoords": probe.kcoords,
+        "NchanTOT": 33,
+    }
     assert_same_probe(load_probe(d), probe)
 
     class Bunch(dict):
@@ -70,14 +82,17 @@ def test_prb_files_are_refused_not_executed(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: setattr(p, "chan_map", p.chan_map + 1), "1-based"),
-    (lambda p: p.chan_map.__setitem__(0, 40), "out of range"),
-    (lambda p: p.chan_map.__setitem__(1, p.chan_map[0]), "twice"),
-    (lambda p: p.yc.__setitem__(2, np.nan), "NaN"),
-    (lambda p: (p.xc.__setitem__(1, p.xc[0]), p.yc.__setitem__(1, p.yc[0])), "share"),
-    (lambda p: setattr(p, "xc", p.xc[:-1]), "differ"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: setattr(p, "chan_map", p.chan_map + 1), "1-based"),
+        (lambda p: p.chan_map.__setitem__(0, 40), "out of range"),
+        (lambda p: p.chan_map.__setitem__(1, p.chan_map[0]), "twice"),
+        (lambda p: p.yc.__setitem__(2, np.nan), "NaN"),
+        (lambda p: (p.xc.__setitem__(1, p.xc[0]), p.yc.__setitem__(1, p.yc[0])), "share"),
+        (lambda p: setattr(p, "xc", p.xc[:-1]), "differ"),
+    ],
+)
 def test_validate_probe_names_the_problem(probe, mutate, message):
     mutate(probe)
     with pytest.raises(InputError, match=message) as err:

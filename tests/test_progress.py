@@ -1,4 +1,5 @@
 """Progress lines of long loops and the opening and closing lines of stage logs."""
+
 import io
 import json
 import logging
@@ -7,12 +8,14 @@ import re
 import numpy as np
 import pytest
 
+from kilosnake.io.store import write_array, writing_store
 from kilosnake.runtime import logs
 from kilosnake.runtime.progress import Progress, eta_seconds, format_duration, format_rate
-from kilosnake.io.store import write_array, writing_store
 
-LINE = re.compile(r"^(?P<label>.+): batch (?P<i>\d+)/(?P<n>\d+) \((?P<pct>\d+)%\), (?P<rate>.+), "
-                  r"elapsed (?P<elapsed>.+), ETA (?P<eta>.+?)(; (?P<extra>.*))?$")
+LINE = re.compile(
+    r"^(?P<label>.+): batch (?P<i>\d+)/(?P<n>\d+) \((?P<pct>\d+)%\), (?P<rate>.+), "
+    r"elapsed (?P<elapsed>.+), ETA (?P<eta>.+?)(; (?P<extra>.*))?$"
+)
 
 
 class FakeClock:
@@ -41,9 +44,18 @@ def lines_of(stream):
     return [line for line in stream.getvalue().splitlines() if line]
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (42.4, "42 s"), (59.6, "1 min 0 s"),
-                                           (185, "3 min 5 s"), (7440, "2 h 04 min"),
-                                           (float("nan"), "?"), (-1, "?")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0 s"),
+        (42.4, "42 s"),
+        (59.6, "1 min 0 s"),
+        (185, "3 min 5 s"),
+        (7440, "2 h 04 min"),
+        (float("nan"), "?"),
+        (-1, "?"),
+    ],
+)
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
@@ -124,14 +136,25 @@ def make_store(path):
 
 def test_describe_input(tmp_path):
     make_store(tmp_path / "preprocessed.zarr")
-    (tmp_path / "input.json").write_text(json.dumps(
-        {"n_samples": 900000, "duration_s": 30.0, "n_channels_total": 385,
-         "probe": {"chan_map": list(range(384))}}))
+    (tmp_path / "input.json").write_text(
+        json.dumps(
+            {
+                "n_samples": 900000,
+                "duration_s": 30.0,
+                "n_channels_total": 385,
+                "probe": {"chan_map": list(range(384))},
+            }
+        )
+    )
     (tmp_path / "rec.bin").write_bytes(b"\0" * 2_000_000)
-    assert logs.describe_input(tmp_path / "preprocessed.zarr") == \
-        "preprocessed.zarr: traces (1000, 8) int16, 2 arrays"
-    assert logs.describe_input(tmp_path / "input.json") == \
-        "input.json: 900000 samples (30.0 s) x 385 channels (384 on the probe)"
+    assert (
+        logs.describe_input(tmp_path / "preprocessed.zarr")
+        == "preprocessed.zarr: traces (1000, 8) int16, 2 arrays"
+    )
+    assert (
+        logs.describe_input(tmp_path / "input.json")
+        == "input.json: 900000 samples (30.0 s) x 385 channels (384 on the probe)"
+    )
     assert logs.describe_input(tmp_path / "rec.bin") == "rec.bin: 2.0 MB"
     assert logs.describe_input(tmp_path / "small.txt").endswith("missing")
     (tmp_path / "small.txt").write_text("x" * 1500)
@@ -140,13 +163,13 @@ def test_describe_input(tmp_path):
     assert "broken.zarr: not described" in logs.describe_input(tmp_path / "broken.zarr")
 
 
-def test_stage_log_opens_with_parameters_version_device_inputs_and_closes_with_resources(
-        tmp_path):
+def test_stage_log_opens_with_parameters_version_device_inputs_and_closes_with_resources(tmp_path):
     make_store(tmp_path / "preprocessed.zarr")
     log_file = tmp_path / "logs" / "learn.log"
     log_file.parent.mkdir()
-    with logs.stage_logging(log_file, "learn", {"device": "cpu", "Th": [10, 4]},
-                            inputs=[tmp_path / "preprocessed.zarr"]) as log:
+    with logs.stage_logging(
+        log_file, "learn", {"device": "cpu", "Th": [10, 4]}, inputs=[tmp_path / "preprocessed.zarr"]
+    ) as log:
         clock = FakeClock()
         p = Progress(2, "learn", log, clock=clock, bar=False)
         for _ in range(2):
@@ -154,12 +177,14 @@ def test_stage_log_opens_with_parameters_version_device_inputs_and_closes_with_r
             p.update()
     lines = log_file.read_text().splitlines()
     assert "non-default parameters: device='cpu'" in lines[0]
-    assert re.search(r"kilosnake \S+, stage learn, Python \S+, host .*, device asked: cpu",
-                     lines[1])
+    assert re.search(
+        r"kilosnake \S+, stage learn, Python \S+, host .*, device asked: cpu", lines[1]
+    )
     assert "input preprocessed.zarr: traces (1000, 8) int16" in lines[2]
     assert any("learn: batch 2/2 (100%), 3.0 s/batch, elapsed 6 s, ETA 0 s" in s for s in lines)
-    assert re.search(r"learn done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB$",
-                     lines[-1])
+    assert re.search(
+        r"learn done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB$", lines[-1]
+    )
 
 
 def test_expected_error_is_one_line_and_exit_status_1(tmp_path):

@@ -1,13 +1,14 @@
 """Raw-file reading with margins, atomic stores, and the backend choice."""
+
 import logging
 
 import numpy as np
 import pytest
 
-from kilosnake.runtime.backend import cpu_backend, get_backend
 from kilosnake.errors import DeviceError, InputError
 from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
 from kilosnake.io.store import IncompleteStoreError, open_store, write_array, writing_store
+from kilosnake.runtime.backend import cpu_backend, get_backend
 
 
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32"])
@@ -60,8 +61,9 @@ def test_store_bytes_are_deterministic(tmp_path):
     for name in ("a.zarr", "b.zarr"):
         with writing_store(tmp_path / name, "test", {"k": 1}, seed=1) as g:
             write_array(g, "x", np.arange(1000.0))
-    files = sorted(p.relative_to(tmp_path / "a.zarr") for p in (tmp_path / "a.zarr").rglob("*")
-                   if p.is_file())
+    files = sorted(
+        p.relative_to(tmp_path / "a.zarr") for p in (tmp_path / "a.zarr").rglob("*") if p.is_file()
+    )
     for rel in files:
         assert (tmp_path / "a.zarr" / rel).read_bytes() == (tmp_path / "b.zarr" / rel).read_bytes()
 
@@ -151,5 +153,5 @@ def test_writing_rows_chunk_by_chunk_gives_the_same_array(tmp_path):
         arr = g.create_array("x", shape=data.shape, dtype="int16", chunks=(8, 3))
         with WritingBehind(depth=2, workers=3) as behind:
             for at in range(0, 70, 16):  # batches of two chunks, the last one partial
-                behind.write_rows(arr, at, data[at:at + 16])
+                behind.write_rows(arr, at, data[at : at + 16])
     np.testing.assert_array_equal(open_store(tmp_path / "s.zarr")["x"][...], data)

@@ -1,4 +1,5 @@
 """Many recordings in one run: the recordings table, and --keep-going with a broken recording."""
+
 import csv
 import subprocess
 import sys
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from kilosnake.workflow.summary import COLUMNS, format_table, recording_status
 from kilosnake.workflow.recordings import (
     RecordingsTableError,
     read_recordings_table,
     recording_sources,
 )
+from kilosnake.workflow.summary import COLUMNS, format_table, recording_status
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "name\tdat\tprobe\tn_channels\tsample_rate\tdtype\n"
@@ -30,16 +31,32 @@ def test_shipped_example_table_is_valid():
 
 
 def test_rows_become_recordings_and_empty_cells_take_the_config(tmp_path):
-    table = write_table(tmp_path / "r.tsv",
-                        ("a", "a.bin", "p.json", 385, 30000, "int16"),
-                        ("007", "b.bin", "", "", 25000.5, ""))
-    config = {"recordings": str(table), "probe": "shared.json", "n_channels": 64,
-              "dtype": "int16", "sample_rate": None, "uv_per_bit": 2.34, "dat": "ignored.bin"}
+    table = write_table(
+        tmp_path / "r.tsv",
+        ("a", "a.bin", "p.json", 385, 30000, "int16"),
+        ("007", "b.bin", "", "", 25000.5, ""),
+    )
+    config = {
+        "recordings": str(table),
+        "probe": "shared.json",
+        "n_channels": 64,
+        "dtype": "int16",
+        "sample_rate": None,
+        "uv_per_bit": 2.34,
+        "dat": "ignored.bin",
+    }
     recs = recording_sources(config)
     assert list(recs) == ["a", "007"]
-    assert recs["a"] == {"dat": "a.bin", "probe": "p.json", "n_channels": 385,
-                         "dtype": "int16", "sample_rate": 30000, "uv_per_bit": 2.34,
-                         "gt": None, "demo": None}
+    assert recs["a"] == {
+        "dat": "a.bin",
+        "probe": "p.json",
+        "n_channels": 385,
+        "dtype": "int16",
+        "sample_rate": 30000,
+        "uv_per_bit": 2.34,
+        "gt": None,
+        "demo": None,
+    }
     assert recs["007"]["probe"] == "shared.json" and recs["007"]["n_channels"] == 64
     assert recs["007"]["sample_rate"] == 25000.5 and recs["007"]["dtype"] == "int16"
 
@@ -50,18 +67,21 @@ def test_comments_and_blank_lines_are_skipped(tmp_path):
     assert list(read_recordings_table(table)) == ["x"]
 
 
-@pytest.mark.parametrize("rows, header, message", [
-    ([("a", "a.bin", "", "", "", "")], "name\tprobe\n", "missing column"),
-    ([("a", "a.bin")], "name\tdat\tgain\n", "unknown column"),
-    ([("a", "a.bin", "", "", "", ""), ("a", "b.bin", "", "", "", "")], HEADER, "used twice"),
-    ([("a", "a.bin", "", "", "", "int8")], HEADER, "row 2, dtype"),
-    ([("a", "a.bin", "", "0", "", "")], HEADER, "row 2, n_channels"),
-    ([("a", "a.bin", "", "3.5", "", "")], HEADER, "row 2, n_channels"),
-    ([("a/b", "a.bin", "", "", "", "")], HEADER, "name"),
-    ([("", "a.bin", "", "", "", "")], HEADER, "'name' is a required property"),
-    ([("a", "a.bin", "", "", "", "", "extra")], HEADER, "more cells than columns"),
-    ([], HEADER, "no recordings"),
-])
+@pytest.mark.parametrize(
+    "rows, header, message",
+    [
+        ([("a", "a.bin", "", "", "", "")], "name\tprobe\n", "missing column"),
+        ([("a", "a.bin")], "name\tdat\tgain\n", "unknown column"),
+        ([("a", "a.bin", "", "", "", ""), ("a", "b.bin", "", "", "", "")], HEADER, "used twice"),
+        ([("a", "a.bin", "", "", "", "int8")], HEADER, "row 2, dtype"),
+        ([("a", "a.bin", "", "0", "", "")], HEADER, "row 2, n_channels"),
+        ([("a", "a.bin", "", "3.5", "", "")], HEADER, "row 2, n_channels"),
+        ([("a/b", "a.bin", "", "", "", "")], HEADER, "name"),
+        ([("", "a.bin", "", "", "", "")], HEADER, "'name' is a required property"),
+        ([("a", "a.bin", "", "", "", "", "extra")], HEADER, "more cells than columns"),
+        ([], HEADER, "no recordings"),
+    ],
+)
 def test_bad_tables_are_refused_with_row_and_column(tmp_path, rows, header, message):
     table = write_table(tmp_path / "r.tsv", *rows, header=header)
     with pytest.raises(RecordingsTableError, match=message):
@@ -97,12 +117,27 @@ def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_
     broken.write_bytes(good.bin.read_bytes()[:-3])  # not a whole number of samples
     missing = tmp_path / "data" / "missing.bin"  # never written
     n_channels = cfg.n_channels + int(cfg.sync_channel)
-    table = write_table(tmp_path / "recordings.tsv",
-                        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
-                        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"),
-                        ("missing", missing, good.probe, n_channels, cfg.sample_rate, "int16"))
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(tmp_path), "--keep-going", "--config", f"recordings={table}", "device=cpu"]
+    table = write_table(
+        tmp_path / "recordings.tsv",
+        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
+        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"),
+        ("missing", missing, good.probe, n_channels, cfg.sample_rate, "int16"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--keep-going",
+        "--config",
+        f"recordings={table}",
+        "device=cpu",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]  # a failed recording fails the run ...
@@ -129,12 +164,33 @@ def test_missing_raw_file_does_not_stop_the_dag_of_the_others(tmp_path):
     cfg = preset_config("demo", duration_s=3.0)
     good = generate(cfg, tmp_path / "data", name="good", seed=1)
     n_channels = cfg.n_channels + int(cfg.sync_channel)
-    table = write_table(tmp_path / "recordings.tsv",
-                        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
-                        ("gone", tmp_path / "nowhere.bin", tmp_path / "nowhere.json",
-                         n_channels, cfg.sample_rate, "int16"))
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(ROOT / "Snakefile"),
-           "-d", str(tmp_path), "--dry-run", "--config", f"recordings={table}", "device=cpu"]
+    table = write_table(
+        tmp_path / "recordings.tsv",
+        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
+        (
+            "gone",
+            tmp_path / "nowhere.bin",
+            tmp_path / "nowhere.json",
+            n_channels,
+            cfg.sample_rate,
+            "int16",
+        ),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "1",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--dry-run",
+        "--config",
+        f"recordings={table}",
+        "device=cpu",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]

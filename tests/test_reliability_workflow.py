@@ -1,5 +1,6 @@
 """Awkward inputs through the whole workflow: a raw file in a folder whose name holds quotes and
 spaces, with a dead and a saturated channel; a recording of pure noise."""
+
 import ast
 import json
 import subprocess
@@ -8,28 +9,40 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inputs import write_noise_recording, write_probe_json
 
 from kilosnake.export.tables import params_py_text
-from kilosnake.io.phy import read_params_py
 from kilosnake.export.validate import validate_phy
+from kilosnake.io.phy import read_params_py
 from kilosnake.io.store import open_store
 from kilosnake.workflow.recordings import recording_name
-
-from inputs import write_noise_recording, write_probe_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_ROW, STUCK_ROW = 5, 9
 
 
-def sort(workdir: Path, dat: Path, probe: Path, n_channels: int, *config: str,
-         targets=("phy",)):
+def sort(workdir: Path, dat: Path, probe: Path, n_channels: int, *config: str, targets=("phy",)):
     """Sort ``dat`` up to its Phy folder (or ``targets``); return the finished process and the
     results folder."""
     out = Path("results") / recording_name(str(dat))
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), *(str(out / t) for t in targets), "--config", "device=cpu",
-           f"dat={dat}",
-           f"probe={probe}", f"n_channels={n_channels}", *config]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *(str(out / t) for t in targets),
+        "--config",
+        "device=cpu",
+        f"dat={dat}",
+        f"probe={probe}",
+        f"n_channels={n_channels}",
+        *config,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900), workdir / out
 
 
@@ -52,8 +65,9 @@ def awkward(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("awkward")
     folder = workdir / 'my "rec" 1'
-    paths = generate(preset_config("demo", duration_s=10.0, n_units=6), folder,
-                     name="it's rec", seed=5)
+    paths = generate(
+        preset_config("demo", duration_s=10.0, n_units=6), folder, name="it's rec", seed=5
+    )
     x = np.fromfile(paths.bin, np.int16).reshape(-1, 32)
     x[:, DEAD_ROW] = 0
     x[:, STUCK_ROW] = 32767
@@ -78,13 +92,16 @@ def test_params_py_with_quotes_in_the_path_is_only_literals(awkward):
     assert '"rec"' in values["dat_path"] and "it's rec.bin" in values["dat_path"]
 
 
-@pytest.mark.parametrize("path", [
-    'my "rec" 1/it\'s rec.bin',
-    "x'; import os; os.system('touch pwned'); y='.bin",
-    'a\nimport os\n"b.bin',
-    "C:\\data\\rec.bin",
-    "données/µ rec.bin",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        'my "rec" 1/it\'s rec.bin',
+        "x'; import os; os.system('touch pwned'); y='.bin",
+        'a\nimport os\n"b.bin',
+        "C:\\data\\rec.bin",
+        "données/µ rec.bin",
+    ],
+)
 def test_params_py_text_never_holds_code(tmp_path, path):
     text = params_py_text(path, 32, "int16", 30000.0, 20.0)
     values = assert_only_literal_assignments(text)
@@ -99,7 +116,9 @@ def test_dead_and_stuck_channels_are_left_out_of_the_sort(awkward):
     rows = [r for r in range(32) if r not in (DEAD_ROW, STUCK_ROW)]
     report = json.loads((results / "input.json").read_text())
     assert [(c["row"], c["reason"]) for c in report["excluded_channels"]] == [
-        (DEAD_ROW, "flat"), (STUCK_ROW, "saturated")]
+        (DEAD_ROW, "flat"),
+        (STUCK_ROW, "saturated"),
+    ]
     for store in ("whitening.zarr", "preprocessed.zarr"):
         np.testing.assert_array_equal(open_store(results / store)["chan_map"][...], rows)
     np.testing.assert_array_equal(np.load(results / "phy" / "channel_map.npy"), rows)
@@ -108,14 +127,19 @@ def test_dead_and_stuck_channels_are_left_out_of_the_sort(awkward):
 
 
 #: one per-spike array of each store, and its axis of spikes
-PER_SPIKE_ARRAYS = {"spikes.zarr": "time", "merge.zarr": "cluster", "split.zarr": "cluster",
-                    "cutoff.zarr": "keep"}
+PER_SPIKE_ARRAYS = {
+    "spikes.zarr": "time",
+    "merge.zarr": "cluster",
+    "split.zarr": "cluster",
+    "cutoff.zarr": "keep",
+}
 
 
 def test_pure_noise_gives_an_empty_valid_phy_folder_and_report(tmp_path):
     dat = write_noise_recording(tmp_path, n_samples=5 * 30000)
-    done, results = sort(tmp_path, dat, write_probe_json(tmp_path), 32,
-                         targets=("phy", "report.html"))
+    done, results = sort(
+        tmp_path, dat, write_probe_json(tmp_path), 32, targets=("phy", "report.html")
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     sizes = validate_phy(results / "phy")
     assert sizes["n_spikes"] == 0 and not sizes["phylib_checked"]

@@ -1,5 +1,6 @@
 """The input check picture and the QC report: drawing pieces, then the rules on the demo sort,
 the page rendered in headless Chromium, and the progress lines of the long stages' logs."""
+
 import base64
 import html.parser
 import io
@@ -15,11 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.report.units import FALLBACK_UNITS, MAX_UNITS, busiest_window, nearest_channels, unit_rows, units_to_draw
-from kilosnake.report.build import SECTIONS
-from kilosnake.report.input_check import _ranges, channel_flags, input_view, probe_order, resolve_raw_path, write_input_check
 from kilosnake.io.phy import read_phy
 from kilosnake.io.probe import neuropixels_like
+from kilosnake.report.build import SECTIONS
+from kilosnake.report.input_check import (
+    _ranges,
+    channel_flags,
+    input_view,
+    probe_order,
+    resolve_raw_path,
+    write_input_check,
+)
+from kilosnake.report.units import (
+    FALLBACK_UNITS,
+    MAX_UNITS,
+    busiest_window,
+    nearest_channels,
+    unit_rows,
+    units_to_draw,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,8 +71,10 @@ def test_ranges_text():
 
 
 def rows_for(labels):
-    return [{"id": i, "label": lab, "n_spikes": 10 + i, "depth": float(i)}
-            for i, lab in enumerate(labels)]
+    return [
+        {"id": i, "label": lab, "n_spikes": 10 + i, "depth": float(i)}
+        for i, lab in enumerate(labels)
+    ]
 
 
 def test_units_to_draw_caps_good_units_and_says_so():
@@ -77,8 +94,9 @@ def test_nearest_channels_stay_on_the_peak_channel_shank():
     assert np.all(probe.kcoords[near] == probe.kcoords[10])
 
 
-def write_input_json(folder, n_channels, n_shanks, flat=(), noisy=(), saturated=(),
-                     write_raw=True, extra_rows=1):
+def write_input_json(
+    folder, n_channels, n_shanks, flat=(), noisy=(), saturated=(), write_raw=True, extra_rows=1
+):
     """An input.json as check_input writes it (docs/stores.md), with a noise raw file."""
     probe = neuropixels_like(n_channels, n_shanks=n_shanks)
     total = n_channels + extra_rows
@@ -97,10 +115,20 @@ def write_input_json(folder, n_channels, n_shanks, flat=(), noisy=(), saturated=
     raw = Path(folder) / "rec.bin"
     if write_raw:
         x.astype(np.int16).tofile(raw)
-    info = {"dat": str(raw), "n_channels_total": total, "dtype": "int16",
-            "sample_rate": 30000.0, "uv_per_bit": 2.34, "n_samples": n, "duration_s": 1.0,
-            "NT": 8192, "n_batches": 4, "probe": probe.to_dict(), "rms": rms.tolist(),
-            "saturation_fraction": sat.tolist()}
+    info = {
+        "dat": str(raw),
+        "n_channels_total": total,
+        "dtype": "int16",
+        "sample_rate": 30000.0,
+        "uv_per_bit": 2.34,
+        "n_samples": n,
+        "duration_s": 1.0,
+        "NT": 8192,
+        "n_batches": 4,
+        "probe": probe.to_dict(),
+        "rms": rms.tolist(),
+        "saturation_fraction": sat.tolist(),
+    }
     path = Path(folder) / "input.json"
     path.write_text(json.dumps(info))
     return path
@@ -115,8 +143,7 @@ def png_size(data: bytes):
 
 @pytest.mark.parametrize("n_channels, n_shanks", [(32, 1), (192, 4)])
 def test_input_check_picture(tmp_path, n_channels, n_shanks):
-    info = write_input_json(tmp_path, n_channels, n_shanks, flat=[3], noisy=[7],
-                            saturated=[11])
+    info = write_input_json(tmp_path, n_channels, n_shanks, flat=[3], noisy=[7], saturated=[11])
     view = input_view(info)
     assert view.raw.shape == (3000, n_channels)
     assert view.unused_rows == [n_channels]
@@ -151,8 +178,18 @@ def test_raw_path_relative_to_the_workflow_folder(tmp_path, monkeypatch):
 
 
 def snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -169,8 +206,7 @@ def demo(tmp_path_factory):
 
 
 def test_input_check_needs_only_the_input_check(tmp_path):
-    out = snakemake(tmp_path, "--dry-run", "results/demo/input_check.png", "--config",
-                    "device=cpu")
+    out = snakemake(tmp_path, "--dry-run", "results/demo/input_check.png", "--config", "device=cpu")
     planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
     assert planned == {"demo_recording", "check_input", "input_report"}
 
@@ -214,9 +250,11 @@ def test_report_has_every_section_and_embedded_images(demo):
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
         w, h = png_size(data)
         assert w > 300 and h > 150
-    good = [line.split("\t")[0] for line in
-            (demo / "results/demo/phy/cluster_KSLabel.tsv").read_text().splitlines()[1:]
-            if line.endswith("\tgood")]
+    good = [
+        line.split("\t")[0]
+        for line in (demo / "results/demo/phy/cluster_KSLabel.tsv").read_text().splitlines()[1:]
+        if line.endswith("\tgood")
+    ]
     assert 0 < len(good) <= MAX_UNITS
     assert sorted(parser.unit_figures) == sorted(f"unit-{c}" for c in good)
     for section in SECTIONS:  # every section has content besides its title
@@ -251,8 +289,10 @@ def ensure_chromium():
     if CHROMIUM.exists():
         return CHROMIUM
     if os.geteuid() != 0:
-        pytest.skip("headless rendering needs /usr/bin/chromium: install Debian's chromium "
-                    "package (the tests install it themselves only when run as root)")
+        pytest.skip(
+            "headless rendering needs /usr/bin/chromium: install Debian's chromium "
+            "package (the tests install it themselves only when run as root)"
+        )
     if shutil.which("apt-get") is None:
         pytest.skip("/usr/bin/chromium is missing and there is no apt-get to install it")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -267,11 +307,21 @@ def ensure_chromium():
 
 
 def screenshot(page: Path, out: Path, tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [str(ensure_chromium()), "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-quic", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp}",
-           f"--screenshot={out}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-           page.resolve().as_uri()]
+    cmd = [
+        str(ensure_chromium()),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp}",
+        f"--screenshot={out}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        page.resolve().as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -294,10 +344,16 @@ def test_report_renders_in_headless_chromium(demo, tmp_path_factory):
 
 
 def test_long_stages_log_progress_with_an_eta(demo):
-    line = re.compile(r"INFO kilosnake\.\S+: (?P<label>[\w ]+): batch (?P<i>\d+)/(?P<n>\d+) "
-                      r"\(\d+%\), [\d.]+ (batch/s|s/batch), elapsed \d.*, ETA \d")
-    for stage, label in [("preprocess", "preprocess"), ("drift", "drift detection"),
-                         ("learn", "learn"), ("final_pass", "final pass")]:
+    line = re.compile(
+        r"INFO kilosnake\.\S+: (?P<label>[\w ]+): batch (?P<i>\d+)/(?P<n>\d+) "
+        r"\(\d+%\), [\d.]+ (batch/s|s/batch), elapsed \d.*, ETA \d"
+    )
+    for stage, label in [
+        ("preprocess", "preprocess"),
+        ("drift", "drift detection"),
+        ("learn", "learn"),
+        ("final_pass", "final pass"),
+    ]:
         text = (demo / f"results/demo/logs/{stage}.log").read_text()
         found = [m for m in map(line.search, text.splitlines()) if m]
         assert found, f"no progress line in {stage}.log"
@@ -310,7 +366,8 @@ def test_every_log_opens_with_the_facts_and_closes_with_resources(demo):
         lines = log.read_text().splitlines()
         assert lines[0].split(": ", 1)[1].startswith("non-default parameters"), log.name
         assert re.search(r"kilosnake \S+, stage \w+, Python", lines[1]), log.name
-        assert re.search(r"done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB",
-                         lines[-1]), log.name
+        assert re.search(
+            r"done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB", lines[-1]
+        ), log.name
     report_log = (demo / "results/demo/logs/final_pass.log").read_text()
     assert "input preprocessed.zarr: traces (900000, 32) int16" in report_log

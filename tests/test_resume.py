@@ -1,6 +1,7 @@
 """Crash and resume: a workflow killed with SIGKILL in the middle of a stage, then rerun with
 ``--rerun-incomplete``, gives the same Phy folder as an uninterrupted run; a store whose writer
 died is never read as complete."""
+
 import os
 import signal
 import subprocess
@@ -9,15 +10,26 @@ import time
 
 import numpy as np
 import pytest
+from workflow_runs import (
+    TARGET,
+    differing,
+    output_digests,
+    reference_run,
+    results,
+    resume,
+    run_snakemake,
+    run_until,
+    stage_seconds,
+)
 
 from kilosnake.io.store import IncompleteStoreError, open_store, writing_store
 
-from workflow_runs import (TARGET, differing, output_digests, reference_run, results, resume,
-                           run_snakemake, run_until, stage_seconds)
-
 #: stage -> its output store
-STAGE_STORES = {"preprocess": "preprocessed.zarr", "learn": "templates.zarr",
-                "final_pass": "spikes.zarr"}
+STAGE_STORES = {
+    "preprocess": "preprocessed.zarr",
+    "learn": "templates.zarr",
+    "final_pass": "spikes.zarr",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,8 +52,9 @@ with writing_store(sys.argv[1], "test") as g:
 
 def test_a_store_killed_mid_write_is_never_read_as_complete(tmp_path):
     final = tmp_path / "out.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(final)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(final)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -79,8 +92,10 @@ def test_an_error_inside_the_writer_leaves_nothing(tmp_path):
 
 def chunks_written(folder, least: int):
     """True once ``least`` chunk files exist below ``folder`` (a store being written)."""
+
     def ready():
         return folder.is_dir() and sum(1 for p in folder.rglob("c/*") if p.is_file()) >= least
+
     return ready
 
 
@@ -92,6 +107,7 @@ def running_for(log, seconds: float):
         if not started and log.exists():
             started.append(time.monotonic())
         return bool(started) and time.monotonic() - started[0] >= seconds
+
     return ready
 
 

@@ -3,23 +3,23 @@
 The whole-workflow identity (blocks and shanks give the same Phy folder) is in
 test_scatter_workflow.py.
 """
+
 import json
 
 import numpy as np
 import pytest
 
-from kilosnake.runtime.backend import cpu_backend
-from kilosnake.params import resolve
-from kilosnake.io.traces import PreprocessedReader
-from kilosnake.preprocess.whitening import compute_whitening
-from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.io.probe import Probe, neuropixels_like
 from kilosnake.io.recording import RecordingInfo
-from kilosnake.io.traces import block_batches
+from kilosnake.io.store import open_store
+from kilosnake.io.traces import PreprocessedReader, block_batches
+from kilosnake.params import resolve
 from kilosnake.preprocess.gather import gather_preprocessed
 from kilosnake.preprocess.shank_input import shank_input
+from kilosnake.preprocess.traces import preprocess_recording
+from kilosnake.preprocess.whitening import compute_whitening
+from kilosnake.runtime.backend import cpu_backend
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
-from kilosnake.io.store import open_store
 
 FS = 30000.0
 N_SAMPLES, N_CHANNELS, NT = 40000, 32, 8192  # 5 batches, the last one short
@@ -55,8 +55,7 @@ def scatter(folder, info, p, n_blocks):
     """Preprocess in ``n_blocks`` block stores and gather them; return the gathered store."""
     paths = [folder / f"blocks{n_blocks}" / f"preprocessed.{i}.zarr" for i in range(n_blocks)]
     for i, path in enumerate(paths):
-        preprocess_recording(info, folder / "w.zarr", p, cpu_backend(), path,
-                             block=(i, n_blocks))
+        preprocess_recording(info, folder / "w.zarr", p, cpu_backend(), path, block=(i, n_blocks))
     gathered = folder / f"gathered{n_blocks}.zarr"
     gather_preprocessed(paths[::-1], gathered, p)  # any order: the gather sorts them
     return gathered, paths
@@ -70,11 +69,13 @@ def test_gathered_blocks_read_like_the_single_store(recording, n_blocks):
     assert (scattered.n_samples, scattered.n_channels) == (whole.n_samples, whole.n_channels)
     assert scattered.NT == whole.NT and scattered.scaleproc == whole.scaleproc
     np.testing.assert_array_equal(scattered.probe.chan_map, whole.probe.chan_map)
-    np.testing.assert_array_equal(scattered.read_int16(0, N_SAMPLES),
-                                  whole.read_int16(0, N_SAMPLES))
+    np.testing.assert_array_equal(
+        scattered.read_int16(0, N_SAMPLES), whole.read_int16(0, N_SAMPLES)
+    )
     for start in (-100, NT - 50, 2 * NT - 1, N_SAMPLES - 30):  # across block edges and ends
-        np.testing.assert_array_equal(scattered.read(start, start + 200),
-                                      whole.read(start, start + 200))
+        np.testing.assert_array_equal(
+            scattered.read(start, start + 200), whole.read(start, start + 200)
+        )
     assert "traces" not in [k for k, _ in open_store(gathered).arrays()]  # nothing copied
 
 
@@ -105,8 +106,13 @@ def test_gather_refuses_a_missing_block(recording):
 def test_shank_input_keeps_the_shanks_channels_and_arrays():
     probe = neuropixels_like(64, n_shanks=4)
     probe.kcoords = probe.kcoords * 2 + 1  # ids 1, 3, 5, 7: shank index k is the k-th id
-    report = {"dat": "x.bin", "probe": probe.to_dict(), "rms": list(range(64)),
-              "saturation_fraction": [0.0] * 64, "n_samples": 10}
+    report = {
+        "dat": "x.bin",
+        "probe": probe.to_dict(),
+        "rms": list(range(64)),
+        "saturation_fraction": [0.0] * 64,
+        "n_samples": 10,
+    }
     sub = shank_input(report, 2)
     got = Probe.from_dict(sub["probe"])
     assert got.n_channels == 16 and set(got.kcoords) == {5.0}
@@ -155,17 +161,20 @@ def test_widened_feature_lists_use_ids_no_row_holds():
 def test_loop_calls_give_each_shank_its_inputs_outputs_and_seed(tmp_path):
     import zarr
 
-    from kilosnake.workflow.shanks import per_shank
     from kilosnake.io.shank_sets import shank_set_size
+    from kilosnake.workflow.shanks import per_shank
 
     src = tmp_path / "in.zarr"
     zarr.open_group(str(src), mode="w").attrs.update({"shank_set": 2, "complete": True})
     infos = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
     out = tmp_path / "out.zarr"
-    with per_shank(2, {"seed": 7}, {"store": str(src), "info": infos, "dat": "r.bin"},
-                   {"out": str(out)}) as calls:
+    with per_shank(
+        2, {"seed": 7}, {"store": str(src), "info": infos, "dat": "r.bin"}, {"out": str(out)}
+    ) as calls:
         assert [(i["store"], i["info"], i["dat"], pk["seed"]) for i, _, pk in calls] == [
-            (f"{src}/shank0", infos[0], "r.bin", 7), (f"{src}/shank1", infos[1], "r.bin", 8)]
+            (f"{src}/shank0", infos[0], "r.bin", 7),
+            (f"{src}/shank1", infos[1], "r.bin", 8),
+        ]
         for _, o, _ in calls:
             zarr.open_group(o["out"], mode="w").attrs["complete"] = True
         assert not out.exists()  # published only when every shank is done

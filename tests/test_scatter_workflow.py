@@ -8,6 +8,7 @@ Three sorts of a 10 s recording of the ``shanks4`` preset (4 shanks of 16 channe
 * ``blocks``: ``scatter_blocks=3``: preprocess and final pass each over 3 time blocks (one job
   per block, looping over the shanks).
 """
+
 import shutil
 import subprocess
 import sys
@@ -16,27 +17,51 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.io.traces import PreprocessedReader
-from kilosnake.io.shank_sets import shank_set_size, shank_stores
-from kilosnake.io.store import open_store
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.io.shank_sets import shank_set_size, shank_stores
+from kilosnake.io.store import open_store
+from kilosnake.io.traces import PreprocessedReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = preset_config("shanks4", duration_s=10.0)
 N_SHANKS, PER_SHANK = 4, 16
 PHY = "results/rec/phy"
 LAYOUTS = {"loop": (), "shanks": ("scatter_shanks=true",), "blocks": ("scatter_blocks=3",)}
-STORES = ("whitening", "preprocessed", "drift", "detect", "templates", "spikes", "merge",
-          "split", "cutoff")
+STORES = (
+    "whitening",
+    "preprocessed",
+    "drift",
+    "detect",
+    "templates",
+    "spikes",
+    "merge",
+    "split",
+    "cutoff",
+)
 
 pytestmark = pytest.mark.slow
 
 
 def sort(workdir: Path, *config: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), PHY, "--config", "device=cpu", "dat=data/rec.bin",
-           "probe=data/rec.probe.json", f"n_channels={SYNTH.n_channels_total}", *config]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        PHY,
+        "--config",
+        "device=cpu",
+        "dat=data/rec.bin",
+        "probe=data/rec.probe.json",
+        f"n_channels={SYNTH.n_channels_total}",
+        *config,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
@@ -91,15 +116,16 @@ def test_joined_phy_folder_has_every_shank(runs):
     phy = results(runs, "loop") / "phy"
     shanks = np.load(phy / "channel_shanks.npy")
     np.testing.assert_array_equal(shanks, np.repeat(np.arange(N_SHANKS), PER_SHANK))
-    np.testing.assert_array_equal(np.sort(np.load(phy / "channel_map.npy")),
-                                  np.arange(N_SHANKS * PER_SHANK))
+    np.testing.assert_array_equal(
+        np.sort(np.load(phy / "channel_map.npy")), np.arange(N_SHANKS * PER_SHANK)
+    )
     positions = np.load(phy / "channel_positions.npy")
     assert positions.shape == (N_SHANKS * PER_SHANK, 2)
     assert np.unique(positions, axis=0).shape[0] == positions.shape[0]
     templates = np.load(phy / "templates.npy")
     clusters = np.load(phy / "spike_clusters.npy")
     assert np.all(np.diff(np.load(phy / "spike_times.npy").astype(np.int64)) >= 0)
-    energy = (templates ** 2).sum(axis=1)  # (clusters, channels)
+    energy = (templates**2).sum(axis=1)  # (clusters, channels)
     on_shank = np.stack([energy[:, shanks == s].sum(1) for s in range(N_SHANKS)], axis=1)
     used = np.unique(clusters)
     # every unit lives on one shank, and every shank has units (ids unique across shanks)

@@ -7,14 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from kilosnake.groundtruth.matching import MATCH_STEP, _count_step_matches, count_pair_matches, independent_steps, tolerance_in_samples
-from kilosnake.groundtruth.score import _unit_codes, main, score_spike_trains
 from kilosnake.errors import InputError
-from kilosnake.io.store import write_array, writing_store
-from kilosnake.groundtruth.matching import greedy_match_count
+from kilosnake.groundtruth.matching import (
+    MATCH_STEP,
+    _count_step_matches,
+    count_pair_matches,
+    greedy_match_count,
+    independent_steps,
+    tolerance_in_samples,
+)
+from kilosnake.groundtruth.score import (
+    _unit_codes,
+    load_spikes_store,
+    main,
+    score_phy_folder,
+    score_spike_trains,
+)
 from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.io.phy import load_phy_sorting, read_params_py
-from kilosnake.groundtruth.score import load_spikes_store, score_phy_folder
+from kilosnake.io.store import write_array, writing_store
 
 FS = 30000.0
 TOL = 12  # 0.4 ms at 30 kHz
@@ -39,8 +50,9 @@ def by_gt_unit(result):
 def assert_perfect(result, n_units=N_UNITS):
     rows = result.per_unit
     assert len(rows) == n_units
-    assert all(row["accuracy"] == 1.0 and row["recall"] == 1.0 and row["precision"] == 1.0
-               for row in rows)
+    assert all(
+        row["accuracy"] == 1.0 and row["recall"] == 1.0 and row["precision"] == 1.0 for row in rows
+    )
     assert all(row["fn"] == 0 and row["fp"] == 0 for row in rows)
     s = result.summary
     assert s["n_well_detected"] == n_units
@@ -76,14 +88,16 @@ def test_pair_counts_equal_per_pair_greedy_on_random_trains():
         counts = count_pair_matches(gt_t, gt_c, st_t, st_c, 3, 3, 5)
         for g in range(3):
             for s in range(3):
-                expected = greedy_match_count(np.sort(gt_t[gt_c == g]).tolist(),
-                                              np.sort(st_t[st_c == s]).tolist(), 5)
+                expected = greedy_match_count(
+                    np.sort(gt_t[gt_c == g]).tolist(), np.sort(st_t[st_c == s]).tolist(), 5
+                )
                 assert counts[g, s] == expected
 
 
 def test_spike_near_two_gt_units_counts_for_both_pairs():
-    counts = count_pair_matches(np.array([100, 105]), np.array([0, 1]), np.array([102]),
-                                np.array([0]), 2, 1, TOL)
+    counts = count_pair_matches(
+        np.array([100, 105]), np.array([0, 1]), np.array([102]), np.array([0]), 2, 1, TOL
+    )
     assert counts[:, 0].tolist() == [1, 1]
 
 
@@ -203,11 +217,13 @@ def test_relabelled_and_shuffled_sorting_scores_the_same(gt):
     rng = np.random.default_rng(1)
     new_ids = np.array([707, 3, 12345, 40])
     order = rng.permutation(len(times))
-    result = score_spike_trains(times[order], units[order], times[order[::-1]],
-                                new_ids[units[order[::-1]]], FS)
+    result = score_spike_trains(
+        times[order], units[order], times[order[::-1]], new_ids[units[order[::-1]]], FS
+    )
     assert_perfect(result)
     assert {row["gt_unit"]: row["sorted_unit"] for row in result.per_unit} == {
-        g: int(new_ids[g]) for g in range(N_UNITS)}
+        g: int(new_ids[g]) for g in range(N_UNITS)
+    }
 
 
 def test_empty_sorting(gt):
@@ -259,8 +275,9 @@ def test_well_detected_threshold_is_configurable(gt):
     keep = np.ones(len(times), bool)
     keep[np.flatnonzero(units == 0)[: int(np.sum(units == 0)) // 4]] = False  # recall ~0.75
     strict = score_spike_trains(times, units, times[keep], units[keep], FS)
-    lenient = score_spike_trains(times, units, times[keep], units[keep], FS,
-                                 well_detected_accuracy=0.7)
+    lenient = score_spike_trains(
+        times, units, times[keep], units[keep], FS, well_detected_accuracy=0.7
+    )
     assert strict.summary["n_well_detected"] == N_UNITS - 1
     assert lenient.summary["n_well_detected"] == N_UNITS
 
@@ -286,7 +303,8 @@ def write_phy(folder, times, clusters, sample_rate=FS, noise=()):
     (folder / "params.py").write_text(
         f"dat_path = r'rec.bin'\nn_channels_dat = 32\ndtype = 'int16'\noffset = 0\n"
         f"sample_rate = {sample_rate!r}\nhp_filtered = False\n"
-        "not_a_literal = open('/this/must/not/run')\n")
+        "not_a_literal = open('/this/must/not/run')\n"
+    )
     if noise:
         lines = ["cluster_id\tgroup"] + [f"{c}\tnoise" for c in noise] + ["0\tgood"]
         (folder / "cluster_group.tsv").write_text("\n".join(lines) + "\n")
@@ -365,8 +383,17 @@ def test_cli_on_spikes_store(tmp_path, gt, capsys):
         write_array(store, "template", (units[order] + 7).astype(np.uint32), chunks=(128,))
     loaded_t, loaded_u = load_spikes_store(tmp_path / "spikes.zarr")
     assert np.array_equal(loaded_u, units[order] + 7)
-    rc = main(["--gt", str(gt_path), str(tmp_path / "spikes.zarr"),
-                     "--sample-rate", "30000", "--tolerance-ms", "0.4"])
+    rc = main(
+        [
+            "--gt",
+            str(gt_path),
+            str(tmp_path / "spikes.zarr"),
+            "--sample-rate",
+            "30000",
+            "--tolerance-ms",
+            "0.4",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "well detected (accuracy >= 0.8)" in text
@@ -401,15 +428,23 @@ def test_matching_in_stretches_of_time_counts_as_matching_at_once():
 
 
 def test_a_sorting_without_spikes_scores_every_unit_as_missed():
-    result = score_spike_trains(np.array([100, 5000, 9000]), np.array([0, 1, 1]),
-                                      np.zeros(0, np.uint64), np.zeros(0, np.int64), 30000.0)
+    result = score_spike_trains(
+        np.array([100, 5000, 9000]),
+        np.array([0, 1, 1]),
+        np.zeros(0, np.uint64),
+        np.zeros(0, np.int64),
+        30000.0,
+    )
     assert result.summary["n_sorted_units"] == 0 and result.summary["n_well_detected"] == 0
     assert [row["fn"] for row in result.per_unit] == [1, 2]
     assert "0 / 2" in result.to_text()
 
 
-@pytest.mark.parametrize("units", [np.array([7, 3, 3, 0, 7, 12]), np.array([-2, 5, 5, 1 << 40])],
-                         ids=["small-ids", "large-or-negative-ids"])
+@pytest.mark.parametrize(
+    "units",
+    [np.array([7, 3, 3, 0, 7, 12]), np.array([-2, 5, 5, 1 << 40])],
+    ids=["small-ids", "large-or-negative-ids"],
+)
 def test_unit_codes_are_those_of_np_unique(units):
     ids, codes, counts = _unit_codes(units)
     want_ids, want_codes, want_counts = np.unique(units, return_inverse=True, return_counts=True)

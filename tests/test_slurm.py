@@ -5,6 +5,7 @@ slurmctld, slurmd, slurm-client, munge), and snakemake-executor-plugin-slurm (``
 Sorts a short generated recording twice, locally and through SLURM, and checks that every rule
 ran as a SLURM job (in the partition the profile names) and that the Phy folders are identical.
 """
+
 import os
 import re
 import shutil
@@ -42,20 +43,28 @@ def _skip_reason():
     return None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_skip_reason() is not None,
-                                                   reason=str(_skip_reason()))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason())),
+]
 
 
 @pytest.fixture(scope="module")
 def cluster():
     state = Path(f"/tmp/ks-slurm-{os.getpid()}")  # short: the munge socket path is limited
     env = dict(os.environ, KILOSNAKE_SLURM_DIR=str(state), FAKE_GPUS="1")
-    start = subprocess.run(["bash", str(SCRIPTS / "start_cluster.sh")], env=env,
-                           capture_output=True, text=True, timeout=600)
+    start = subprocess.run(
+        ["bash", str(SCRIPTS / "start_cluster.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     try:
         if start.returncode != 0:
-            pytest.fail("the test cluster did not start:\n" + start.stdout + start.stderr,
-                        pytrace=False)
+            pytest.fail(
+                "the test cluster did not start:\n" + start.stdout + start.stderr, pytrace=False
+            )
         yield state
     finally:
         subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh")], env=env, timeout=120)
@@ -72,9 +81,22 @@ def _workdir(base, data):
 def _snakemake(workdir, *args):
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           *args, "--config", "dat=data/rec.bin", "probe=data/rec.probe.json",
-           f"n_channels={N_CHANNELS}", f"sample_rate={SYNTH.sample_rate:g}", "device=cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+        "--config",
+        "dat=data/rec.bin",
+        "probe=data/rec.probe.json",
+        f"n_channels={N_CHANNELS}",
+        f"sample_rate={SYNTH.sample_rate:g}",
+        "device=cpu",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
@@ -95,8 +117,9 @@ def runs(cluster, tmp_path_factory):
 def _submissions(out):
     """{rule: SLURM job id} from the submitter's log."""
     found = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
-    return {re.search(r"/rule_(\w+)/", log).group(1): (int(jobid), Path(log))
-            for jobid, log in found}
+    return {
+        re.search(r"/rule_(\w+)/", log).group(1): (int(jobid), Path(log)) for jobid, log in found
+    }
 
 
 def test_every_rule_ran_as_a_slurm_job(runs):
@@ -107,8 +130,12 @@ def test_every_rule_ran_as_a_slurm_job(runs):
     assert "localrule" not in runs["slurm_out"].replace("localrule all", "")
     # the controller still knows finished jobs (MinJobAge=300): state, partition, GPUs of each
     for rule, (jobid, log) in jobs.items():
-        show = subprocess.run(["scontrol", "show", "job", "-o", str(jobid)],
-                              capture_output=True, text=True, check=True).stdout
+        show = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(jobid)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         job = dict(kv.split("=", 1) for kv in show.split() if "=" in kv)
         assert job["JobState"] == "COMPLETED", (rule, job["JobState"])
         assert job["Partition"] == ("gpu" if rule in GPU_RULES else "cpu"), (rule, job)

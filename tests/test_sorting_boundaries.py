@@ -1,4 +1,5 @@
 """No spike holes: spikes on and around every batch boundary are found exactly once."""
+
 import numpy as np
 import zarr
 
@@ -25,18 +26,27 @@ def _true_templates(be, rec):
     """templates.zarr-like arrays built from the ground-truth waveforms."""
     iC, _, _ = waveforms.closest_channels(rec.probe.xc, rec.probe.yc, 32, 30.0)
     Ka, Kb = waveforms.kriging_kernels(NT0, NT0MIN, 10, 1.0)
-    basis = np.linalg.qr(rec.waveforms[:, :, [1, -2]].reshape(NT0, -1) +
-                         np.eye(NT0)[:, :4])[0][:, :6]
+    basis = np.linalg.qr(rec.waveforms[:, :, [1, -2]].reshape(NT0, -1) + np.eye(NT0)[:, :4])[0][
+        :, :6
+    ]
     det = {"iC": iC, "Ka": Ka, "Kb": Kb, "wPCA": basis, "wTEMP": basis}
-    state = learn.LearnerState(be.asarray(rec.waveforms.astype(np.float64)),
-                               be.asarray(np.full(len(rec.waveforms), 100.0)))
+    state = learn.LearnerState(
+        be.asarray(rec.waveforms.astype(np.float64)), be.asarray(np.full(len(rec.waveforms), 100.0))
+    )
     p = kparams.resolve({})
     return learn.finalise_templates(be, state, det, p, m0=0.0)
 
 
 def test_every_boundary_spike_found_exactly_once(be, tmp_path):
-    rec = toy.make_toy_recording(n_channels=16, duration_s=30 * NT / 30000, n_units=2,
-                                 amplitudes=(20.0, 24.0), rate_hz=0, seed=7, noise=0.5)
+    rec = toy.make_toy_recording(
+        n_channels=16,
+        duration_s=30 * NT / 30000,
+        n_units=2,
+        amplitudes=(20.0, 24.0),
+        rate_hz=0,
+        seed=7,
+        noise=0.5,
+    )
     times, units = _trains(rec.traces.shape[0])
     traces = rec.traces.copy()
     toy.add_spikes(traces, rec.waveforms, times, units, np.ones(times.size), NT0MIN)

@@ -1,4 +1,5 @@
 """Matching pursuit: injected templates are found at the right times and amplitudes."""
+
 import numpy as np
 
 from kilosnake.sorting import matching, svd, toy, waveforms
@@ -36,14 +37,16 @@ def test_peel_finds_injected_spikes(be):
 
 
 def test_peel_separates_overlapping_spikes(be):
-    rec = toy.make_toy_recording(n_channels=16, duration_s=0.1, n_units=2, rate_hz=0, seed=4,
-                                 noise=0.5)
+    rec = toy.make_toy_recording(
+        n_channels=16, duration_s=0.1, n_units=2, rate_hz=0, seed=4, noise=0.5
+    )
     X = rec.traces.copy()
     toy.add_spikes(X, rec.waveforms, [1000, 1012], [0, 1], [1.0, 1.0], NT0MIN)
     tset = _templates(be, rec)
     result = matching.peel(be, be.asarray(X), tset, 6.0, 10.0)
-    found = sorted(zip((be.to_host(result.onset) + NT0MIN).tolist(),
-                       be.to_host(result.template).tolist()))
+    found = sorted(
+        zip((be.to_host(result.onset) + NT0MIN).tolist(), be.to_host(result.template).tolist())
+    )
     assert found == [(1000, 0), (1012, 1)]
 
 
@@ -93,9 +96,12 @@ def test_local_maxima_match_a_direct_loop(be):
     half = 5
     expected = []
     for t in range(best.size):
-        window = best[max(0, t - half): t + half + 1]
-        if best[t] > 1.0 and best[t] >= window.max() and \
-                not (expected and t - expected[-1] <= half):
+        window = best[max(0, t - half) : t + half + 1]
+        if (
+            best[t] > 1.0
+            and best[t] >= window.max()
+            and not (expected and t - expected[-1] <= half)
+        ):
             expected.append(t)
     got = be.to_host(matching.local_maxima(be, be.asarray(best), 1.0, half))
     np.testing.assert_array_equal(got, expected)
@@ -114,8 +120,9 @@ def test_peeling_kernels_equal_the_array_code(be):
     b = matching.peel(arrays, be.asarray(rec.traces), tset, 6.0, 10.0)
     assert a.n_spikes > 10
     for name in ("onset", "template", "amplitude", "score", "residual", "projections"):
-        np.testing.assert_array_equal(be.to_host(getattr(a, name)),
-                                      be.to_host(getattr(b, name)), err_msg=name)
+        np.testing.assert_array_equal(
+            be.to_host(getattr(a, name)), be.to_host(getattr(b, name)), err_msg=name
+        )
 
 
 def test_residual_sums_per_template_equal_a_loop(be):
@@ -128,13 +135,18 @@ def test_residual_sums_per_template_equal_a_loop(be):
     residual = rng.normal(size=(300, n_chan)).astype(np.float32)
     onset = np.sort(rng.choice(290, size=40, replace=False)).astype(np.int64)
     template = rng.integers(0, n_filt - 1, size=40).astype(np.int64)  # the last one: none
-    result = matching.PeelResult(be.asarray(onset), be.asarray(template),
-                                 be.asarray(np.ones(40, np.float32)),
-                                 be.asarray(np.ones(40, np.float32)), be.asarray(residual), None)
+    result = matching.PeelResult(
+        be.asarray(onset),
+        be.asarray(template),
+        be.asarray(np.ones(40, np.float32)),
+        be.asarray(np.ones(40, np.float32)),
+        be.asarray(residual),
+        None,
+    )
     order = be.xp.lexsort(be.xp.stack([result.onset, result.template]))
     sums, counts = learn.residual_sums(be, result, order, n_filt, nt0)
     expected = np.zeros((n_filt, nt0, n_chan))
     for o, t in zip(onset, template):
-        expected[t] += residual[o:o + nt0]
+        expected[t] += residual[o : o + nt0]
     np.testing.assert_allclose(be.to_host(sums), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(be.to_host(counts), np.bincount(template, minlength=n_filt))

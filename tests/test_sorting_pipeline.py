@@ -1,16 +1,27 @@
 """detect → learn → final_pass on a tiny whitened recording: units recovered, runs repeatable."""
+
 import numpy as np
 import pytest
 
 from kilosnake import params as kparams
-from kilosnake.runtime.backend import cpu_backend
 from kilosnake.groundtruth.score import load_spikes_store, score_spike_trains
-from kilosnake.sorting import detect, final_pass, learn, toy
 from kilosnake.io.store import open_store
+from kilosnake.runtime.backend import cpu_backend
+from kilosnake.sorting import detect, final_pass, learn, toy
 
 NT = 16384
-SPIKE_ARRAYS = ("time", "template", "amplitude", "score", "batch", "template_features",
-                "pc_features", "template_feature_ind", "pc_feature_ind", "similar_templates")
+SPIKE_ARRAYS = (
+    "time",
+    "template",
+    "amplitude",
+    "score",
+    "batch",
+    "template_features",
+    "pc_features",
+    "template_feature_ind",
+    "pc_feature_ind",
+    "similar_templates",
+)
 
 
 def _sort(folder, device, seed=42):
@@ -29,8 +40,9 @@ def toy_recording():
 
 def _write_input(folder, rec):
     folder.mkdir()
-    toy.write_preprocessed_store(folder / "preprocessed.zarr", rec.traces, rec.probe,
-                                 rec.sample_rate, NT)
+    toy.write_preprocessed_store(
+        folder / "preprocessed.zarr", rec.traces, rec.probe, rec.sample_rate, NT
+    )
 
 
 def test_sorting_recovers_units_and_writes_the_documented_store(be, tmp_path, toy_recording):
@@ -38,8 +50,7 @@ def test_sorting_recovers_units_and_writes_the_documented_store(be, tmp_path, to
     _write_input(tmp_path / "a", rec)
     g = _sort(tmp_path / "a", be.name)
     times, templates = load_spikes_store(tmp_path / "a" / "spikes.zarr")
-    result = score_spike_trains(rec.spike_times, rec.spike_units, times, templates,
-                                rec.sample_rate)
+    result = score_spike_trains(rec.spike_times, rec.spike_units, times, templates, rec.sample_rate)
     assert result.summary["n_well_detected"] == 4, result.to_text()
     n = times.size
     n_filt = g["similar_templates"].shape[0]

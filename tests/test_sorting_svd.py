@@ -1,4 +1,5 @@
 """Batched rank-3 factorisation, peak alignment and template cross-correlations."""
+
 import numpy as np
 
 from kilosnake.sorting import svd, toy, waveforms
@@ -17,8 +18,9 @@ def _rank3_templates(n_chan=16, n_filt=5, seed=0, peak_shift=0):
     iC, _, _ = waveforms.closest_channels(probe.xc, probe.yc, 8, 30.0)
     out = np.zeros((n_filt, NT0, n_chan))
     for f in range(n_filt):
-        base = np.stack([toy.temporal_shape(NT0, NT0MIN + peak_shift, w) for w in (2.0, 3.0, 4.5)],
-                        axis=1)
+        base = np.stack(
+            [toy.temporal_shape(NT0, NT0MIN + peak_shift, w) for w in (2.0, 3.0, 4.5)], axis=1
+        )
         centre = rng.integers(n_chan)
         spatial = np.zeros((n_chan, 3))
         spatial[iC[:4, centre]] = rng.standard_normal((4, 3)) * [1.0, 0.4, 0.2]
@@ -35,9 +37,10 @@ def test_factorisation_reconstructs_rank3_templates(be):
     recon = np.einsum("fsk,fck->fsc", W, U) * mu[:, None, None]
     err = np.linalg.norm((recon - dWU).reshape(len(mu), -1), axis=1)
     assert (err / np.linalg.norm(dWU.reshape(len(mu), -1), axis=1) < 0.02).all()
-    np.testing.assert_allclose(np.einsum("fsk,fsl->fkl", W, W),
-                               np.broadcast_to(np.eye(3), (len(mu), 3, 3)), atol=1e-6)
-    np.testing.assert_allclose((U ** 2).sum(axis=(1, 2)), 1, atol=1e-6)
+    np.testing.assert_allclose(
+        np.einsum("fsk,fsl->fkl", W, W), np.broadcast_to(np.eye(3), (len(mu), 3, 3)), atol=1e-6
+    )
+    np.testing.assert_allclose((U**2).sum(axis=(1, 2)), 1, atol=1e-6)
     assert (W[:, NT0MIN, 0] < 0).all()
     # spatial factors vanish outside the peak channel's neighbourhood
     iW = be.to_host(lr.iW)
@@ -62,8 +65,9 @@ def test_cross_correlations_match_dense_templates(be):
     T = be.to_host(svd.full_templates(be, lr.W, lr.U))
     assert ctc.shape == (4, 2 * NT0 - 1, 4)
     for i, j, tau in [(0, 0, 0), (0, 1, 3), (2, 1, -7), (3, 3, 20), (1, 2, -60)]:
-        a = T[i, max(0, -tau):NT0 - max(0, tau)]
-        b = T[j, max(0, tau):NT0 - max(0, -tau)]
+        a = T[i, max(0, -tau) : NT0 - max(0, tau)]
+        b = T[j, max(0, tau) : NT0 - max(0, -tau)]
         assert abs(ctc[j, tau + NT0 - 1, i] - (a * b).sum()) < 1e-4
-    np.testing.assert_allclose(be.to_host(svd.similarity_scores(be.asarray(ctc))).diagonal(), 1,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        be.to_host(svd.similarity_scores(be.asarray(ctc))).diagonal(), 1, atol=1e-5
+    )

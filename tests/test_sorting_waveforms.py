@@ -1,4 +1,5 @@
 """Isolated peaks, universal waveforms, neighbourhoods and alignment kernels."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ def test_isolated_peaks_finds_lone_spikes_and_drops_crowded_ones(be):
     lone = [(300, 2), (800, 9), (1500, 5)]
     crowded = [(1100, 3), (1110, 5)]  # within long_range of each other
     for t, c in lone + crowded:
-        X[t - NT0MIN:t - NT0MIN + NT0, c] += 10 * shape
+        X[t - NT0MIN : t - NT0MIN + NT0, c] += 10 * shape
     t, c = waveforms.isolated_peaks(be, be.asarray(X), -6.0, (5, 4), (30, 6), edge=NT0)
     found = sorted(zip(be.to_host(t).tolist(), be.to_host(c).tolist()))
     assert found == sorted(lone)
@@ -56,7 +57,7 @@ def test_closest_channels_start_with_the_channel_itself():
     np.testing.assert_array_equal(iC[0], np.arange(10))
     d = np.take_along_axis(C2C, iC, axis=0)
     assert (np.diff(d, axis=0) >= 0).all()
-    np.testing.assert_allclose((mask ** 2).sum(0), 1, atol=2e-3)  # normalised by sqrt(1e-3 + Σ)
+    np.testing.assert_allclose((mask**2).sum(0), 1, atol=2e-3)  # normalised by sqrt(1e-3 + Σ)
 
 
 @pytest.mark.parametrize("phase", [0, 3, 5, 8])
@@ -67,7 +68,7 @@ def test_kriging_kernels_resample_a_smooth_waveform(phase):
     centre = 30.0
 
     def smooth(x):
-        return np.exp(-(x - centre) ** 2 / (2 * 4.0 ** 2))
+        return np.exp(-((x - centre) ** 2) / (2 * 4.0**2))
 
     w = smooth(t)
     shifted = Kb[:, :, phase] @ w
@@ -86,8 +87,9 @@ def test_summed_scores_match_a_direct_loop_and_the_kernel(be):
     n_proto, n_chan, L, n_sum = 3, 6, 50, 4
     F = rng.normal(size=(n_proto, n_chan, L)).astype(np.float32)
     iC = np.stack([np.roll(np.arange(n_chan), -j) for j in range(n_sum)])  # (n_sum, Nchan)
-    score, channel = (be.to_host(a) for a in detect.summed_scores_by_arrays(
-        be, be.asarray(F), be.asarray(iC)))
+    score, channel = (
+        be.to_host(a) for a in detect.summed_scores_by_arrays(be, be.asarray(F), be.asarray(iC))
+    )
     expected = np.zeros((n_chan, L), dtype=np.float32)
     for c in range(n_chan):
         running = np.zeros((n_proto, L), dtype=np.float32)

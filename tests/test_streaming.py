@@ -1,5 +1,6 @@
 """Per-spike arrays read and written in blocks (kilosnake.streaming), and the stages that use them
 keep the results they gave when they held whole arrays."""
+
 import io
 
 import numpy as np
@@ -17,18 +18,22 @@ from kilosnake.io.streaming import (
 )
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(10, dtype=np.uint64),
-    np.random.default_rng(0).standard_normal((7, 3, 5)).astype(np.float32),
-    np.zeros((0, 3, 4), np.float32),
-    np.zeros(0, np.uint32),
-], ids=["uint64", "float32-3d", "no-rows-3d", "no-rows-1d"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(10, dtype=np.uint64),
+        np.random.default_rng(0).standard_normal((7, 3, 5)).astype(np.float32),
+        np.zeros((0, 3, 4), np.float32),
+        np.zeros(0, np.uint32),
+    ],
+    ids=["uint64", "float32-3d", "no-rows-3d", "no-rows-1d"],
+)
 def test_npy_writer_writes_the_bytes_of_np_save(tmp_path, array):
     expected = io.BytesIO()
     np.save(expected, array, allow_pickle=False)
     with NpyWriter(tmp_path / "a.npy", array.dtype, array.shape) as out:
         for s in range(0, array.shape[0], 3):
-            out.write(array[s:s + 3])
+            out.write(array[s : s + 3])
     assert (tmp_path / "a.npy").read_bytes() == expected.getvalue()
     back = [b for _, b in npy_blocks(tmp_path / "a.npy", step=2)]
     got = np.concatenate(back) if back else np.zeros((0,) + array.shape[1:], array.dtype)
@@ -53,10 +58,17 @@ def zarr_rows(tmp_path):
     return data, arr
 
 
-@pytest.mark.parametrize("idx", [
-    np.arange(1000), np.array([0, 5, 999]), np.array([999, 3, 500, 3]), np.zeros(0, int),
-    np.sort(np.random.default_rng(2).choice(1000, 300, replace=False)),
-], ids=["all", "sparse", "unsorted-with-repeat", "none", "random"])
+@pytest.mark.parametrize(
+    "idx",
+    [
+        np.arange(1000),
+        np.array([0, 5, 999]),
+        np.array([999, 3, 500, 3]),
+        np.zeros(0, int),
+        np.sort(np.random.default_rng(2).choice(1000, 300, replace=False)),
+    ],
+    ids=["all", "sparse", "unsorted-with-repeat", "none", "random"],
+)
 def test_read_rows_is_fancy_indexing(zarr_rows, idx):
     data, arr = zarr_rows
     for step in (7, 64, 5000):
@@ -90,7 +102,7 @@ def test_columns_by_label_gives_each_label_its_rows_in_order(budget):
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 12, 2000)
     labels[labels == 4] = 5  # a label with no rows
-    times = np.sort(rng.integers(0, 10 ** 6, 2000))
+    times = np.sort(rng.integers(0, 10**6, 2000))
 
     def read_blocks():
         for (_, lab), (_, t) in zip(blocks(labels, 128), blocks(times, 128)):
@@ -108,6 +120,7 @@ def test_columns_by_label_gives_each_label_its_rows_in_order(budget):
 
 def test_export_of_unsorted_spikes_equals_that_of_sorted_ones(tmp_path):
     from curation_fixtures import Unit, build_fixture, export, refractory_train, run_curation
+
     from kilosnake.io.store import open_store, write_array, writing_store
 
     rng = np.random.default_rng(5)
@@ -121,11 +134,23 @@ def test_export_of_unsorted_spikes_equals_that_of_sorted_ones(tmp_path):
         for name in g.array_keys():
             values = np.asarray(g[name][...])
             per_spike = values.shape[0] == perm.size and name not in (
-                "similar_templates", "template_feature_ind", "pc_feature_ind")
-            write_array(w, name, values[perm] if per_spike else values,
-                        chunks=(64,) + values.shape[1:] if per_spike else None)
+                "similar_templates",
+                "template_feature_ind",
+                "pc_feature_ind",
+            )
+            write_array(
+                w,
+                name,
+                values[perm] if per_spike else values,
+                chunks=(64,) + values.shape[1:] if per_spike else None,
+            )
     phy_shuffled, summary = export(shuffled, run_curation(shuffled))
     assert summary["n_spikes"] > 100
-    for name in ("spike_times.npy", "spike_clusters.npy", "amplitudes.npy", "pc_features.npy",
-                 "template_features.npy"):
+    for name in (
+        "spike_times.npy",
+        "spike_clusters.npy",
+        "amplitudes.npy",
+        "pc_features.npy",
+        "template_features.npy",
+    ):
         np.testing.assert_array_equal(np.load(phy_shuffled / name), np.load(phy_sorted / name))

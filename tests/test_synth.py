@@ -1,16 +1,15 @@
 """The ground-truth recording generator: files, determinism, spikes, noise, drift, CLI."""
+
 import json
 
 import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
-from kilosnake.groundtruth.presets import SYNC_HIGH
+from kilosnake.groundtruth.generate import generate, load_ground_truth, main
+from kilosnake.groundtruth.presets import PRESETS, SYNC_HIGH, SynthConfig, preset_config
 from kilosnake.groundtruth.units import draw_spike_trains
-from kilosnake.groundtruth.generate import main
 from kilosnake.io.probe import load_probe, neuropixels_like, validate_probe
-from kilosnake.groundtruth.presets import PRESETS, SynthConfig, preset_config
-from kilosnake.groundtruth.generate import generate, load_ground_truth
 
 
 def tiny(**overrides) -> SynthConfig:
@@ -27,7 +26,7 @@ def read_raw(paths) -> np.ndarray:
 
 def mean_snippet(raw, times, trough, n_t):
     """Mean waveform around ``times`` with each snippet's per-channel median removed."""
-    snippets = np.stack([raw[t - trough:t - trough + n_t].astype(np.float64) for t in times])
+    snippets = np.stack([raw[t - trough : t - trough + n_t].astype(np.float64) for t in times])
     snippets -= np.median(snippets, axis=1, keepdims=True)  # the slow component and DC
     return snippets.mean(axis=0)
 
@@ -65,7 +64,8 @@ def test_file_size_meta_and_no_temporary_files_left(tmp_path):
     assert meta["sample_rate"] == 30000.0 and meta["uv_per_bit"] == pytest.approx(2.34)
     assert meta["seed"] == 1 and meta["n_units"] == 3 and meta["drift"]["kind"] == "none"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["rec.bin", "rec.probe.json", "rec_gt.npz", "rec.meta.json"])
+        ["rec.bin", "rec.probe.json", "rec_gt.npz", "rec.meta.json"]
+    )
 
 
 def test_probe_json_loads_and_validates(tmp_path):
@@ -182,12 +182,20 @@ def test_noise_is_spike_band_spatially_correlated_with_a_slow_component(tmp_path
 # drift
 
 
-@pytest.mark.parametrize("kind, bottom, top", [
-    ("zigzag", 1.0, 1.0), ("randomwalk", 1.0, 1.0), ("zigzag", 0.2, 1.0)])
+@pytest.mark.parametrize(
+    "kind, bottom, top", [("zigzag", 1.0, 1.0), ("randomwalk", 1.0, 1.0), ("zigzag", 0.2, 1.0)]
+)
 def test_drift_ground_truth_has_the_requested_amplitude(tmp_path, kind, bottom, top):
-    cfg = tiny(n_units=0, duration_s=4.0, drift=kind, drift_amplitude_um=30.0,
-               drift_period_s=2.0, drift_timescale_s=0.3, drift_scale_bottom=bottom,
-               drift_scale_top=top)
+    cfg = tiny(
+        n_units=0,
+        duration_s=4.0,
+        drift=kind,
+        drift_amplitude_um=30.0,
+        drift_period_s=2.0,
+        drift_timescale_s=0.3,
+        drift_scale_bottom=bottom,
+        drift_scale_top=top,
+    )
     paths = generate(cfg, tmp_path)
     gt = load_ground_truth(paths.gt)
     d, t, depths = gt["drift_um"], gt["drift_times_s"], gt["drift_depths_um"]
@@ -206,20 +214,27 @@ def test_drift_ground_truth_has_the_requested_amplitude(tmp_path, kind, bottom, 
 
 
 def test_drift_moves_the_units_across_the_channels(tmp_path):
-    cfg = tiny(n_channels=32, n_units=3, duration_s=8.0, drift="zigzag",
-               drift_amplitude_um=60.0, drift_period_s=4.0, snr_range=(15.0, 25.0),
-               firing_rate_range_hz=(15.0, 20.0))
+    cfg = tiny(
+        n_channels=32,
+        n_units=3,
+        duration_s=8.0,
+        drift="zigzag",
+        drift_amplitude_um=60.0,
+        drift_period_s=4.0,
+        snr_range=(15.0, 25.0),
+        firing_rate_range_hz=(15.0, 20.0),
+    )
     paths = generate(cfg, tmp_path, seed=11)
     gt, raw = load_ground_truth(paths.gt), read_raw(paths)
     ys = gt["channel_positions"][:, 1]
-    inner = np.flatnonzero((gt["unit_positions"][:, 1] > ys.min() + 40)
-                           & (gt["unit_positions"][:, 1] < ys.max() - 40))
+    inner = np.flatnonzero(
+        (gt["unit_positions"][:, 1] > ys.min() + 40) & (gt["unit_positions"][:, 1] < ys.max() - 40)
+    )
     assert inner.size
     u = inner[np.argmax(gt["snr"][inner])]
     times = gt["spike_times"][gt["spike_units"] == u].astype(np.int64)
     depth_column = np.argmin(np.abs(gt["drift_depths_um"] - gt["unit_positions"][u, 1]))
-    shift = np.interp(times / cfg.sample_rate, gt["drift_times_s"],
-                      gt["drift_um"][:, depth_column])
+    shift = np.interp(times / cfg.sample_rate, gt["drift_times_s"], gt["drift_um"][:, depth_column])
     trough, n_t = gt["template_trough_index"], cfg.template_samples
     peak_depth = []
     for sel in (shift > 15.0, shift < -15.0):
@@ -236,14 +251,24 @@ def test_drift_moves_the_units_across_the_channels(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"demo", "small", "np", "drift", "drift_randomwalk", "drift_nonrigid",
-                            "drift_static", "shanks4"}
+    assert set(PRESETS) == {
+        "demo",
+        "small",
+        "np",
+        "drift",
+        "drift_randomwalk",
+        "drift_nonrigid",
+        "drift_static",
+        "shanks4",
+    }
     from kilosnake.params import PARAMS_BY_NAME
 
     assert set(PARAMS_BY_NAME["demo_preset"].choices) == set(PRESETS)
     static, moving = preset_config("drift_static"), preset_config("drift")
     assert static.drift == "none" and (static.n_units, static.duration_s) == (
-        moving.n_units, moving.duration_s)
+        moving.n_units,
+        moving.duration_s,
+    )
     demo = preset_config("demo")
     assert (demo.n_channels, demo.duration_s, demo.n_units) == (32, 30.0, 10)
     assert (preset_config("small").duration_s, preset_config("small").n_units) == (300.0, 20)
@@ -268,9 +293,23 @@ def test_presets_and_overrides():
 
 
 def test_cli_writes_the_four_files(tmp_path, capsys):
-    rc = main(["demo", str(tmp_path), "--seed", "3", "--name", "x", "-q",
-                     "--set", "duration_s=0.5", "--set", "n_channels=16",
-                     "--set", "snr_range=[5, 6]"])
+    rc = main(
+        [
+            "demo",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--name",
+            "x",
+            "-q",
+            "--set",
+            "duration_s=0.5",
+            "--set",
+            "n_channels=16",
+            "--set",
+            "snr_range=[5, 6]",
+        ]
+    )
     assert rc == 0
     assert "x.bin" in capsys.readouterr().out
     meta = json.loads((tmp_path / "x.meta.json").read_text())

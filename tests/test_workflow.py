@@ -1,4 +1,5 @@
 """The workflow on the generated demo recording, up to the preprocessed traces."""
+
 import os
 import re
 import subprocess
@@ -8,16 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kilosnake.io.traces import PreprocessedReader
 from kilosnake.io.store import open_store
+from kilosnake.io.traces import PreprocessedReader
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "results/demo/preprocessed.zarr"
 
 
 def snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -61,13 +72,18 @@ def test_rerun_after_success_does_nothing(demo):
 
 
 def test_changed_filter_reruns_only_preprocessing(demo):
-    assert planned_rules(demo, "--config", "device=cpu", "fshigh=250") == {"whitening",
-                                                                           "preprocess"}
+    assert planned_rules(demo, "--config", "device=cpu", "fshigh=250") == {
+        "whitening",
+        "preprocess",
+    }
 
 
 def test_touched_raw_file_reruns_from_the_input_check(demo):
     raw = demo / "resources/demo/demo.bin"
     later = os.path.getmtime(demo / TARGET) + 10
     os.utime(raw, (later, later))
-    assert planned_rules(demo, "--config", "device=cpu") == {"check_input", "whitening",
-                                                             "preprocess"}
+    assert planned_rules(demo, "--config", "device=cpu") == {
+        "check_input",
+        "whitening",
+        "preprocess",
+    }

@@ -4,6 +4,7 @@
 it); :func:`fresh_run` sorts it again in a new folder. :func:`output_digests` fingerprints every
 output file so that two runs can be compared byte for byte.
 """
+
 import contextlib
 import hashlib
 import os
@@ -30,14 +31,27 @@ _REFERENCE = {}
 
 def snakemake_command(workdir: Path, *args: str) -> list:
     """The command line that runs the workflow in ``workdir`` on the CPU (2 cores)."""
-    return [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-            "-d", str(workdir), *args, "--config", *CONFIG]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+        "--config",
+        *CONFIG,
+    ]
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
     """Run the workflow to the end; fail the test with its output tail if it fails."""
-    result = subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
@@ -75,8 +89,11 @@ def output_files(folder: Path) -> list:
     files = []
     for path in paths:
         rel = path.relative_to(folder)
-        if path.is_file() and path.name not in FOREIGN_FILES and not (
-                FOREIGN_FOLDERS & set(rel.parts)):
+        if (
+            path.is_file()
+            and path.name not in FOREIGN_FILES
+            and not (FOREIGN_FOLDERS & set(rel.parts))
+        ):
             files.append(rel)
     return sorted(files)
 
@@ -84,8 +101,10 @@ def output_files(folder: Path) -> list:
 def output_digests(workdir: Path) -> dict:
     """``{relative path: sha256}`` of every output of the recording (stores, Phy folder, ...)."""
     base = results(workdir)
-    return {str(rel): hashlib.sha256((base / rel).read_bytes()).hexdigest()
-            for rel in output_files(base)}
+    return {
+        str(rel): hashlib.sha256((base / rel).read_bytes()).hexdigest()
+        for rel in output_files(base)
+    }
 
 
 def differing(a: dict, b: dict) -> list:
@@ -100,8 +119,12 @@ def run_until(workdir: Path, ready, *args: str, timeout: float = 600) -> None:
     power cut or an out-of-memory kill.
     """
     log = open(workdir / "snakemake-killed.log", "a")
-    proc = subprocess.Popen(snakemake_command(workdir, *args), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_command(workdir, *args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not ready():

@@ -26,15 +26,17 @@ cumulative pair count ``C(e) = #{(i, j): t2[j] - t1[i] < e}``, which is
 ``O(N1 log N2)`` per count, without listing the pairs of the whole window (a 100 Hz unit has
 ~10⁸ pairs within ±0.5 s over an hour). Only the counts at the ends of the wide gaps between
 edges are searched that way; those at the closely spaced central edges follow from the few pairs
-within about ±10 ms, listed (:func:`cumulative_pair_counts`). Undetermined cases (an empty train, a zero time span, no pairs
-on the shoulders) give ``Q = 1`` and ``R = 1``: no evidence of a refractory period.
+within about ±10 ms, listed (:func:`cumulative_pair_counts`). Undetermined cases (an empty
+train, a zero time span, no pairs on the shoulders) give ``Q = 1`` and ``R = 1``: no evidence of
+a refractory period.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -110,7 +112,7 @@ def cumulative_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> 
     ascending = lags.ravel()[order]
     counts = np.zeros(ascending.size, dtype=np.int64)
     for start in range(0, t1.size, CHUNK):
-        counts += _block_pair_counts(t1[start:start + CHUNK], t2, ascending)
+        counts += _block_pair_counts(t1[start : start + CHUNK], t2, ascending)
     out = np.empty_like(counts)
     out[order] = counts
     return out.reshape(lags.shape)
@@ -122,7 +124,7 @@ def _pair_counts_by_search(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> 
     counts = np.zeros(flat.size, dtype=np.int64)
     rows = max(1, CHUNK // max(flat.size, 1))
     for start in range(0, t1.size, rows):
-        keys = t1[None, start:start + rows] + flat[:, None]
+        keys = t1[None, start : start + rows] + flat[:, None]
         counts += np.searchsorted(t2, keys, side="left").sum(axis=1)
     return counts.reshape(lags.shape)
 
@@ -151,10 +153,10 @@ def _block_pair_counts(t1: np.ndarray, t2: np.ndarray, lags: np.ndarray) -> np.n
         a, b = windows.pop()
         if b - a < 2:
             continue
-        inner, n_pairs = lags[a + 1:b], int(counts[b] - counts[a])
+        inner, n_pairs = lags[a + 1 : b], int(counts[b] - counts[a])
         at_gap = _gap_split_pays(lags, a, b, n_pairs, t1.size)
         if not at_gap and _listing_pays(n_pairs, t1.size, inner.size):
-            counts[a + 1:b] = counts[a] + _window_counts(t1, t2, below[a], below[b], inner)
+            counts[a + 1 : b] = counts[a] + _window_counts(t1, t2, below[a], below[b], inner)
             continue
         m = _split_index(lags, a, b, at_gap)
         below[m] = _positions(t2, t1, lags[m])
@@ -171,7 +173,7 @@ def _listing_pays(n_pairs: int, n_keys: int, n_inner: int) -> bool:
 def _gap_split_pays(lags: np.ndarray, a: int, b: int, n_pairs: int, n_keys: int) -> bool:
     """True when one more search, at the largest gap between lags ``a`` and ``b``, is expected to
     cost less than listing the pairs of that gap (pairs spread evenly over the window)."""
-    gap = float(np.max(np.diff(lags[a:b + 1])))
+    gap = float(np.max(np.diff(lags[a : b + 1])))
     return n_pairs * gap / (lags[b] - lags[a]) * PAIR_NS > n_keys * SEARCH_NS
 
 
@@ -180,7 +182,7 @@ def _split_index(lags: np.ndarray, a: int, b: int, at_gap: bool) -> int:
     middle one."""
     if not at_gap:
         return (a + b) // 2
-    g = a + int(np.argmax(np.diff(lags[a:b + 1])))  # the gap lags[g] .. lags[g + 1]
+    g = a + int(np.argmax(np.diff(lags[a : b + 1])))  # the gap lags[g] .. lags[g + 1]
     return g + 1 if g == a else g
 
 
@@ -193,8 +195,10 @@ def _window_counts(t1, t2, below_a, below_b, inner) -> np.ndarray:
     counts = np.zeros(inner.size, dtype=np.int64)
     start = 0
     while start < t1.size:
-        stop = max(start + 1, int(np.searchsorted(ends, ends[start] - width[start] + PAIR_BLOCK,
-                                                  side="right")))
+        stop = max(
+            start + 1,
+            int(np.searchsorted(ends, ends[start] - width[start] + PAIR_BLOCK, side="right")),
+        )
         rows = slice(start, stop)
         counts += _listed_pair_counts(t1[rows], t2, below_a[rows], width[rows], inner)
         start = stop
@@ -210,12 +214,12 @@ def _listed_pair_counts(t1, t2, first, width, inner) -> np.ndarray:
     pair_start = np.cumsum(width) - width
     t2_pair = t2[np.arange(n_pairs) + np.repeat(first - pair_start, width)]
     t1_pair = np.repeat(t1, width)
-    return np.array([np.count_nonzero(t2_pair < t1_pair + lag) for lag in inner],
-                    dtype=np.int64)
+    return np.array([np.count_nonzero(t2_pair < t1_pair + lag) for lag in inner], dtype=np.int64)
 
 
-def range_sums(t1: np.ndarray, t2: np.ndarray, ranges: Sequence[tuple[int, int]],
-               tbin: float) -> np.ndarray:
+def range_sums(
+    t1: np.ndarray, t2: np.ndarray, ranges: Sequence[tuple[int, int]], tbin: float
+) -> np.ndarray:
     """``ΣK`` over each ``[start, stop)`` range of centred bins of the correlogram ``t2 - t1``."""
     bounds = np.asarray(ranges, dtype=np.float64).reshape(-1, 2)
     edges, inverse = np.unique(bounds, return_inverse=True)
@@ -223,8 +227,9 @@ def range_sums(t1: np.ndarray, t2: np.ndarray, ranges: Sequence[tuple[int, int]]
     return (c[:, 1] - c[:, 0]).astype(np.float64)
 
 
-def correlogram(t1: np.ndarray, t2: np.ndarray, sample_rate: float, tbin_s: float = TBIN_S,
-                nbins: int = NBINS) -> np.ndarray:
+def correlogram(
+    t1: np.ndarray, t2: np.ndarray, sample_rate: float, tbin_s: float = TBIN_S, nbins: int = NBINS
+) -> np.ndarray:
     """The full correlogram ``K`` of ``t2 - t1`` (``2 nbins + 1`` bins, centre at ``nbins``).
 
     Parameters
@@ -247,8 +252,9 @@ def correlogram(t1: np.ndarray, t2: np.ndarray, sample_rate: float, tbin_s: floa
     return np.diff(cumulative_pair_counts(t1, np.sort(np.asarray(t2)), edges))
 
 
-def refractory_stats(t1: np.ndarray, t2: np.ndarray, sample_rate: float,
-                     tbin_s: float = TBIN_S) -> RefractoryStats:
+def refractory_stats(
+    t1: np.ndarray, t2: np.ndarray, sample_rate: float, tbin_s: float = TBIN_S
+) -> RefractoryStats:
     """Refractoriness ``Q`` and significance ``R`` of the correlogram of two trains.
 
     Pass the same train twice for the auto-correlogram (self-pairs fall in the centre bin, which
@@ -287,8 +293,13 @@ def _central_ranges():
 def _sums_needed(t1, t2, tbin) -> dict:
     ranges = [*FAR_SHOULDERS, NEAR_BEFORE, NEAR_AFTER, (0, 1), *_central_ranges()]
     s = range_sums(t1, t2, ranges, tbin)
-    return {"far": s[0] + s[1], "near_before": s[2], "near_after": s[3], "centre": s[4],
-            "central": s[5:] - s[4]}
+    return {
+        "far": s[0] + s[1],
+        "near_before": s[2],
+        "near_after": s[3],
+        "centre": s[4],
+        "central": s[5:] - s[4],
+    }
 
 
 def _width(r) -> int:
@@ -300,8 +311,9 @@ def stats_from_range_sums(sums: dict, expected: float) -> RefractoryStats:
     n_far = sum(_width(r) for r in FAR_SHOULDERS)
     n_before, n_after = _width(NEAR_BEFORE), _width(NEAR_AFTER)
     q00 = sums["far"] / (n_far * expected)
-    q01 = max(sums["near_before"] / (n_before * expected),
-              sums["near_after"] / (n_after * expected))
+    q01 = max(
+        sums["near_before"] / (n_before * expected), sums["near_after"] / (n_after * expected)
+    )
     r00 = max(sums["near_before"] / n_before, sums["near_after"] / n_after, sums["far"] / n_far)
     half_widths = np.arange(1, N_CENTRAL + 1)
     qi = sums["central"] / (2 * half_widths * expected)
@@ -318,8 +330,9 @@ def _poisson_cdf_gauss(n: float, lam: float) -> float:
     return 0.5 * (1.0 + math.erf((n - lam) / math.sqrt(2.0 * lam)))
 
 
-def refractory_stats_many(trains: Sequence[np.ndarray], pairs: np.ndarray, sample_rate: float,
-                          tbin_s: float = TBIN_S) -> tuple[np.ndarray, np.ndarray]:
+def refractory_stats_many(
+    trains: Sequence[np.ndarray], pairs: np.ndarray, sample_rate: float, tbin_s: float = TBIN_S
+) -> tuple[np.ndarray, np.ndarray]:
     """``Q`` and ``R`` for many pairs of trains.
 
     Parameters

@@ -34,11 +34,11 @@ import logging
 
 import numpy as np
 
-from kilosnake.runtime.parallel import imap_ordered
-from kilosnake.io.store import open_store, write_array, writing_store
-from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 from kilosnake.curation.ccg import refractory_stats
 from kilosnake.curation.data import read_input_json, read_probe_geometry
+from kilosnake.io.store import open_store, write_array, writing_store
+from kilosnake.io.streaming import blocks, columns_by_label, label_counts
+from kilosnake.runtime.parallel import imap_ordered
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,15 @@ def thresholds(th_high: float, th_low: float) -> np.ndarray:
     return th_high - STEP * np.arange(max(n, 0))
 
 
-def cluster_cutoff(times: np.ndarray, scores: np.ndarray, sample_rate: float, th_high: float,
-                   th_low: float, fcont: float = 0.1, R_max: float = 0.05) -> ClusterCutoff:
+def cluster_cutoff(
+    times: np.ndarray,
+    scores: np.ndarray,
+    sample_rate: float,
+    th_high: float,
+    th_low: float,
+    fcont: float = 0.1,
+    R_max: float = 0.05,
+) -> ClusterCutoff:
     """The threshold descent of one cluster (see the module docstring)."""
     good = False
     steps = thresholds(th_high, th_low)
@@ -120,8 +127,21 @@ def _descent_of_cluster(settings: tuple, cluster: tuple) -> tuple[int, ClusterCu
     return label, cluster_cutoff(times, scores, *settings)
 
 
-def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_rate, Th,
-                 fcont=0.1, R_max=0.05, max_spread_um=100.0, workers: int = 1) -> CutoffResult:
+def apply_cutoff(
+    times,
+    scores,
+    labels,
+    n_clusters,
+    templates,
+    xc,
+    yc,
+    sample_rate,
+    Th,
+    fcont=0.1,
+    R_max=0.05,
+    max_spread_um=100.0,
+    workers: int = 1,
+) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
     Clusters are handled a few at a time (:func:`kilosnake.streaming.columns_by_label`), so
@@ -161,18 +181,32 @@ def apply_cutoff(times, scores, labels, n_clusters, templates, xc, yc, sample_ra
         for (_, lab), (_, t), (_, sc) in zip(blocks(labels), blocks(times), blocks(scores)):
             yield lab, {"time": t, "score": sc}
 
-    clusters = ((c, np.asarray(v["time"], np.float64), v["score"])
-                for c, _, v in columns_by_label(spike_blocks, counts))
+    clusters = (
+        (c, np.asarray(v["time"], np.float64), v["score"])
+        for c, _, v in columns_by_label(spike_blocks, counts)
+    )
     settings = (sample_rate, Th[0], Th[1], fcont, R_max)
     for c, res in imap_ordered(_descent_of_cluster, clusters, workers, inherited=settings):
-        refr[c], contamination[c], threshold[c] = (res.refractory_good, res.contamination,
-                                                   res.threshold)
-    keep = np.concatenate([np.zeros(0, bool)] + [
-        sc > threshold[np.asarray(lab, np.int64)]
-        for (_, lab), (_, sc) in zip(blocks(labels), blocks(scores))])
+        refr[c], contamination[c], threshold[c] = (
+            res.refractory_good,
+            res.contamination,
+            res.threshold,
+        )
+    keep = np.concatenate(
+        [np.zeros(0, bool)]
+        + [
+            sc > threshold[np.asarray(lab, np.int64)]
+            for (_, lab), (_, sc) in zip(blocks(labels), blocks(scores))
+        ]
+    )
     good = refr & (spread < max_spread_um)
-    logger.info("cutoff: %d of %d spikes kept; %d good clusters of %d with spikes", keep.sum(),
-                keep.size, good.sum(), np.count_nonzero(counts))
+    logger.info(
+        "cutoff: %d of %d spikes kept; %d good clusters of %d with spikes",
+        keep.sum(),
+        keep.size,
+        good.sum(),
+        np.count_nonzero(counts),
+    )
     return CutoffResult(keep, good, refr, contamination, threshold, spread)
 
 
@@ -181,12 +215,11 @@ def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
     n_clusters = result.good.size
     n_kept = np.zeros(n_clusters, np.int64)
     for start, lab in blocks(labels):
-        kept = np.asarray(lab, np.int64)[result.keep[start:start + lab.size]]
+        kept = np.asarray(lab, np.int64)[result.keep[start : start + lab.size]]
         n_kept += np.bincount(kept, minlength=n_clusters)[:n_clusters]
     attrs = {"n_clusters": int(n_clusters), "n_good": int(result.good.sum())}
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
-        write_array(g, "keep", result.keep,
-                    chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
+        write_array(g, "keep", result.keep, chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
         write_array(g, "good", result.good)
         write_array(g, "refractory_good", result.refractory_good)
         write_array(g, "contamination", result.contamination.astype(np.float64))
@@ -195,8 +228,9 @@ def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
         write_array(g, "n_kept", n_kept.astype(np.int64))
 
 
-def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict, Th,
-               out, workers: int = 1) -> CutoffResult:
+def run_cutoff(
+    spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict, Th, out, workers: int = 1
+) -> CutoffResult:
     """The ``cutoff`` stage: score cutoff and labels → ``cutoff.zarr``.
 
     Parameters
@@ -219,16 +253,28 @@ def run_cutoff(spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict
     sg = open_store(split_zarr)
     labels = sg["cluster"]
     if labels.shape[0] != times.shape[0]:
-        raise ValueError(f"{split_zarr} labels {labels.shape[0]} spikes, {spikes_zarr} "
-                         f"{times.shape[0]}")
+        raise ValueError(
+            f"{split_zarr} labels {labels.shape[0]} spikes, {spikes_zarr} {times.shape[0]}"
+        )
     templates = np.asarray(sg["templates"][...], dtype=np.float32)
     geom = read_probe_geometry(whitening_zarr)
     sample_rate = float(read_input_json(input_json)["sample_rate"])
     if labels.shape[0] == 0:
         logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
-    result = apply_cutoff(times, scores, labels, int(sg.attrs["n_clusters"]), templates,
-                          geom["xc"], geom["yc"], sample_rate, Th,
-                          params["cutoff_fcont"], params["cutoff_R_max"],
-                          params["good_max_spread_um"], workers)
+    result = apply_cutoff(
+        times,
+        scores,
+        labels,
+        int(sg.attrs["n_clusters"]),
+        templates,
+        geom["xc"],
+        geom["yc"],
+        sample_rate,
+        Th,
+        params["cutoff_fcont"],
+        params["cutoff_R_max"],
+        params["good_max_spread_um"],
+        workers,
+    )
     write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
     return result

@@ -68,8 +68,9 @@ class Templates:
 
 def dense_templates(W: np.ndarray, U: np.ndarray) -> np.ndarray:
     """``Σ_k outer(W[:, i, k], U[:, i, k])`` for every template i → (Nfilt, nt0, Nchan) float32."""
-    return np.einsum("tik,cik->itc", np.asarray(W, np.float64),
-                     np.asarray(U, np.float64)).astype(np.float32)
+    return np.einsum("tik,cik->itc", np.asarray(W, np.float64), np.asarray(U, np.float64)).astype(
+        np.float32
+    )
 
 
 def read_spikes(path) -> Spikes:
@@ -84,8 +85,10 @@ def read_spikes(path) -> Spikes:
     if len(lengths) != 1:
         raise StoreMismatchError(f"{path}: per-spike arrays have different lengths {lengths}")
     if template.size and int(template.max()) >= n_templates:
-        raise StoreMismatchError(f"{path}: template id {int(template.max())} >= number of "
-                                 f"templates {n_templates} (similar_templates)")
+        raise StoreMismatchError(
+            f"{path}: template id {int(template.max())} >= number of "
+            f"templates {n_templates} (similar_templates)"
+        )
     return Spikes(time, template, amplitude, score, n_templates)
 
 
@@ -115,17 +118,20 @@ def open_spikes(path) -> SpikeArrays:
         raise StoreMismatchError(f"{path}: per-spike arrays have different lengths {lengths}")
     top = max((int(b.max()) for _, b in blocks(arrays["template"]) if b.size), default=-1)
     if top >= n_templates:
-        raise StoreMismatchError(f"{path}: template id {top} >= number of templates "
-                                 f"{n_templates} (similar_templates)")
+        raise StoreMismatchError(
+            f"{path}: template id {top} >= number of templates {n_templates} (similar_templates)"
+        )
     return SpikeArrays(**arrays, n_templates=n_templates)
 
 
 def read_feature_indices(path) -> dict:
     """``pc_feature_ind``, ``template_feature_ind`` and ``similar_templates`` of ``spikes.zarr``."""
     g = open_store(path)
-    return {"pc_feature_ind": np.asarray(g["pc_feature_ind"][...], dtype=np.int64),
-            "template_feature_ind": np.asarray(g["template_feature_ind"][...], dtype=np.int64),
-            "similar_templates": np.asarray(g["similar_templates"][...], dtype=np.float32)}
+    return {
+        "pc_feature_ind": np.asarray(g["pc_feature_ind"][...], dtype=np.int64),
+        "template_feature_ind": np.asarray(g["template_feature_ind"][...], dtype=np.int64),
+        "similar_templates": np.asarray(g["similar_templates"][...], dtype=np.float32),
+    }
 
 
 def read_templates(path) -> Templates:
@@ -147,10 +153,12 @@ def read_templates(path) -> Templates:
 def read_probe_geometry(whitening_path) -> dict:
     """``chan_map``, ``xc``, ``yc``, ``kcoords`` of the channels the sorter used."""
     g = open_store(whitening_path)
-    return {"chan_map": np.asarray(g["chan_map"][...], dtype=np.int64),
-            "xc": np.asarray(g["xc"][...], dtype=np.float64),
-            "yc": np.asarray(g["yc"][...], dtype=np.float64),
-            "kcoords": np.asarray(g["kcoords"][...], dtype=np.float64)}
+    return {
+        "chan_map": np.asarray(g["chan_map"][...], dtype=np.int64),
+        "xc": np.asarray(g["xc"][...], dtype=np.float64),
+        "yc": np.asarray(g["yc"][...], dtype=np.float64),
+        "kcoords": np.asarray(g["kcoords"][...], dtype=np.float64),
+    }
 
 
 def read_input_json(path) -> dict:
@@ -160,9 +168,12 @@ def read_input_json(path) -> dict:
 
 def check_template_counts(spikes: Spikes, templates: Templates, indices: dict) -> None:
     """Raise when spikes.zarr and templates.zarr describe different template sets."""
-    counts = {"similar_templates": spikes.n_templates, "W": templates.n_templates,
-              "pc_feature_ind": indices["pc_feature_ind"].shape[0],
-              "template_feature_ind": indices["template_feature_ind"].shape[0]}
+    counts = {
+        "similar_templates": spikes.n_templates,
+        "W": templates.n_templates,
+        "pc_feature_ind": indices["pc_feature_ind"].shape[0],
+        "template_feature_ind": indices["template_feature_ind"].shape[0],
+    }
     if len(set(counts.values())) != 1:
         raise StoreMismatchError(f"template counts disagree: {counts}")
 
@@ -176,7 +187,7 @@ def members_by_label(labels: np.ndarray, n_labels: int) -> list[np.ndarray]:
     labels = np.asarray(labels, dtype=np.int64)
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(n_labels + 1))
-    return [order[bounds[i]:bounds[i + 1]] for i in range(n_labels)]
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n_labels)]
 
 
 def column_permutations(src_rows: np.ndarray, dst_rows: np.ndarray) -> np.ndarray:
@@ -198,8 +209,13 @@ def column_permutations(src_rows: np.ndarray, dst_rows: np.ndarray) -> np.ndarra
     return np.where(found, equal.argmax(axis=2), -1)
 
 
-def remap_columns(values: np.ndarray, src_ids: np.ndarray, dst_ids: np.ndarray,
-                  src_table: np.ndarray, dst_table: np.ndarray) -> np.ndarray:
+def remap_columns(
+    values: np.ndarray,
+    src_ids: np.ndarray,
+    dst_ids: np.ndarray,
+    src_table: np.ndarray,
+    dst_table: np.ndarray,
+) -> np.ndarray:
     """Carry per-spike features onto another channel (or template) list.
 
     Spike ``s`` has features ``values[s, ..., j]`` on the entries ``src_table[src_ids[s]]``; the

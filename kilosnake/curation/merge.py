@@ -28,10 +28,10 @@ import logging
 
 import numpy as np
 
-from kilosnake.io.store import write_array, writing_store
-from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 from kilosnake.curation.ccg import refractory_stats
 from kilosnake.curation.data import open_spikes, read_feature_indices, read_input_json
+from kilosnake.io.store import write_array, writing_store
+from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ def visiting_order(counts: np.ndarray) -> np.ndarray:
     return np.argsort(counts, kind="stable")
 
 
-def ranked_candidates(j: int, later: np.ndarray, similarity: np.ndarray,
-                      sim_min: float) -> np.ndarray:
+def ranked_candidates(
+    j: int, later: np.ndarray, similarity: np.ndarray, sim_min: float
+) -> np.ndarray:
     """Templates of ``later`` similar enough to ``j``, most similar first (ties by visit order)."""
     sims = similarity[j, later]
     ok = (sims >= sim_min) & (later != j)
@@ -65,9 +66,15 @@ def ranked_candidates(j: int, later: np.ndarray, similarity: np.ndarray,
     return cand[np.argsort(-sims, kind="stable")]
 
 
-def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray,
-                sample_rate: float, sim_min: float = 0.5, Q_max: float = 0.2,
-                R_max: float = 0.05) -> MergeResult:
+def find_merges(
+    times: np.ndarray,
+    templates: np.ndarray,
+    similarity: np.ndarray,
+    sample_rate: float,
+    sim_min: float = 0.5,
+    Q_max: float = 0.2,
+    R_max: float = 0.05,
+) -> MergeResult:
     """Decide which templates to merge.
 
     Only the spike times are held (one train per template); ``times`` and ``templates`` may be
@@ -100,7 +107,7 @@ def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray
     for pos, j in enumerate(order):
         if trains[j].size == 0:
             continue
-        for c in ranked_candidates(j, order[pos + 1:], sim, sim_min):
+        for c in ranked_candidates(j, order[pos + 1 :], sim, sim_min):
             if trains[c].size == 0:
                 continue
             st = refractory_stats(trains[j], trains[c], sample_rate)
@@ -109,8 +116,9 @@ def find_merges(times: np.ndarray, templates: np.ndarray, similarity: np.ndarray
                 trains[c] = np.sort(np.concatenate([trains[c], trains[j]]))
                 trains[j] = trains[j][:0]
                 merges.append((int(j), int(c), float(sim[j, c]), st.Q, st.R))
-                logger.debug("merge %d -> %d (similarity %.3f, Q %.3f, R %.3g)", j, c,
-                             sim[j, c], st.Q, st.R)
+                logger.debug(
+                    "merge %d -> %d (similarity %.3f, Q %.3f, R %.3g)", j, c, sim[j, c], st.Q, st.R
+                )
                 break
     logger.info("%d merges among %d templates", len(merges), n_templates)
     return MergeResult(label, merges)
@@ -135,13 +143,23 @@ def write_merge_store(out, result: MergeResult, spike_templates, params: dict) -
     blocks."""
     m = result.merges
     n = int(spike_templates.shape[0])
-    with writing_store(out, "merge", params, "cpu", params.get("seed"),
-                       attrs={"n_clusters": int(result.template_cluster.size),
-                              "n_merges": len(m)}) as g:
-        clusters = g.create_array("cluster", shape=(n,), dtype=np.uint32,
-                                  chunks=(max(1, min(SPIKE_CHUNK, n)),), fill_value=0)
+    with writing_store(
+        out,
+        "merge",
+        params,
+        "cpu",
+        params.get("seed"),
+        attrs={"n_clusters": int(result.template_cluster.size), "n_merges": len(m)},
+    ) as g:
+        clusters = g.create_array(
+            "cluster",
+            shape=(n,),
+            dtype=np.uint32,
+            chunks=(max(1, min(SPIKE_CHUNK, n)),),
+            fill_value=0,
+        )
         for start, tpl in blocks(spike_templates, SPIKE_CHUNK):
-            clusters[start:start + tpl.size] = result.spike_clusters(tpl).astype(np.uint32)
+            clusters[start : start + tpl.size] = result.spike_clusters(tpl).astype(np.uint32)
         write_array(g, "template_cluster", result.template_cluster.astype(np.uint32))
         write_array(g, "merges", np.array([r[:2] for r in m], dtype=np.uint32).reshape(-1, 2))
         write_array(g, "merge_similarity", np.array([r[2] for r in m], dtype=np.float32))
@@ -169,7 +187,14 @@ def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
     logger.info("merge: %d spikes, %d templates", spikes.n_spikes, spikes.n_templates)
     if spikes.n_spikes == 0:
         logger.warning("no spikes found: nothing to merge; merge.zarr is written empty")
-    result = find_merges(spikes.time, spikes.template, similarity, sample_rate,
-                         params["merge_sim_min"], params["merge_Q_max"], params["merge_R_max"])
+    result = find_merges(
+        spikes.time,
+        spikes.template,
+        similarity,
+        sample_rate,
+        params["merge_sim_min"],
+        params["merge_Q_max"],
+        params["merge_R_max"],
+    )
     write_merge_store(out, result, spikes.template, params)
     return result

@@ -35,8 +35,14 @@ PRESENCE_BIN_S = 60.0
 #: minimum number of presence-ratio bins
 MIN_PRESENCE_BINS = 10
 
-METRIC_COLUMNS = ("n_spikes", "firing_rate_hz", "amplitude", "snr", "rp_contamination",
-                  "presence_ratio")
+METRIC_COLUMNS = (
+    "n_spikes",
+    "firing_rate_hz",
+    "amplitude",
+    "snr",
+    "rp_contamination",
+    "presence_ratio",
+)
 
 
 def firing_rate(n_spikes: int, duration_s: float) -> float:
@@ -53,8 +59,12 @@ def refractory_pairs(times_s: np.ndarray, window_s: float) -> int:
     return int((later - np.arange(t.size) - 1).clip(min=0).sum())
 
 
-def rp_contamination(times_s: np.ndarray, duration_s: float, refractory_s: float = REFRACTORY_S,
-                     censored_s: float = CENSORED_S) -> float:
+def rp_contamination(
+    times_s: np.ndarray,
+    duration_s: float,
+    refractory_s: float = REFRACTORY_S,
+    censored_s: float = CENSORED_S,
+) -> float:
     """Contamination fraction from refractory-period violations, in [0, 1].
 
     Parameters
@@ -91,8 +101,11 @@ def presence_ratio(times_s: np.ndarray, duration_s: float) -> float:
     if duration_s <= 0:
         return float("nan")
     n_bins = presence_bins(duration_s)
-    idx = np.clip((np.asarray(times_s, dtype=np.float64) / duration_s * n_bins).astype(np.int64),
-                  0, n_bins - 1)
+    idx = np.clip(
+        (np.asarray(times_s, dtype=np.float64) / duration_s * n_bins).astype(np.int64),
+        0,
+        n_bins - 1,
+    )
     return float(np.unique(idx).size / n_bins)
 
 
@@ -122,8 +135,16 @@ def peak_whitened(templates: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(templates, dtype=np.float64)).max(axis=(1, 2))
 
 
-def unit_metrics(times_s, amplitudes, ptp_raw, peak_wh, duration_s, uv_per_bit=None,
-                 refractory_s=REFRACTORY_S, censored_s=CENSORED_S) -> dict:
+def unit_metrics(
+    times_s,
+    amplitudes,
+    ptp_raw,
+    peak_wh,
+    duration_s,
+    uv_per_bit=None,
+    refractory_s=REFRACTORY_S,
+    censored_s=CENSORED_S,
+) -> dict:
     """The metrics of one unit (see the module docstring)."""
     a = np.asarray(amplitudes, dtype=np.float64)
     n = int(a.size)
@@ -138,8 +159,17 @@ def unit_metrics(times_s, amplitudes, ptp_raw, peak_wh, duration_s, uv_per_bit=N
     }
 
 
-def cluster_metrics(times_s, labels, amplitudes, templates, whitening_inv, duration_s,
-                    uv_per_bit=None, refractory_s=REFRACTORY_S, censored_s=CENSORED_S) -> dict:
+def cluster_metrics(
+    times_s,
+    labels,
+    amplitudes,
+    templates,
+    whitening_inv,
+    duration_s,
+    uv_per_bit=None,
+    refractory_s=REFRACTORY_S,
+    censored_s=CENSORED_S,
+) -> dict:
     """Metrics of every cluster that has spikes.
 
     Parameters
@@ -170,9 +200,17 @@ def cluster_metrics(times_s, labels, amplitudes, templates, whitening_inv, durat
     bounds = np.append(starts, labels.size)
     out = {}
     for k, c in enumerate(ids):
-        idx = order[bounds[k]:bounds[k + 1]]
-        out[int(c)] = unit_metrics(times_s[idx], amplitudes[idx], ptp[c], peak[c], duration_s,
-                                   uv_per_bit, refractory_s, censored_s)
+        idx = order[bounds[k] : bounds[k + 1]]
+        out[int(c)] = unit_metrics(
+            times_s[idx],
+            amplitudes[idx],
+            ptp[c],
+            peak[c],
+            duration_s,
+            uv_per_bit,
+            refractory_s,
+            censored_s,
+        )
     return out
 
 
@@ -183,8 +221,7 @@ def amplitude_column_name(uv_per_bit) -> str:
 
 def format_metrics_tsv(metrics: dict, uv_per_bit=None) -> str:
     """The text of ``cluster_metrics.tsv`` (tab separated, one row per cluster)."""
-    columns = [amplitude_column_name(uv_per_bit) if c == "amplitude" else c
-               for c in METRIC_COLUMNS]
+    columns = [amplitude_column_name(uv_per_bit) if c == "amplitude" else c for c in METRIC_COLUMNS]
     lines = ["\t".join(("cluster_id",) + tuple(columns))]
     for c, row in metrics.items():
         lines.append("\t".join([str(c)] + [_fmt(row[k]) for k in METRIC_COLUMNS]))

@@ -46,12 +46,20 @@ import logging
 
 import numpy as np
 
-from kilosnake.runtime.parallel import WorkerPool
+from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.data import (
+    StoreMismatchError,
+    check_template_counts,
+    members_by_label,
+    open_spikes,
+    read_feature_indices,
+    read_input_json,
+    read_templates,
+    remap_columns,
+)
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import read_rows
-from kilosnake.curation.ccg import refractory_stats
-from kilosnake.curation.data import (StoreMismatchError, check_template_counts, members_by_label, open_spikes,
-                   read_feature_indices, read_input_json, read_templates, remap_columns)
+from kilosnake.runtime.parallel import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +90,16 @@ class SplitSettings:
     veto_ampdiff: float = 0.2
 
     @classmethod
-    def from_params(cls, p: dict) -> "SplitSettings":
-        return cls(p["AUCsplit"], int(p["split_min_spikes"]), p["split_min_fraction"],
-                   p["split_veto_Q"], p["split_veto_R"], p["split_veto_corr"],
-                   p["split_veto_ampdiff"])
+    def from_params(cls, p: dict) -> SplitSettings:
+        return cls(
+            p["AUCsplit"],
+            int(p["split_min_spikes"]),
+            p["split_min_fraction"],
+            p["split_veto_Q"],
+            p["split_veto_R"],
+            p["split_veto_corr"],
+            p["split_veto_ampdiff"],
+        )
 
 
 @dataclasses.dataclass
@@ -123,8 +137,10 @@ def _responsibilities(x, means, variances, weight):
 def _m_step(x, r1, r2, floor):
     w1, w2 = max(r1.sum(), 1e-12), max(r2.sum(), 1e-12)
     means = np.array([(r1 * x).sum() / w1, (r2 * x).sum() / w2])
-    variances = np.array([(r1 * (x - means[0]) ** 2).sum() / w1,
-                          (r2 * (x - means[1]) ** 2).sum() / w2]) + floor
+    variances = (
+        np.array([(r1 * (x - means[0]) ** 2).sum() / w1, (r2 * (x - means[1]) ** 2).sum() / w2])
+        + floor
+    )
     weight = float(np.clip(w1 / x.size, 1e-6, 1 - 1e-6))
     return means, variances, weight
 
@@ -135,8 +151,8 @@ def _weighted_gram(clp, v, rows: int = GRAM_ROWS):
         return (clp * v[:, None]).T @ clp
     out = np.zeros((clp.shape[1], clp.shape[1]))
     for s in range(0, clp.shape[0], rows):
-        block = clp[s:s + rows]
-        out += (block * v[s:s + rows, None]).T @ block
+        block = clp[s : s + rows]
+        out += (block * v[s : s + rows, None]).T @ block
     return out
 
 
@@ -179,8 +195,9 @@ def fit_bimodality(features: np.ndarray) -> Bimodality | None:
     low = r1 > r2
     if low.all() or not low.any():
         return Bimodality(low, 0.0, 0.0, 0.0)
-    return Bimodality(low, float(r1[low].mean()), float(r2[~low].mean()),
-                      float(min(low.mean(), 1.0 - low.mean())))
+    return Bimodality(
+        low, float(r1[low].mean()), float(r2[~low].mean()), float(min(low.mean(), 1.0 - low.mean()))
+    )
 
 
 def accepts_split(b: Bimodality | None, s: SplitSettings) -> bool:
@@ -188,8 +205,11 @@ def accepts_split(b: Bimodality | None, s: SplitSettings) -> bool:
     if b is None:
         return False
     n_low = int(b.low.sum())
-    return (b.fraction > s.min_fraction and min(b.p_low, b.p_high) > s.AUCsplit
-            and min(n_low, b.low.size - n_low) >= s.min_spikes)
+    return (
+        b.fraction > s.min_fraction
+        and min(b.p_low, b.p_high) > s.AUCsplit
+        and min(n_low, b.low.size - n_low) >= s.min_spikes
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +218,7 @@ def accepts_split(b: Bimodality | None, s: SplitSettings) -> bool:
 
 def mean_waveform(features: np.ndarray, wpca: np.ndarray) -> np.ndarray:
     """Mean PC features (n, nPCs, C) mapped back to a waveform (nt0, C)."""
-    return wpca[:, :features.shape[1]] @ features.mean(axis=0)
+    return wpca[:, : features.shape[1]] @ features.mean(axis=0)
 
 
 def same_waveform(c1: np.ndarray, c2: np.ndarray, corr_max: float, ampdiff_max: float) -> bool:
@@ -274,8 +294,13 @@ def cluster_features(pc_features, spike_templates, idx, src: int, pc_feature_ind
     found_with = read_rows(spike_templates, idx).astype(np.int64)
     moved = np.flatnonzero(found_with != src)
     if moved.size:
-        feats[moved] = remap_columns(feats[moved], found_with[moved], np.full(moved.size, src),
-                                     pc_feature_ind, pc_feature_ind)
+        feats[moved] = remap_columns(
+            feats[moved],
+            found_with[moved],
+            np.full(moved.size, src),
+            pc_feature_ind,
+            pc_feature_ind,
+        )
     return feats
 
 
@@ -293,8 +318,9 @@ def accepted_fit(source: FeatureSource, cluster: tuple) -> Bimodality | None:
     """The bimodality fit of a ``(spike indices, source template)`` cluster when it passes
     :func:`accepts_split`, else None (the vetoes are left to the caller)."""
     idx, src = cluster
-    feats = cluster_features(source.pc_features, source.spike_templates, idx, src,
-                             source.pc_feature_ind)
+    feats = cluster_features(
+        source.pc_features, source.spike_templates, idx, src, source.pc_feature_ind
+    )
     fit = fit_bimodality(feats.reshape(idx.size, -1))
     return fit if accepts_split(fit, source.settings) else None
 
@@ -306,14 +332,27 @@ def _testable(idx: np.ndarray, s: SplitSettings) -> bool:
 def _clusters_to_fit(state: SplitState, ik: int, fits: dict, s: SplitSettings) -> list[int]:
     """``ik`` and every later testable cluster without a fit yet, largest first (the longest
     fits start first when they are spread over workers)."""
-    later = [k for k in range(ik + 1, state.n_clusters)
-             if k not in fits and _testable(state.members[k], s)]
+    later = [
+        k
+        for k in range(ik + 1, state.n_clusters)
+        if k not in fits and _testable(state.members[k], s)
+    ]
     return sorted([ik] + later, key=lambda k: -state.members[k].size)
 
 
-def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, wpca,
-                   dense_templates, similarity, sample_rate, settings: SplitSettings,
-                   workers: int = 1) -> SplitState:
+def split_clusters(
+    times,
+    spike_templates,
+    labels,
+    pc_features,
+    pc_feature_ind,
+    wpca,
+    dense_templates,
+    similarity,
+    sample_rate,
+    settings: SplitSettings,
+    workers: int = 1,
+) -> SplitState:
     """Split bimodal clusters (see the module docstring).
 
     ``times``, ``spike_templates`` and ``pc_features`` may be Zarr arrays, read by rows, one
@@ -346,9 +385,14 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
     """
     n_templates, n_channels = dense_templates.shape[0], dense_templates.shape[2]
     labels = np.asarray(labels, dtype=np.int64).copy()
-    state = SplitState(labels, members_by_label(labels, n_templates), list(range(n_templates)),
-                       [-1] * n_templates, [t for t in dense_templates],
-                       np.asarray(similarity, dtype=np.float32))
+    state = SplitState(
+        labels,
+        members_by_label(labels, n_templates),
+        list(range(n_templates)),
+        [-1] * n_templates,
+        [t for t in dense_templates],
+        np.asarray(similarity, dtype=np.float32),
+    )
     source = FeatureSource(pc_features, spike_templates, pc_feature_ind, settings)
     fits = {}  # cluster -> accepted fit (or None) of its current spikes
     with WorkerPool(workers, inherited=source) as pool:
@@ -360,8 +404,14 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
                 continue
             if ik not in fits:
                 batch = _clusters_to_fit(state, ik, fits, settings)
-                fits.update(zip(batch, pool.map(accepted_fit, [
-                    (state.members[k], state.source[k]) for k in batch])))
+                fits.update(
+                    zip(
+                        batch,
+                        pool.map(
+                            accepted_fit, [(state.members[k], state.source[k]) for k in batch]
+                        ),
+                    )
+                )
             fit = fits.pop(ik)
             if fit is None:
                 ik += 1
@@ -375,9 +425,16 @@ def split_clusters(times, spike_templates, labels, pc_features, pc_feature_ind, 
             w_low = dense_on_channels(mean_waveform(feats[fit.low], wpca), chans, n_channels)
             w_high = dense_on_channels(mean_waveform(feats[~fit.low], wpca), chans, n_channels)
             new = state.add_split(ik, idx[fit.low], idx[~fit.low], w_low, w_high)
-            logger.info("split cluster %d (%d spikes) -> %d + %d (new id %d; confidence "
-                        "%.3f/%.3f)", ik, idx.size, int((~fit.low).sum()), int(fit.low.sum()),
-                        new, fit.p_high, fit.p_low)
+            logger.info(
+                "split cluster %d (%d spikes) -> %d + %d (new id %d; confidence %.3f/%.3f)",
+                ik,
+                idx.size,
+                int((~fit.low).sum()),
+                int(fit.low.sum()),
+                new,
+                fit.p_high,
+                fit.p_low,
+            )
     logger.info("%d splits; %d clusters", state.n_clusters - n_templates, state.n_clusters)
     return state
 
@@ -398,30 +455,48 @@ def _vetoed(fit, idx, feats, times, wpca, sample_rate, s: SplitSettings, ik) -> 
 # the stage
 
 
-def write_split_store(out, state: SplitState, pc_feature_ind, template_feature_ind, nt0,
-                      nt0min, n_channels, params: dict) -> None:
+def write_split_store(
+    out,
+    state: SplitState,
+    pc_feature_ind,
+    template_feature_ind,
+    nt0,
+    nt0min,
+    n_channels,
+    params: dict,
+) -> None:
     """Write ``split.zarr`` (see the module docstring)."""
     n_clusters = state.n_clusters
     source = np.asarray(state.source, dtype=np.int64)
     n_templates = pc_feature_ind.shape[0]
-    attrs = {"n_clusters": n_clusters, "n_splits": n_clusters - n_templates, "nt0": nt0,
-             "nt0min": nt0min}
-    templates = (np.stack(state.templates) if n_clusters
-                 else np.zeros((0, nt0, n_channels), np.float32))
+    attrs = {
+        "n_clusters": n_clusters,
+        "n_splits": n_clusters - n_templates,
+        "nt0": nt0,
+        "nt0min": nt0min,
+    }
+    templates = (
+        np.stack(state.templates) if n_clusters else np.zeros((0, nt0, n_channels), np.float32)
+    )
     with writing_store(out, "split", params, "cpu", params.get("seed"), attrs=attrs) as g:
         labels = state.labels.astype(np.uint32)
         write_array(g, "cluster", labels, chunks=(max(1, min(SPIKE_CHUNK, labels.size)),))
         write_array(g, "parent", np.asarray(state.parent, dtype=np.int64))
         write_array(g, "source_template", source.astype(np.uint32))
-        write_array(g, "templates", templates.astype(np.float32),
-                    chunks=(max(1, min(64, n_clusters)),) + templates.shape[1:])
+        write_array(
+            g,
+            "templates",
+            templates.astype(np.float32),
+            chunks=(max(1, min(64, n_clusters)),) + templates.shape[1:],
+        )
         write_array(g, "similar_templates", state.similar.astype(np.float32))
         write_array(g, "pc_feature_ind", pc_feature_ind[source].astype(np.uint32))
         write_array(g, "template_feature_ind", template_feature_ind[source].astype(np.uint32))
 
 
-def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict, out,
-              workers: int = 1) -> SplitState:
+def run_split(
+    spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict, out, workers: int = 1
+) -> SplitState:
     """The ``split`` stage: read spikes, templates and merges; split; write ``split.zarr``.
 
     Parameters
@@ -443,22 +518,45 @@ def run_split(spikes_zarr, templates_zarr, merge_zarr, input_json, params: dict,
     check_template_counts(spikes, templates, indices)
     labels = np.asarray(open_store(merge_zarr)["cluster"][...], dtype=np.int64)
     if labels.size != spikes.n_spikes:
-        raise StoreMismatchError(f"{merge_zarr} labels {labels.size} spikes but {spikes_zarr} "
-                                 f"holds {spikes.n_spikes}")
+        raise StoreMismatchError(
+            f"{merge_zarr} labels {labels.size} spikes but {spikes_zarr} holds {spikes.n_spikes}"
+        )
     sample_rate = float(read_input_json(input_json)["sample_rate"])
-    logger.info("split: %d spikes, %d clusters after merges", spikes.n_spikes,
-                np.unique(labels).size)
+    logger.info(
+        "split: %d spikes, %d clusters after merges", spikes.n_spikes, np.unique(labels).size
+    )
     if spikes.n_spikes == 0:
         logger.warning("no spikes found: nothing to split; split.zarr is written empty")
-    times, spike_templates, pc_features = (spikes.time, spikes.template,
-                                           open_store(spikes_zarr)["pc_features"])
+    times, spike_templates, pc_features = (
+        spikes.time,
+        spikes.template,
+        open_store(spikes_zarr)["pc_features"],
+    )
     if pc_features.nbytes <= IN_MEMORY_BYTES:
-        times, spike_templates, pc_features = (np.asarray(a[...]) for a in (
-            times, spike_templates, pc_features))
-    state = split_clusters(times, spike_templates, labels, pc_features,
-                           indices["pc_feature_ind"], templates.wPCA, templates.dense(),
-                           indices["similar_templates"], sample_rate,
-                           SplitSettings.from_params(params), workers)
-    write_split_store(out, state, indices["pc_feature_ind"], indices["template_feature_ind"],
-                      templates.nt0, templates.nt0min, templates.n_channels, params)
+        times, spike_templates, pc_features = (
+            np.asarray(a[...]) for a in (times, spike_templates, pc_features)
+        )
+    state = split_clusters(
+        times,
+        spike_templates,
+        labels,
+        pc_features,
+        indices["pc_feature_ind"],
+        templates.wPCA,
+        templates.dense(),
+        indices["similar_templates"],
+        sample_rate,
+        SplitSettings.from_params(params),
+        workers,
+    )
+    write_split_store(
+        out,
+        state,
+        indices["pc_feature_ind"],
+        indices["template_feature_ind"],
+        templates.nt0,
+        templates.nt0min,
+        templates.n_channels,
+        params,
+    )
     return state

@@ -1,15 +1,18 @@
-"""Spike detection for drift estimation: threshold crossings, spatial maxima, centre-of-mass depths and amplitudes."""
+"""Spike detection for drift estimation: threshold crossings, spatial maxima, centre-of-mass depths
+and amplitudes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+
 import numpy as np
-from kilosnake.runtime.backend import Backend
+
 from kilosnake.io.probe import Probe
+from kilosnake.io.traces import n_batches, prefetching
+from kilosnake.runtime.backend import Backend
 from kilosnake.runtime.progress import Progress
-from kilosnake.io.traces import n_batches
-from kilosnake.io.traces import prefetching
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ COM_FLOOR_ABS = 1.5
 #: ... minus this fraction of the largest neighbour height
 COM_FLOOR_REL = 0.2
 #: float32 elements of scratch per chunk of detections when un-whitening their neighbours
-_GATHER_ELEMENTS = 8 * 2 ** 20
+_GATHER_ELEMENTS = 8 * 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,18 +54,26 @@ def neighbours_within(probe: Probe, radius_um: float) -> np.ndarray:
     out = np.full((probe.n_channels, int(near.sum(1).max())), -1, dtype=np.int64)
     for c in range(probe.n_channels):
         idx = np.flatnonzero(near[c])
-        out[c, :idx.size] = idx
+        out[c, : idx.size] = idx
     return out
 
 
 def channel_neighbourhoods(probe: Probe) -> ChannelNeighbourhoods:
     """The neighbourhoods the detector uses."""
-    return ChannelNeighbourhoods(neighbours_within(probe, NMS_RADIUS_UM),
-                                 neighbours_within(probe, COM_RADIUS_UM))
+    return ChannelNeighbourhoods(
+        neighbours_within(probe, NMS_RADIUS_UM), neighbours_within(probe, COM_RADIUS_UM)
+    )
 
 
-def detect_batch_spikes(X, owned: tuple[int, int], hood: ChannelNeighbourhoods, yc,
-                        threshold: float, be: Backend, unwhiten=None) -> dict:
+def detect_batch_spikes(
+    X,
+    owned: tuple[int, int],
+    hood: ChannelNeighbourhoods,
+    yc,
+    threshold: float,
+    be: Backend,
+    unwhiten=None,
+) -> dict:
     """Spatio-temporally isolated negative peaks of one whitened batch.
 
     Parameters
@@ -91,8 +102,8 @@ def detect_batch_spikes(X, owned: tuple[int, int], hood: ChannelNeighbourhoods, 
     A = -X
     peak_t = be.ndimage.maximum_filter1d(A, 2 * DETECT_HALF_WINDOW + 1, axis=0, mode="constant")
     cand = (A == peak_t) & (A > threshold)
-    cand[:owned[0]] = False
-    cand[owned[1]:] = False
+    cand[: owned[0]] = False
+    cand[owned[1] :] = False
     t, c = xp.nonzero(cand)
     if t.size:
         t, c = _spatial_maxima(A, peak_t, t, c, be.asarray(hood.suppress), xp)
@@ -100,8 +111,12 @@ def detect_batch_spikes(X, owned: tuple[int, int], hood: ChannelNeighbourhoods, 
     amp = A[t, c]
     heights, nbrs, valid = _neighbour_heights(X, t, c, be.asarray(hood.com), unwhiten, xp)
     depth = centre_of_mass(heights, valid, be.asarray(yc, xp.float64)[nbrs], xp)
-    return {"t": be.to_host(t).astype(np.int64), "channel": be.to_host(c).astype(np.int64),
-            "depth": be.to_host(depth), "amplitude": be.to_host(amp).astype(np.float32)}
+    return {
+        "t": be.to_host(t).astype(np.int64),
+        "channel": be.to_host(c).astype(np.int64),
+        "depth": be.to_host(depth),
+        "amplitude": be.to_host(amp).astype(np.float32),
+    }
 
 
 def _spatial_maxima(A, peak_t, t, c, nbrs, xp):
@@ -149,9 +164,9 @@ def _neighbour_heights(X, t, c, com_nbrs, unwhiten, xp):
     heights = xp.zeros(nbrs.shape, dtype=X.dtype)
     step = max(1, _GATHER_ELEMENTS // (X.shape[1] * nbrs.shape[1]))
     for i in range(0, t.shape[0], step):
-        rows = X[tt[i:i + step]]  # (m, W, Nchan)
-        cols = xp.moveaxis(unwhiten[:, nbrs[i:i + step]], 0, 1)  # (m, Nchan, K)
-        heights[i:i + step] = -xp.matmul(rows, cols).min(axis=1)
+        rows = X[tt[i : i + step]]  # (m, W, Nchan)
+        cols = xp.moveaxis(unwhiten[:, nbrs[i : i + step]], 0, 1)  # (m, Nchan, K)
+        heights[i : i + step] = -xp.matmul(rows, cols).min(axis=1)
     return heights, nbrs, valid
 
 
@@ -183,8 +198,9 @@ def unwhitening_matrix(whitening, covariance) -> np.ndarray:
     return (np.linalg.pinv(np.asarray(whitening, np.float64), rcond=1e-6) / sd).astype(np.float32)
 
 
-def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
-                  progress_every: int = 50) -> dict:
+def detect_spikes(
+    reader, threshold: float, be: Backend, unwhiten=None, progress_every: int = 50
+) -> dict:
     """Detections of every batch of ``reader`` (see :func:`detect_batch_spikes`).
 
     Returns
@@ -200,14 +216,20 @@ def detect_spikes(reader, threshold: float, be: Backend, unwhiten=None,
     parts, n_found = [], 0
     progress = Progress(nb, "drift detection", logger, every_n=progress_every)
 
-    reader = prefetching(reader, [(b * reader.NT - margin,
-                                   min((b + 1) * reader.NT, reader.n_samples) + margin)
-                                  for b in range(nb)], be)
+    reader = prefetching(
+        reader,
+        [
+            (b * reader.NT - margin, min((b + 1) * reader.NT, reader.n_samples) + margin)
+            for b in range(nb)
+        ],
+        be,
+    )
     for b in range(nb):
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
-        d = detect_batch_spikes(X, (margin, margin + stop - start), hood, reader.probe.yc,
-                                threshold, be, unwhiten)
+        d = detect_batch_spikes(
+            X, (margin, margin + stop - start), hood, reader.probe.yc, threshold, be, unwhiten
+        )
         d["time"] = d.pop("t") + (start - margin)
         d["batch"] = np.full(d["time"].size, b, dtype=np.int32)
         parts.append(d)

@@ -67,25 +67,30 @@ used instead by writing ``dshift``, ``yblk``, ``shank_ids`` and the attributes `
 from __future__ import annotations
 
 import logging
+
 import numpy as np
-from kilosnake.io.drift_store import empty_spikes
-from kilosnake.runtime.backend import Backend
-from kilosnake.io.probe import Probe
-from kilosnake.io.store import open_store
+
 from kilosnake.drift.detection import detect_spikes, unwhitening_matrix
+from kilosnake.drift.plot import plot_drift
 from kilosnake.drift.registration import MIN_SPIKES_PER_BATCH, register_shank
 from kilosnake.drift.suitability import registration_check
-from kilosnake.io.drift_store import DriftEstimate, write_drift_store
-from kilosnake.io.traces import n_batches
-from kilosnake.runtime.backend import get_backend
-from kilosnake.drift.plot import plot_drift
-from kilosnake.io.traces import PreprocessedReader
+from kilosnake.io.drift_store import DriftEstimate, empty_spikes, write_drift_store
+from kilosnake.io.probe import Probe
+from kilosnake.io.store import open_store
+from kilosnake.io.traces import PreprocessedReader, n_batches
+from kilosnake.runtime.backend import Backend, get_backend
 
 logger = logging.getLogger(__name__)
 
 
-def identity_estimate(probe: Probe, NT: int, n_samples: int, sample_rate: float,
-                      reason: str, spikes: dict | None = None) -> DriftEstimate:
+def identity_estimate(
+    probe: Probe,
+    NT: int,
+    n_samples: int,
+    sample_rate: float,
+    reason: str,
+    spikes: dict | None = None,
+) -> DriftEstimate:
     """The estimate of a recording whose drift is not corrected: one block, zero shift."""
     ids = probe.shank_ids()
     nb = n_batches(n_samples, NT)
@@ -94,8 +99,18 @@ def identity_estimate(probe: Probe, NT: int, n_samples: int, sample_rate: float,
     counts = np.zeros((ids.size, nb), np.int64)
     for k in range(ids.size):
         counts[k] = np.bincount(spikes["batch"][spikes["shank"] == k], minlength=nb)[:nb]
-    return DriftEstimate(False, reason, int(NT), int(n_samples), float(sample_rate), ids,
-                         np.zeros((ids.size, nb, 1)), yblk, spikes, counts)
+    return DriftEstimate(
+        False,
+        reason,
+        int(NT),
+        int(n_samples),
+        float(sample_rate),
+        ids,
+        np.zeros((ids.size, nb, 1)),
+        yblk,
+        spikes,
+        counts,
+    )
 
 
 def estimate_drift(reader, p: dict, be: Backend, unwhiten=None) -> DriftEstimate:
@@ -133,25 +148,48 @@ def estimate_drift(reader, p: dict, be: Backend, unwhiten=None) -> DriftEstimate
     spikes["channel"] = spikes["channel"].astype(np.int32)
     spikes["shank"] = np.searchsorted(ids, probe.kcoords[spikes["channel"]]).astype(np.int32)
     nb = n_batches(reader.n_samples, reader.NT)
-    logger.info("drift detection: %d spikes in %d batches (median %.0f per batch)",
-                spikes["time"].size, nb, np.median(np.bincount(spikes["batch"], minlength=nb)))
+    logger.info(
+        "drift detection: %d spikes in %d batches (median %.0f per batch)",
+        spikes["time"].size,
+        nb,
+        np.median(np.bincount(spikes["batch"], minlength=nb)),
+    )
     dshift, yblk, counts = [], [], []
     for k, s in enumerate(ids):
         on = spikes["shank"] == k
-        result = register_shank(spikes["depth"][on], spikes["amplitude"][on],
-                                spikes["batch"][on], nb, probe.yc[probe.kcoords == s],
-                                threshold, nblocks, be)
+        result = register_shank(
+            spikes["depth"][on],
+            spikes["amplitude"][on],
+            spikes["batch"][on],
+            nb,
+            probe.yc[probe.kcoords == s],
+            threshold,
+            nblocks,
+            be,
+        )
         if result is None:
-            reason = (f"shank {s:g}: no batch has {MIN_SPIKES_PER_BATCH} spikes above "
-                      f"spkTh_drift={threshold:g}")
+            reason = (
+                f"shank {s:g}: no batch has {MIN_SPIKES_PER_BATCH} spikes above "
+                f"spkTh_drift={threshold:g}"
+            )
             logger.warning("drift correction off: %s", reason)
             return identity_estimate(*geometry, reason, spikes)
         dshift.append(result[0])
         yblk.append(result[1])
         counts.append(result[2])
-    est = DriftEstimate(True, "", reader.NT, reader.n_samples, reader.sample_rate, ids,
-                        np.stack(dshift), np.stack(yblk), spikes, np.stack(counts),
-                        "whitened" if unwhiten is None else "filtered")
+    est = DriftEstimate(
+        True,
+        "",
+        reader.NT,
+        reader.n_samples,
+        reader.sample_rate,
+        ids,
+        np.stack(dshift),
+        np.stack(yblk),
+        spikes,
+        np.stack(counts),
+        "whitened" if unwhiten is None else "filtered",
+    )
     log_estimate_summary(est)
     return est
 
@@ -160,8 +198,16 @@ def log_estimate_summary(est: DriftEstimate) -> None:
     """One log line per shank: range of the displacement."""
     for k, s in enumerate(est.shank_ids):
         d = est.dshift[k]
-        logger.info("shank %g: displacement %.1f to %.1f um (peak to peak %.1f um) over %d "
-                    "batches, %d blocks", s, d.min(), d.max(), np.ptp(d), d.shape[0], d.shape[1])
+        logger.info(
+            "shank %g: displacement %.1f to %.1f um (peak to peak %.1f um) over %d "
+            "batches, %d blocks",
+            s,
+            d.min(),
+            d.max(),
+            np.ptp(d),
+            d.shape[0],
+            d.shape[1],
+        )
 
 
 def run_drift(preprocessed, whitening, out, plot_path, p: dict) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import numpy as np
+
 from kilosnake.drift.registration import corrected_depths
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,15 @@ def plot_drift(est, path, max_points: int = MAX_POINTS) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     n_shanks = len(est.shank_ids)
-    fig, axes = plt.subplots(3, n_shanks, figsize=(6.5 * n_shanks, 10), squeeze=False,
-                             sharex="col", constrained_layout=True)
+    fig, axes = plt.subplots(
+        3,
+        n_shanks,
+        figsize=(6.5 * n_shanks, 10),
+        squeeze=False,
+        sharex="col",
+        constrained_layout=True,
+    )
     spikes = est.spikes
     after_all = corrected_depths(spikes["depth"], spikes["batch"], spikes["shank"], est)
     for k in range(n_shanks):
@@ -79,19 +86,31 @@ def _plot_displacement(ax, est, k: int, title: str) -> None:
     nb = est.n_batches
     centres = (np.arange(nb) + 0.5) * est.NT / est.sample_rate
     if not est.enabled:
-        ax.text(0.5, 0.5, f"drift correction off:\n{est.reason}", ha="center", va="center",
-                transform=ax.transAxes, wrap=True)
+        ax.text(
+            0.5,
+            0.5,
+            f"drift correction off:\n{est.reason}",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            wrap=True,
+        )
         ax.plot(centres, np.zeros(nb), color="0.6")
     else:
         n_blocks = est.dshift.shape[2]
         colours = plt.cm.viridis(np.linspace(0, 1, max(n_blocks, 2)))
         for j in range(n_blocks):
-            ax.plot(centres, est.dshift[k, :, j], color=colours[j], lw=1.2,
-                    label=f"{est.yblk[k, j]:.0f} um")
+            ax.plot(
+                centres,
+                est.dshift[k, :, j],
+                color=colours[j],
+                lw=1.2,
+                label=f"{est.yblk[k, j]:.0f} um",
+            )
         if n_blocks > 1:
             ax.legend(title="block centre", fontsize=7, ncols=2, loc="upper right")
     ax.set_ylabel("displacement (um)")
-    ax.set_title(("drift estimate" + (f", {title}" if title else "")))
+    ax.set_title("drift estimate" + (f", {title}" if title else ""))
     ax.grid(alpha=0.3)
 
 
@@ -106,8 +125,16 @@ def _plot_raster(ax, t, depth, amplitude, title: str) -> None:
     if t.size:
         shade = np.clip(np.log10(np.maximum(amplitude, 1.0)) / 2.0, 0.0, 1.0)
         image, extent = _largest_per_pixel(t, depth, shade, RASTER_BINS)
-        ax.imshow(image.T, origin="lower", extent=extent, aspect="auto", cmap="Greys",
-                  vmin=-0.3, vmax=1.0, interpolation="nearest")
+        ax.imshow(
+            image.T,
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            cmap="Greys",
+            vmin=-0.3,
+            vmax=1.0,
+            interpolation="nearest",
+        )
     else:
         ax.text(0.5, 0.5, "no drift spikes", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("depth (um)")

@@ -1,14 +1,17 @@
-"""Registration (Kilosort 2.5): depth x amplitude fingerprints per batch, rigid then block-wise alignment to a reference batch."""
+"""Registration (Kilosort 2.5): depth x amplitude fingerprints per batch, rigid then block-wise
+alignment to a reference batch.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import math
+
 import numpy as np
-from kilosnake.io.drift_store import DEPTH_BIN_UM
+
+from kilosnake.io.drift_store import DEPTH_BIN_UM, DriftEstimate
 from kilosnake.runtime.backend import Backend
-from kilosnake.io.drift_store import DriftEstimate
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,9 @@ def amplitude_bin(amplitude, threshold: float) -> np.ndarray:
     return np.clip((frac * N_AMP_BINS).astype(np.int64), 0, N_AMP_BINS - 1)
 
 
-def depth_amplitude_histograms(depth, amplitude, batch, n_batch: int, edges,
-                               threshold: float) -> np.ndarray:
+def depth_amplitude_histograms(
+    depth, amplitude, batch, n_batch: int, edges, threshold: float
+) -> np.ndarray:
     """(n_batch, n_depth_bins, N_AMP_BINS) fingerprints ``log2(1 + count)``."""
     ny = len(edges) - 1
     yi = np.floor((np.asarray(depth, np.float64) - edges[0]) / DEPTH_BIN_UM).astype(np.int64)
@@ -83,7 +87,7 @@ def shift_scores(F, target, max_shift: int, xp):
     for i, s in enumerate(shifts):
         lo, hi = max(0, -s), min(ny, ny - s)
         if hi > lo:
-            cc[:, i] = (F[:, lo + s:hi + s] * target[None, lo:hi]).sum(axis=(1, 2))
+            cc[:, i] = (F[:, lo + s : hi + s] * target[None, lo:hi]).sum(axis=(1, 2))
     return cc
 
 
@@ -136,8 +140,8 @@ def upsampling_matrix(max_shift: int, factor: int, sigma: float) -> tuple[np.nda
     """Kriging matrix from integer shifts to a grid ``factor`` times finer, and that grid."""
     x = np.arange(-max_shift, max_shift + 1, dtype=np.float64)
     xu = np.arange(-max_shift * factor, max_shift * factor + 1) / factor
-    kxx = np.exp(-((x[:, None] - x[None, :]) ** 2) / sigma ** 2)
-    kyx = np.exp(-((xu[:, None] - x[None, :]) ** 2) / sigma ** 2)
+    kxx = np.exp(-((x[:, None] - x[None, :]) ** 2) / sigma**2)
+    kyx = np.exp(-((xu[:, None] - x[None, :]) ** 2) / sigma**2)
     return kyx @ np.linalg.inv(kxx + 0.01 * np.eye(x.size)), xu
 
 
@@ -215,8 +219,9 @@ def fill_unusable_batches(shifts, usable) -> np.ndarray:
     return out
 
 
-def register_shank(depth, amplitude, batch, nb: int, yc, threshold: float, nblocks: int,
-                   be: Backend):
+def register_shank(
+    depth, amplitude, batch, nb: int, yc, threshold: float, nblocks: int, be: Backend
+):
     """Register one shank's detections.
 
     Returns
@@ -232,8 +237,13 @@ def register_shank(depth, amplitude, batch, nb: int, yc, threshold: float, nbloc
     if not usable.any():
         return None
     if not usable.all():
-        logger.warning("%d of %d batches have fewer than %d drift spikes; their shifts are "
-                       "interpolated in time", int((~usable).sum()), nb, MIN_SPIKES_PER_BATCH)
+        logger.warning(
+            "%d of %d batches have fewer than %d drift spikes; their shifts are "
+            "interpolated in time",
+            int((~usable).sum()),
+            nb,
+            MIN_SPIKES_PER_BATCH,
+        )
     shifts, centres = register_fingerprints(F, nblocks, usable, be)
     dshift = shifts * DEPTH_BIN_UM
     dshift -= np.median(dshift.mean(axis=1))

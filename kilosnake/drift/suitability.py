@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from kilosnake.io.probe import Probe
 
+from kilosnake.io.probe import Probe
 
 # --- when registration is meaningful -------------------------------------------------------
 MIN_EXTENT_UM = 200.0
@@ -41,12 +41,16 @@ def shank_supports_registration(y) -> tuple[bool, str]:
     rows = distinct_rows(y)
     extent = float(rows[-1] - rows[0]) if rows.size else 0.0
     if extent < MIN_EXTENT_UM:
-        return False, (f"vertical extent {extent:.0f} um is below {MIN_EXTENT_UM:.0f} um "
-                       "(tetrode, single row or short probe)")
+        return False, (
+            f"vertical extent {extent:.0f} um is below {MIN_EXTENT_UM:.0f} um "
+            "(tetrode, single row or short probe)"
+        )
     density = 100.0 * (rows.size - 1) / extent
     if density < MIN_ROWS_PER_100UM:
-        return False, (f"{density:.1f} distinct contact rows per 100 um, below "
-                       f"{MIN_ROWS_PER_100UM:g} (contacts too sparse to interpolate across)")
+        return False, (
+            f"{density:.1f} distinct contact rows per 100 um, below "
+            f"{MIN_ROWS_PER_100UM:g} (contacts too sparse to interpolate across)"
+        )
     return True, ""
 
 

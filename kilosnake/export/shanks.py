@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import numpy as np
-from kilosnake.io.shank_sets import shank_stores
+
+from kilosnake.export.sources import ExportSources, read_sources
 from kilosnake.export.tables import ClusterTable
-from kilosnake.export.sources import ExportSources
 from kilosnake.export.writer import export_phy, publish_phy_folder
-from kilosnake.export.sources import read_sources
 from kilosnake.io.input_json import read_input_json
+from kilosnake.io.shank_sets import shank_stores
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ class JoinedRows:
         self.arrays, self.shank, self.rows = arrays, shank, rows
         heads = {tuple(a.shape[1:-1]) for a in arrays}
         if len(heads) != 1:
-            raise ValueError(f"the shanks' feature arrays have shapes {sorted(heads)} before "
-                             "their last axis; they cannot be joined in one Phy folder")
+            raise ValueError(
+                f"the shanks' feature arrays have shapes {sorted(heads)} before "
+                "their last axis; they cannot be joined in one Phy folder"
+            )
         width = max(int(a.shape[-1]) for a in arrays)
         self.shape = (int(shank.size),) + heads.pop() + (width,)
         self.dtype = np.dtype(arrays[0].dtype)
@@ -44,8 +47,8 @@ class JoinedRows:
             on = np.flatnonzero(self.shank[lo:hi] == s)
             if on.size:
                 r = self.rows[lo:hi][on]
-                part = np.asarray(array[int(r[0]):int(r[-1]) + 1])[r - r[0]]
-                out[on, ..., :part.shape[-1]] = part
+                part = np.asarray(array[int(r[0]) : int(r[-1]) + 1])[r - r[0]]
+                out[on, ..., : part.shape[-1]] = part
         return out
 
 
@@ -54,7 +57,7 @@ def _block_diagonal(blocks) -> np.ndarray:
     out = np.zeros((n, n), np.asarray(blocks[0]).dtype)
     at = 0
     for b in blocks:
-        out[at:at + b.shape[0], at:at + b.shape[1]] = b
+        out[at : at + b.shape[0], at : at + b.shape[1]] = b
         at += b.shape[0]
     return out
 
@@ -105,17 +108,21 @@ def join_tables(parts, id_offset, chan_offset, n_chan):
             raise ValueError(f"shank {s} has more templates than clusters; cannot join")
         ids = (int(id_offset[s]), int(id_offset[s]) + p.table.n)
         chans = (int(chan_offset[s]), int(chan_offset[s]) + n_chan[s])
-        templates[ids[0]:ids[1], :, chans[0]:chans[1]] = p.table.templates
+        templates[ids[0] : ids[1], :, chans[0] : chans[1]] = p.table.templates
         t = slice(ids[0], ids[0] + p.src_pc_ind.shape[0])
         src_pc[t] = unmatched(p.src_pc_ind + chans[0], pc_width)
         src_tf[t] = unmatched(p.src_tf_ind + ids[0], tf_width)
         pc_ind.append(widen(p.table.pc_feature_ind + chans[0], pc_width, *chans, total_chan))
         tf_ind.append(widen(p.table.template_feature_ind + ids[0], tf_width, *ids, total_ids))
     table = ClusterTable(
-        templates, _block_diagonal([p.table.similar for p in parts]).astype(np.float32),
-        np.concatenate(pc_ind), np.concatenate(tf_ind),
+        templates,
+        _block_diagonal([p.table.similar for p in parts]).astype(np.float32),
+        np.concatenate(pc_ind),
+        np.concatenate(tf_ind),
         np.concatenate([p.table.good for p in parts]),
-        np.concatenate([p.table.contamination for p in parts]), total_ids)
+        np.concatenate([p.table.contamination for p in parts]),
+        total_ids,
+    )
     return table, src_pc, src_tf
 
 
@@ -142,27 +149,44 @@ def join_sources(parts: list, report: dict):
     order = np.lexsort((shank, np.concatenate(whole)))  # time order; shank order at ties
 
     def joined(read, offset=False):
-        values = [np.asarray(read(p)) + (id_offset[s] if offset else 0)
-                  for s, p in enumerate(parts)]
+        values = [
+            np.asarray(read(p)) + (id_offset[s] if offset else 0) for s, p in enumerate(parts)
+        ]
         return np.concatenate(values)[order]
 
     table, src_pc, src_tf = join_tables(parts, id_offset, chan_offset, n_chan)
-    spikes = {"time": np.concatenate(whole)[order],
-              "template": joined(lambda p: p.spikes["template"][...].astype(np.int64), True),
-              "amplitude": joined(lambda p: p.spikes["amplitude"][...])}
+    spikes = {
+        "time": np.concatenate(whole)[order],
+        "template": joined(lambda p: p.spikes["template"][...].astype(np.int64), True),
+        "amplitude": joined(lambda p: p.spikes["amplitude"][...]),
+    }
     for name in ("pc_features", "template_features"):
         spikes[name] = JoinedRows([p.spikes[name] for p in parts], shank[order], rows[order])
     geometry = {k: np.concatenate([p.geometry[k] for p in parts]) for k in parts[0].geometry}
-    logger.info("joining %d shanks: %s clusters, %s channels, %d spikes", len(parts),
-                [p.table.n for p in parts], n_chan, order.size)
+    logger.info(
+        "joining %d shanks: %s clusters, %s channels, %d spikes",
+        len(parts),
+        [p.table.n for p in parts],
+        n_chan,
+        order.size,
+    )
     return ExportSources(
-        spikes, joined(lambda p: p.labels[...].astype(np.int64), True),
-        joined(lambda p: p.keep[...].astype(bool)), table, parts[0].nt0min, geometry,
-        _block_diagonal([p.whitening for p in parts]), report, src_pc, src_tf)
+        spikes,
+        joined(lambda p: p.labels[...].astype(np.int64), True),
+        joined(lambda p: p.keep[...].astype(bool)),
+        table,
+        parts[0].nt0min,
+        geometry,
+        _block_diagonal([p.whitening for p in parts]),
+        report,
+        src_pc,
+        src_tf,
+    )
 
 
-def export_recording(spikes, templates, whitening, input_json, split, cutoff, shank_inputs,
-                     params: dict, out) -> dict:
+def export_recording(
+    spikes, templates, whitening, input_json, split, cutoff, shank_inputs, params: dict, out
+) -> dict:
     """The ``export_phy`` stage of a recording sorted whole (one path per store) or shank by
     shank (one path per shank in each list, in shank order, or one shank set per store;
     ``shank_inputs`` the shanks' ``input.json``).
@@ -170,13 +194,18 @@ def export_recording(spikes, templates, whitening, input_json, split, cutoff, sh
     Returns the summary of :func:`kilosnake.export.export_phy`.
     """
 
-    lists = [[str(p)] if isinstance(p, (str, Path)) else [str(x) for x in p]
-             for p in (spikes, templates, whitening, split, cutoff)]
+    lists = [
+        [str(p)] if isinstance(p, (str, Path)) else [str(x) for x in p]
+        for p in (spikes, templates, whitening, split, cutoff)
+    ]
     lists = [[s for path in paths for s in shank_stores(path)] for paths in lists]
     if len(lists[0]) == 1:
-        return export_phy(lists[0][0], lists[1][0], lists[2][0], input_json, lists[3][0],
-                          lists[4][0], params, out)
+        return export_phy(
+            lists[0][0], lists[1][0], lists[2][0], input_json, lists[3][0], lists[4][0], params, out
+        )
     shank_inputs = [shank_inputs] if isinstance(shank_inputs, (str, Path)) else shank_inputs
-    parts = [read_sources(sp, tp, wp, ip, sl, cu) for sp, tp, wp, sl, cu, ip in
-             zip(*lists, shank_inputs, strict=True)]
+    parts = [
+        read_sources(sp, tp, wp, ip, sl, cu)
+        for sp, tp, wp, sl, cu, ip in zip(*lists, shank_inputs, strict=True)
+    ]
     return publish_phy_folder(join_sources(parts, read_input_json(input_json)), params, out)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+
 import numpy as np
-from kilosnake.io.input_json import read_input_json
+
 from kilosnake.curation.data import read_probe_geometry, read_templates
+from kilosnake.export.tables import ClusterTable, PhyExportError
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import (
     BLOCK_ROWS,
     blocks,
     npy_blocks,
 )
-from kilosnake.export.tables import ClusterTable
-from kilosnake.export.tables import PhyExportError
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +45,49 @@ class ExportSources:
         return int(self.spikes["time"].shape[0])
 
 
-def read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr,
-                 cutoff_zarr) -> ExportSources:
+def read_sources(
+    spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr, cutoff_zarr
+) -> ExportSources:
     """Open the stores and read the per-cluster arrays of the export."""
     sp, sg, cg = open_store(spikes_zarr), open_store(split_zarr), open_store(cutoff_zarr)
-    counts = {"spikes.zarr": sp["time"].shape[0], "split.zarr": sg["cluster"].shape[0],
-              "cutoff.zarr": cg["keep"].shape[0]}
+    counts = {
+        "spikes.zarr": sp["time"].shape[0],
+        "split.zarr": sg["cluster"].shape[0],
+        "cutoff.zarr": cg["keep"].shape[0],
+    }
     if len(set(counts.values())) != 1:
-        raise PhyExportError("spike counts differ: " + ", ".join(
-            f"{k} {v}" for k, v in counts.items()))
+        raise PhyExportError(
+            "spike counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
     table = ClusterTable(
         np.asarray(sg["templates"][...], np.float32),
         np.asarray(sg["similar_templates"][...], np.float32),
         np.asarray(sg["pc_feature_ind"][...], np.int64),
         np.asarray(sg["template_feature_ind"][...], np.int64),
-        np.asarray(cg["good"][...], bool), np.asarray(cg["contamination"][...], np.float64),
-        int(sg.attrs["n_clusters"]))
+        np.asarray(cg["good"][...], bool),
+        np.asarray(cg["contamination"][...], np.float64),
+        int(sg.attrs["n_clusters"]),
+    )
     wg = open_store(whitening_zarr)
-    n_chan = {"whitening": wg["whitening"].shape[0], "chan_map": wg["chan_map"].shape[0],
-              "templates": table.templates.shape[2]}
+    n_chan = {
+        "whitening": wg["whitening"].shape[0],
+        "chan_map": wg["chan_map"].shape[0],
+        "templates": table.templates.shape[2],
+    }
     if len(set(n_chan.values())) != 1:
         raise PhyExportError(f"channel counts differ between stores: {n_chan}")
     return ExportSources(
-        sp, sg["cluster"], cg["keep"], table, int(read_templates(templates_zarr).nt0min),
-        read_probe_geometry(whitening_zarr), np.asarray(wg["whitening"][...], np.float64),
-        read_input_json(input_json), np.asarray(sp["pc_feature_ind"][...], np.int64),
-        np.asarray(sp["template_feature_ind"][...], np.int64))
+        sp,
+        sg["cluster"],
+        cg["keep"],
+        table,
+        int(read_templates(templates_zarr).nt0min),
+        read_probe_geometry(whitening_zarr),
+        np.asarray(wg["whitening"][...], np.float64),
+        read_input_json(input_json),
+        np.asarray(sp["pc_feature_ind"][...], np.int64),
+        np.asarray(sp["template_feature_ind"][...], np.int64),
+    )
 
 
 def kept_order(time: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -85,8 +103,7 @@ def kept_order(time: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def is_sorted_in_blocks(array, step: int = BLOCK_ROWS) -> bool:
     """True when a per-spike array (Zarr or ``.npy`` blocks) never decreases."""
     last = None
-    for _, block in (blocks(array, step) if not isinstance(array, Path) else
-                     npy_blocks(array, step)):
+    for _, block in blocks(array, step) if not isinstance(array, Path) else npy_blocks(array, step):
         if block.size == 0:
             continue
         b = block.astype(np.int64)
@@ -109,7 +126,7 @@ class KeptSpikes:
         """Indices into spikes.zarr of consecutive blocks of kept spikes."""
         if self.order is not None:
             for s in range(0, self.order.size, self.step):
-                yield self.order[s:s + self.step]
+                yield self.order[s : s + self.step]
             return
         for start, keep in blocks(self.keep, self.step):
             idx = np.flatnonzero(keep)
@@ -122,6 +139,5 @@ def kept_spikes(s: ExportSources, step: int = BLOCK_ROWS) -> KeptSpikes:
     n = sum(int(np.count_nonzero(k)) for _, k in blocks(s.keep, step))
     if is_sorted_in_blocks(s.spikes["time"], step):
         return KeptSpikes(n, None, s.keep, step)
-    order = kept_order(np.asarray(s.spikes["time"][...], np.uint64),
-                       np.asarray(s.keep[...], bool))
+    order = kept_order(np.asarray(s.spikes["time"][...], np.uint64), np.asarray(s.keep[...], bool))
     return KeptSpikes(n, order, s.keep, step)

@@ -1,4 +1,6 @@
-"""The per-cluster tables and file texts of a Phy folder: templates, params.py, TSV columns, whitening inverse."""
+"""The per-cluster tables and file texts of a Phy folder: templates, params.py, TSV columns,
+whitening inverse.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+
 import numpy as np
 
 from kilosnake.errors import KilosnakeError
@@ -13,11 +16,21 @@ from kilosnake.errors import KilosnakeError
 logger = logging.getLogger(__name__)
 
 
-PER_SPIKE_FILES = ("spike_times.npy", "spike_templates.npy", "spike_clusters.npy",
-                   "amplitudes.npy", "pc_features.npy", "template_features.npy")
+PER_SPIKE_FILES = (
+    "spike_times.npy",
+    "spike_templates.npy",
+    "spike_clusters.npy",
+    "amplitudes.npy",
+    "pc_features.npy",
+    "template_features.npy",
+)
 
-TSV_FILES = ("cluster_KSLabel.tsv", "cluster_group.tsv", "cluster_ContamPct.tsv",
-             "cluster_Amplitude.tsv")
+TSV_FILES = (
+    "cluster_KSLabel.tsv",
+    "cluster_group.tsv",
+    "cluster_ContamPct.tsv",
+    "cluster_Amplitude.tsv",
+)
 
 
 #: phylib squeezes arrays: it needs at least this many templates and template-feature columns
@@ -58,11 +71,14 @@ def pad_clusters(table: ClusterTable, n_min: int = MIN_PHY_TEMPLATES) -> Cluster
     new_ids = np.arange(n, n + extra)
     tf_rows = (new_ids[:, None] + np.arange(k)[None, :]) % (n + extra)
     return ClusterTable(
-        np.concatenate([table.templates, np.zeros((extra, nt0, nchan), np.float32)]), similar,
+        np.concatenate([table.templates, np.zeros((extra, nt0, nchan), np.float32)]),
+        similar,
         np.concatenate([table.pc_feature_ind, np.tile(np.arange(c), (extra, 1))]),
         np.concatenate([table.template_feature_ind, tf_rows]),
         np.concatenate([table.good, np.zeros(extra, bool)]),
-        np.concatenate([table.contamination, np.ones(extra)]), table.n_real)
+        np.concatenate([table.contamination, np.ones(extra)]),
+        table.n_real,
+    )
 
 
 def pad_template_feature_columns(ind: np.ndarray, k_min: int = MIN_PHY_TEMPLATES) -> np.ndarray:
@@ -79,7 +95,7 @@ def phy_templates(templates: np.ndarray, nt0min: int) -> np.ndarray:
     """Templates with ``nt0min + 1`` leading zeros (the peak lands in the middle of the window)."""
     n, nt0, nchan = templates.shape
     out = np.zeros((n, nt0 + nt0min + 1, nchan), np.float32)
-    out[:, nt0min + 1:, :] = templates
+    out[:, nt0min + 1 :, :] = templates
     return out
 
 
@@ -93,12 +109,24 @@ def relative_dat_path(dat, folder) -> str:
     return Path(rel).as_posix()
 
 
-def params_py_text(dat_path: str, n_channels_dat: int, dtype: str, sample_rate: float,
-                   template_scaling: float, offset: int = 0) -> str:
+def params_py_text(
+    dat_path: str,
+    n_channels_dat: int,
+    dtype: str,
+    sample_rate: float,
+    template_scaling: float,
+    offset: int = 0,
+) -> str:
     """The text of ``params.py``; every value written with ``repr()``."""
-    values = {"dat_path": dat_path, "n_channels_dat": int(n_channels_dat), "dtype": str(dtype),
-              "offset": int(offset), "sample_rate": float(sample_rate), "hp_filtered": False,
-              "template_scaling": float(template_scaling)}
+    values = {
+        "dat_path": dat_path,
+        "n_channels_dat": int(n_channels_dat),
+        "dtype": str(dtype),
+        "offset": int(offset),
+        "sample_rate": float(sample_rate),
+        "hp_filtered": False,
+        "template_scaling": float(template_scaling),
+    }
     return "".join(f"{k} = {v!r}\n" for k, v in values.items())
 
 

@@ -34,10 +34,31 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+
 import numpy as np
+
 from kilosnake.curation.data import remap_columns
-from kilosnake.curation.metrics import (CENSORED_S, REFRACTORY_S, format_metrics_tsv,
-                               peak_to_peak_unwhitened, peak_whitened, unit_metrics)
+from kilosnake.curation.metrics import (
+    CENSORED_S,
+    REFRACTORY_S,
+    format_metrics_tsv,
+    peak_to_peak_unwhitened,
+    peak_whitened,
+    unit_metrics,
+)
+from kilosnake.export.sources import ExportSources, KeptSpikes, kept_spikes, read_sources
+from kilosnake.export.tables import (
+    ClusterTable,
+    cluster_amplitudes,
+    inverse_whitening,
+    pad_clusters,
+    pad_template_feature_columns,
+    params_py_text,
+    phy_templates,
+    relative_dat_path,
+    tsv_text,
+)
+from kilosnake.export.validate import validate_phy
 from kilosnake.io.store import publish
 from kilosnake.io.streaming import (
     NpyWriter,
@@ -45,9 +66,6 @@ from kilosnake.io.streaming import (
     npy_blocks,
     read_rows,
 )
-from kilosnake.export.sources import ExportSources, KeptSpikes, kept_spikes, read_sources
-from kilosnake.export.tables import ClusterTable, cluster_amplitudes, inverse_whitening, pad_clusters, pad_template_feature_columns, params_py_text, phy_templates, relative_dat_path, tsv_text
-from kilosnake.export.validate import validate_phy
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +83,17 @@ def save_npy(folder: Path, name: str, array) -> None:
     np.save(folder / name, np.asarray(array), allow_pickle=False)
 
 
-def write_streamed_features(folder: Path, name: str, source, kept: KeptSpikes, src_ids,
-                            dst_ids, src_table, dst_table, k_out: int | None = None) -> None:
+def write_streamed_features(
+    folder: Path,
+    name: str,
+    source,
+    kept: KeptSpikes,
+    src_ids,
+    dst_ids,
+    src_table,
+    dst_table,
+    k_out: int | None = None,
+) -> None:
     """Write the kept rows of ``source`` carried onto the destination lists, block by block.
 
     ``src_ids`` and ``dst_ids`` are per-spike arrays (Zarr) of the rows of ``src_table`` and
@@ -77,10 +104,14 @@ def write_streamed_features(folder: Path, name: str, source, kept: KeptSpikes, s
     with NpyWriter(folder / name, np.float32, (kept.n,) + out_tail) as out:
         for idx in kept.blocks():
             for start in range(0, idx.size, SPIKE_STEP):
-                block = idx[start:start + SPIKE_STEP]
-                moved = remap_columns(read_rows(source, block).astype(np.float32, copy=False),
-                                      read_rows(src_ids, block), read_rows(dst_ids, block),
-                                      src_table, dst_table)
+                block = idx[start : start + SPIKE_STEP]
+                moved = remap_columns(
+                    read_rows(source, block).astype(np.float32, copy=False),
+                    read_rows(src_ids, block),
+                    read_rows(dst_ids, block),
+                    src_table,
+                    dst_table,
+                )
                 if moved.shape[-1] < out_tail[-1]:
                     pad = [(0, 0)] * (moved.ndim - 1) + [(0, out_tail[-1] - moved.shape[-1])]
                     moved = np.pad(moved, pad)
@@ -98,20 +129,31 @@ def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) 
     write_template_files(folder, table, s.nt0min)
     write_channel_files(folder, s.geometry, s.whitening, winv)
     write_features(folder, s, table, kept)
-    write_cluster_tables(folder, table,
-                         cluster_amplitudes(amp_sums, counts, params.get("gain", 1.0)))
+    write_cluster_tables(
+        folder, table, cluster_amplitudes(amp_sums, counts, params.get("gain", 1.0))
+    )
     write_metrics(folder, s, table, counts, winv, params)
-    (folder / "params.py").write_text(params_py_text(
-        relative_dat_path(s.report["dat"], final_dir), s.report["n_channels_total"],
-        s.report["dtype"], float(s.report["sample_rate"]), params.get("templateScaling", 20.0)))
-    return {"n_spikes": int(kept.n), "n_clusters": table.n,
-            "n_channels": int(s.whitening.shape[0]),
-            "n_good": int(table.good[counts > 0].sum()),
-            "n_units": int(np.count_nonzero(counts))}
+    (folder / "params.py").write_text(
+        params_py_text(
+            relative_dat_path(s.report["dat"], final_dir),
+            s.report["n_channels_total"],
+            s.report["dtype"],
+            float(s.report["sample_rate"]),
+            params.get("templateScaling", 20.0),
+        )
+    )
+    return {
+        "n_spikes": int(kept.n),
+        "n_clusters": table.n,
+        "n_channels": int(s.whitening.shape[0]),
+        "n_good": int(table.good[counts > 0].sum()),
+        "n_units": int(np.count_nonzero(counts)),
+    }
 
 
-def write_spike_files(folder: Path, s: ExportSources, kept: KeptSpikes, ptp: np.ndarray,
-                      n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+def write_spike_files(
+    folder: Path, s: ExportSources, kept: KeptSpikes, ptp: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``spike_times``, ``spike_templates``, ``spike_clusters`` and ``amplitudes``, in blocks.
 
     Returns the kept spikes per cluster and, per cluster, the sum over its spikes of
@@ -120,10 +162,12 @@ def write_spike_files(folder: Path, s: ExportSources, kept: KeptSpikes, ptp: np.
     counts = np.zeros(n_clusters, np.int64)
     amp_sums = np.zeros(n_clusters, np.float64)
     shape = (kept.n,)
-    with NpyWriter(folder / "spike_times.npy", np.uint64, shape) as times, \
-            NpyWriter(folder / "spike_templates.npy", np.uint32, shape) as templates, \
-            NpyWriter(folder / "spike_clusters.npy", np.uint32, shape) as clusters, \
-            NpyWriter(folder / "amplitudes.npy", np.float64, shape) as amplitudes:
+    with (
+        NpyWriter(folder / "spike_times.npy", np.uint64, shape) as times,
+        NpyWriter(folder / "spike_templates.npy", np.uint32, shape) as templates,
+        NpyWriter(folder / "spike_clusters.npy", np.uint32, shape) as clusters,
+        NpyWriter(folder / "amplitudes.npy", np.float64, shape) as amplitudes,
+    ):
         for idx in kept.blocks():
             labels = read_rows(s.labels, idx).astype(np.int64)
             amp = read_rows(s.spikes["amplitude"], idx).astype(np.float64)
@@ -132,8 +176,9 @@ def write_spike_files(folder: Path, s: ExportSources, kept: KeptSpikes, ptp: np.
             clusters.write(labels.astype(np.uint32))
             amplitudes.write(amp)
             counts += np.bincount(labels, minlength=n_clusters)[:n_clusters]
-            amp_sums += np.bincount(labels, weights=amp * ptp[labels],
-                                    minlength=n_clusters)[:n_clusters]
+            amp_sums += np.bincount(labels, weights=amp * ptp[labels], minlength=n_clusters)[
+                :n_clusters
+            ]
     return counts, amp_sums
 
 
@@ -146,15 +191,24 @@ def write_template_files(folder: Path, table: ClusterTable, nt0min: int) -> None
 def write_channel_files(folder: Path, geometry: dict, whitening, whitening_inv) -> None:
     """Channel map (raw-file rows), positions, shanks and the whitening matrices."""
     save_npy(folder, "channel_map.npy", geometry["chan_map"].astype(np.int32))
-    save_npy(folder, "channel_positions.npy",
-             np.stack([geometry["xc"], geometry["yc"]], axis=1).astype(np.float64))
+    save_npy(
+        folder,
+        "channel_positions.npy",
+        np.stack([geometry["xc"], geometry["yc"]], axis=1).astype(np.float64),
+    )
     save_npy(folder, "channel_shanks.npy", geometry["kcoords"].astype(np.int32))
     save_npy(folder, "whitening_mat.npy", np.asarray(whitening, np.float64))
     save_npy(folder, "whitening_mat_inv.npy", np.asarray(whitening_inv, np.float64))
 
 
-def write_metrics(folder: Path, s: ExportSources, table: ClusterTable, counts: np.ndarray,
-                  whitening_inv, params: dict) -> None:
+def write_metrics(
+    folder: Path,
+    s: ExportSources,
+    table: ClusterTable,
+    counts: np.ndarray,
+    whitening_inv,
+    params: dict,
+) -> None:
     """``cluster_metrics.tsv`` (docs/metrics.md), a few clusters at a time from the spike files
     just written."""
     sample_rate = float(s.report["sample_rate"])
@@ -167,26 +221,53 @@ def write_metrics(folder: Path, s: ExportSources, table: ClusterTable, counts: n
 
     def spike_blocks():
         for (_, labels), (_, times), (_, amps) in zip(
-                npy_blocks(folder / "spike_clusters.npy"), npy_blocks(folder / "spike_times.npy"),
-                npy_blocks(folder / "amplitudes.npy")):
+            npy_blocks(folder / "spike_clusters.npy"),
+            npy_blocks(folder / "spike_times.npy"),
+            npy_blocks(folder / "amplitudes.npy"),
+        ):
             yield labels, {"time": times, "amplitude": amps}
 
-    metrics = {c: unit_metrics(v["time"].astype(np.float64) / sample_rate, v["amplitude"],
-                               ptp[c], peak[c], duration_s, uv_per_bit, refractory_s, censored_s)
-               for c, _, v in columns_by_label(spike_blocks, counts)}
+    metrics = {
+        c: unit_metrics(
+            v["time"].astype(np.float64) / sample_rate,
+            v["amplitude"],
+            ptp[c],
+            peak[c],
+            duration_s,
+            uv_per_bit,
+            refractory_s,
+            censored_s,
+        )
+        for c, _, v in columns_by_label(spike_blocks, counts)
+    }
     (folder / "cluster_metrics.tsv").write_text(format_metrics_tsv(metrics, uv_per_bit))
 
 
-def write_features(folder: Path, s: ExportSources, table: ClusterTable,
-                   kept: KeptSpikes) -> None:
+def write_features(folder: Path, s: ExportSources, table: ClusterTable, kept: KeptSpikes) -> None:
     """``pc_features``/``template_features`` and their index files, streamed from spikes.zarr."""
-    write_streamed_features(folder, "pc_features.npy", s.spikes["pc_features"], kept,
-                            s.spikes["template"], s.labels, s.src_pc_ind, table.pc_feature_ind)
+    write_streamed_features(
+        folder,
+        "pc_features.npy",
+        s.spikes["pc_features"],
+        kept,
+        s.spikes["template"],
+        s.labels,
+        s.src_pc_ind,
+        table.pc_feature_ind,
+    )
     save_npy(folder, "pc_feature_ind.npy", table.pc_feature_ind.astype(np.uint32))
     tf_ind = pad_template_feature_columns(table.template_feature_ind)
-    write_streamed_features(folder, "template_features.npy", s.spikes["template_features"], kept,
-                            s.spikes["template"], s.labels, s.src_tf_ind,
-                            table.template_feature_ind, k_out=tf_ind.shape[1])
+    write_streamed_features(
+        folder,
+        "template_features.npy",
+        s.spikes["template_features"],
+        kept,
+        s.spikes["template"],
+        s.labels,
+        s.src_tf_ind,
+        table.template_feature_ind,
+        k_out=tf_ind.shape[1],
+    )
     save_npy(folder, "template_feature_ind.npy", tf_ind.astype(np.uint32))
 
 
@@ -198,17 +279,27 @@ def write_cluster_tables(folder: Path, table: ClusterTable, amplitudes: np.ndarr
     (folder / "cluster_KSLabel.tsv").write_text(tsv_text("KSLabel", labels_text))
     (folder / "cluster_group.tsv").write_text(tsv_text("group", labels_text))
     (folder / "cluster_ContamPct.tsv").write_text(
-        tsv_text("ContamPct", [f"{v:.1f}" for v in contam]))
+        tsv_text("ContamPct", [f"{v:.1f}" for v in contam])
+    )
     (folder / "cluster_Amplitude.tsv").write_text(
-        tsv_text("Amplitude", [f"{v:.1f}" for v in amplitudes]))
+        tsv_text("Amplitude", [f"{v:.1f}" for v in amplitudes])
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # the stage
 
 
-def export_phy(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr, cutoff_zarr,
-               params: dict, out) -> dict:
+def export_phy(
+    spikes_zarr,
+    templates_zarr,
+    whitening_zarr,
+    input_json,
+    split_zarr,
+    cutoff_zarr,
+    params: dict,
+    out,
+) -> dict:
     """The ``export_phy`` stage: write, validate and publish the Phy folder ``out``.
 
     Parameters
@@ -230,8 +321,9 @@ def export_phy(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_za
     dict
         Counts (spikes, clusters, good units) and whether phylib checked the folder.
     """
-    sources = read_sources(spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr,
-                           cutoff_zarr)
+    sources = read_sources(
+        spikes_zarr, templates_zarr, whitening_zarr, input_json, split_zarr, cutoff_zarr
+    )
     return publish_phy_folder(sources, params, out)
 
 
@@ -249,10 +341,18 @@ def publish_phy_folder(sources: ExportSources, params: dict, out) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish(tmp, final)
-    logger.info("Phy folder %s: %d spikes, %d units (%d good), %d cluster ids", final,
-                summary["n_spikes"], summary["n_units"], summary["n_good"],
-                summary["n_clusters"])
+    logger.info(
+        "Phy folder %s: %d spikes, %d units (%d good), %d cluster ids",
+        final,
+        summary["n_spikes"],
+        summary["n_units"],
+        summary["n_good"],
+        summary["n_clusters"],
+    )
     if summary["n_spikes"] == 0:
-        logger.warning("no spikes found: the Phy folder %s is complete but empty (is the "
-                       "recording silent, or are the thresholds spkTh / Th too strict?)", final)
+        logger.warning(
+            "no spikes found: the Phy folder %s is complete but empty (is the "
+            "recording silent, or are the thresholds spkTh / Th too strict?)",
+            final,
+        )
     return summary

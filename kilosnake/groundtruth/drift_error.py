@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from kilosnake.io.traces import n_batches
 
+from kilosnake.io.traces import n_batches
 
 # --------------------------------------------------------------------------------------------
 # evaluation against a known displacement
 
 
-def true_displacement_per_batch(gt: dict, NT: int, n_samples: int, sample_rate: float,
-                                yblk) -> np.ndarray:
+def true_displacement_per_batch(
+    gt: dict, NT: int, n_samples: int, sample_rate: float, yblk
+) -> np.ndarray:
     """Mean true displacement over each batch at the depths ``yblk``, (n_batches, n_blocks) µm.
 
     ``gt`` holds ``drift_times_s``, ``drift_depths_um`` and ``drift_um`` (as written by

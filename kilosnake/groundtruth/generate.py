@@ -52,14 +52,29 @@ import os
 import sys
 import time
 from pathlib import Path
+
 import numpy as np
-from kilosnake.version import __version__
-from kilosnake.io.probe import write_probeinterface_json
+
 from kilosnake.groundtruth.motion import drift_depths, make_drift
 from kilosnake.groundtruth.noise import NoiseModel
-from kilosnake.groundtruth.presets import PRESETS, SynthConfig, _STREAM_DRIFT, _STREAM_SPIKES, _STREAM_UNITS, preset_config
+from kilosnake.groundtruth.presets import (
+    _STREAM_DRIFT,
+    _STREAM_SPIKES,
+    _STREAM_UNITS,
+    PRESETS,
+    SynthConfig,
+    preset_config,
+)
 from kilosnake.groundtruth.render import SpikeAdder, write_binary
-from kilosnake.groundtruth.units import Units, draw_spike_trains, draw_units, full_templates, make_probe
+from kilosnake.groundtruth.units import (
+    Units,
+    draw_spike_trains,
+    draw_units,
+    full_templates,
+    make_probe,
+)
+from kilosnake.io.probe import write_probeinterface_json
+from kilosnake.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +102,9 @@ def _write_json(path: Path, doc: dict) -> None:
     _replace_atomically(tmp, path)
 
 
-def generate(preset_or_config, out_dir, name: str | None = None, seed: int = 0,
-             workers: int = 1) -> SynthPaths:
+def generate(
+    preset_or_config, out_dir, name: str | None = None, seed: int = 0, workers: int = 1
+) -> SynthPaths:
     """Write a synthetic recording with its probe, ground truth and metadata.
 
     Parameters
@@ -107,8 +123,9 @@ def generate(preset_or_config, out_dir, name: str | None = None, seed: int = 0,
     SynthPaths
         Paths of ``<name>.bin``, ``<name>.probe.json``, ``<name>_gt.npz``, ``<name>.meta.json``.
     """
-    config = preset_config(preset_or_config) if isinstance(preset_or_config, str) else \
-        preset_or_config
+    config = (
+        preset_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
+    )
     config.validate()
     seed = int(seed)
     if seed < 0:
@@ -116,8 +133,12 @@ def generate(preset_or_config, out_dir, name: str | None = None, seed: int = 0,
     name = name or (config.preset if config.preset != "custom" else "synth")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = SynthPaths(out_dir / f"{name}.bin", out_dir / f"{name}.probe.json",
-                       out_dir / f"{name}_gt.npz", out_dir / f"{name}.meta.json")
+    paths = SynthPaths(
+        out_dir / f"{name}.bin",
+        out_dir / f"{name}.probe.json",
+        out_dir / f"{name}_gt.npz",
+        out_dir / f"{name}.meta.json",
+    )
     t_start = time.monotonic()
 
     def stream(key):
@@ -126,12 +147,19 @@ def generate(preset_or_config, out_dir, name: str | None = None, seed: int = 0,
     probe = make_probe(config)
     noise = NoiseModel(config, probe, seed)
     units = draw_units(config, probe, noise.noise_sd, stream(_STREAM_UNITS))
-    times, spike_units, amplitudes = draw_spike_trains(config, units.firing_rate,
-                                                       stream(_STREAM_SPIKES))
+    times, spike_units, amplitudes = draw_spike_trains(
+        config, units.firing_rate, stream(_STREAM_SPIKES)
+    )
     drift = make_drift(config, probe, stream(_STREAM_DRIFT))
-    logger.info("synthetic recording %s: %d channels, %.1f s, %d units, %d spikes, drift %s",
-                name, config.n_channels, config.duration_s, units.n_units, times.size,
-                config.drift)
+    logger.info(
+        "synthetic recording %s: %d channels, %.1f s, %d units, %d spikes, drift %s",
+        name,
+        config.n_channels,
+        config.duration_s,
+        units.n_units,
+        times.size,
+        config.drift,
+    )
 
     tmp_bin = paths.bin.with_name(paths.bin.name + ".tmp")
     adder = SpikeAdder(config, probe, units, drift, times, spike_units, amplitudes)
@@ -142,19 +170,20 @@ def generate(preset_or_config, out_dir, name: str | None = None, seed: int = 0,
     probe_tmp = paths.probe.with_name(paths.probe.name + ".tmp")
     write_probeinterface_json(probe, probe_tmp)
     _replace_atomically(probe_tmp, paths.probe)
-    _write_ground_truth(paths.gt, config, probe, noise, units, drift, times, spike_units,
-                        amplitudes)
+    _write_ground_truth(
+        paths.gt, config, probe, noise, units, drift, times, spike_units, amplitudes
+    )
     _write_json(paths.meta, _meta(config, paths, name, seed, units, times.size, clipped))
     _replace_atomically(tmp_bin, paths.bin)
     logger.info("synthetic recording %s written in %.1f s", paths.bin, time.monotonic() - t_start)
     return paths
 
 
-def _write_ground_truth(path: Path, config, probe, noise, units, drift, times, spike_units,
-                        amplitudes) -> None:
+def _write_ground_truth(
+    path: Path, config, probe, noise, units, drift, times, spike_units, amplitudes
+) -> None:
     templates = full_templates(config, probe, units)
-    peak_channel = (templates.min(axis=1).argmin(axis=1) if units.n_units
-                    else np.zeros(0, np.int64))
+    peak_channel = templates.min(axis=1).argmin(axis=1) if units.n_units else np.zeros(0, np.int64)
     depths = drift_depths(config, probe)
     arrays = dict(
         spike_times=times.astype(np.uint64),
@@ -181,8 +210,15 @@ def _write_ground_truth(path: Path, config, probe, noise, units, drift, times, s
     _replace_atomically(tmp, path)
 
 
-def _meta(config: SynthConfig, paths: SynthPaths, name: str, seed: int, units: Units,
-          n_spikes: int, clipped: int) -> dict:
+def _meta(
+    config: SynthConfig,
+    paths: SynthPaths,
+    name: str,
+    seed: int,
+    units: Units,
+    n_spikes: int,
+    clipped: int,
+) -> dict:
     return {
         "name": name,
         "generator": f"kilosnake.synth {__version__}",
@@ -255,26 +291,37 @@ def main(argv=None) -> int:
     """``kilosnake-synth PRESET OUT_DIR [--seed N] [--name NAME] [--set KEY=VALUE ...]``."""
     parser = argparse.ArgumentParser(
         prog="kilosnake-synth",
-        description="Write a synthetic Neuropixels-like recording with its ground truth.")
+        description="Write a synthetic Neuropixels-like recording with its ground truth.",
+    )
     parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None, help="file stem (default: the preset name)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        type=_parse_override, metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set duration_s=10 --set sync_channel=true")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set duration_s=10 --set sync_channel=true",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = preset_config(args.preset, **dict(args.overrides))
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     t0 = time.monotonic()
     paths = generate(config, args.out_dir, name=args.name, seed=args.seed)
-    print(f"wrote {paths.bin} ({config.n_channels_total} channels, {config.duration_s:g} s) "
-          f"in {time.monotonic() - t0:.1f} s")
+    print(
+        f"wrote {paths.bin} ({config.n_channels_total} channels, {config.duration_s:g} s) "
+        f"in {time.monotonic() - t0:.1f} s"
+    )
     print(f"probe        {paths.probe}")
     print(f"ground truth {paths.gt}")
     print(f"metadata     {paths.meta}")

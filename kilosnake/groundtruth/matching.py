@@ -1,8 +1,11 @@
-"""Matching sorted spikes to ground-truth spikes within a tolerance: counts per unit pair, agreement, best pairs."""
+"""Matching sorted spikes to ground-truth spikes within a tolerance: counts per unit pair,
+agreement, best pairs.
+"""
 
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -24,8 +27,15 @@ def tolerance_in_samples(tolerance_ms: float, sample_rate: float) -> int:
     return int(round(tolerance_ms * 1e-3 * sample_rate))
 
 
-def count_pair_matches(gt_times, gt_codes, sorted_times, sorted_codes, n_gt_units: int,
-                       n_sorted_units: int, tolerance: int) -> np.ndarray:
+def count_pair_matches(
+    gt_times,
+    gt_codes,
+    sorted_times,
+    sorted_codes,
+    n_gt_units: int,
+    n_sorted_units: int,
+    tolerance: int,
+) -> np.ndarray:
     """Matched spike counts of every (GT unit, sorted unit) pair.
 
     Parameters
@@ -55,8 +65,7 @@ def count_pair_matches(gt_times, gt_codes, sorted_times, sorted_codes, n_gt_unit
     return counts
 
 
-def independent_steps(gt_t: np.ndarray, st_t: np.ndarray, tolerance: int,
-                      step: int = MATCH_STEP):
+def independent_steps(gt_t: np.ndarray, st_t: np.ndarray, tolerance: int, step: int = MATCH_STEP):
     """``(GT slice, sorted slice)`` of consecutive stretches of time no candidate edge crosses.
 
     A stretch ends about every ``step`` sorted spikes, at a time with no spike of either train
@@ -87,14 +96,23 @@ def _count_step_matches(counts, gt_t, gt_c, st_t, st_c, tolerance: int) -> None:
         return
     edge_gt_unit = gt_c[edge_gt]
     edge_st_unit = st_c[edge_st]
-    uncertain = (_shares_key(edge_gt * n_sorted_units + edge_st_unit)
-                 | _shares_key(edge_st * n_gt_units + edge_gt_unit))
+    uncertain = _shares_key(edge_gt * n_sorted_units + edge_st_unit) | _shares_key(
+        edge_st * n_gt_units + edge_gt_unit
+    )
     pair = edge_gt_unit * n_sorted_units + edge_st_unit
     certain = np.bincount(pair[~uncertain], minlength=n_gt_units * n_sorted_units)
     counts += certain.reshape(n_gt_units, n_sorted_units)
     if uncertain.any():
-        _add_uncertain_matches(counts, pair[uncertain], edge_gt[uncertain], edge_st[uncertain],
-                               gt_t, st_t, n_sorted_units, tolerance)
+        _add_uncertain_matches(
+            counts,
+            pair[uncertain],
+            edge_gt[uncertain],
+            edge_st[uncertain],
+            gt_t,
+            st_t,
+            n_sorted_units,
+            tolerance,
+        )
 
 
 def candidate_edges(gt_t: np.ndarray, st_t: np.ndarray, tolerance: int):
@@ -176,8 +194,7 @@ def _shares_key(keys: np.ndarray) -> np.ndarray:
     return out
 
 
-def _add_uncertain_matches(counts, pair, edge_gt, edge_st, gt_t, st_t, n_sorted_units,
-                           tolerance):
+def _add_uncertain_matches(counts, pair, edge_gt, edge_st, gt_t, st_t, n_sorted_units, tolerance):
     """Run the exact greedy pairing on the edges of each pair whose spikes have several partners.
 
     Every spike touching such an edge has all its same-pair edges among them, so the pairing of
@@ -193,8 +210,11 @@ def _add_uncertain_matches(counts, pair, edge_gt, edge_st, gt_t, st_t, n_sorted_
     st_bounds = np.r_[st_starts, len(st_pair)].tolist()
     for k, code in enumerate(pairs.tolist()):
         g, s = divmod(code, n_sorted_units)
-        counts[g, s] += greedy_match_count(gt_times[gt_bounds[k]:gt_bounds[k + 1]],
-                                           st_times[st_bounds[k]:st_bounds[k + 1]], tolerance)
+        counts[g, s] += greedy_match_count(
+            gt_times[gt_bounds[k] : gt_bounds[k + 1]],
+            st_times[st_bounds[k] : st_bounds[k + 1]],
+            tolerance,
+        )
     logger.debug("exact pairing of %d ambiguous edges in %d unit pairs", len(pair), len(pairs))
 
 

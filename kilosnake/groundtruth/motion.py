@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numpy as np
-from kilosnake.io.probe import Probe
-from kilosnake.groundtruth.presets import SynthConfig
 
+import numpy as np
+
+from kilosnake.groundtruth.presets import SynthConfig
+from kilosnake.io.probe import Probe
 
 # --------------------------------------------------------------------------------------------
 # drift
@@ -68,19 +69,29 @@ def make_drift(config: SynthConfig, probe: Probe, rng: np.random.Generator) -> D
     n_t = int(math.floor(config.duration_s / config.drift_dt_s)) + 1
     times = np.arange(n_t) * config.drift_dt_s
     amp = config.drift_amplitude_um if config.drift != "none" else 0.0
-    drift = Drift(config.drift, times, np.zeros(n_t), amp, config.drift_period_s,
-                  float(probe.yc.min()), float(probe.yc.max()),
-                  config.drift_scale_bottom, config.drift_scale_top)
+    drift = Drift(
+        config.drift,
+        times,
+        np.zeros(n_t),
+        amp,
+        config.drift_period_s,
+        float(probe.yc.min()),
+        float(probe.yc.max()),
+        config.drift_scale_bottom,
+        config.drift_scale_top,
+    )
     if config.drift == "zigzag":
         drift.base_um = _triangle(times, amp, config.drift_period_s)
     elif config.drift == "randomwalk":
-        drift.base_um = _smooth_random_walk(n_t, config.drift_timescale_s / config.drift_dt_s,
-                                            amp, rng)
+        drift.base_um = _smooth_random_walk(
+            n_t, config.drift_timescale_s / config.drift_dt_s, amp, rng
+        )
     return drift
 
 
-def _smooth_random_walk(n: int, smooth_steps: float, range_um: float,
-                        rng: np.random.Generator) -> np.ndarray:
+def _smooth_random_walk(
+    n: int, smooth_steps: float, range_um: float, rng: np.random.Generator
+) -> np.ndarray:
     """A Gaussian-smoothed random walk rescaled to span exactly ``range_um``, centred on 0."""
     from scipy.ndimage import gaussian_filter1d
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 # keys of the independent random streams derived from the seed
 _STREAM_UNITS = 1
 _STREAM_SPIKES = 2
@@ -75,9 +74,16 @@ class SynthConfig:
     chunk_blocks: int = 2  # blocks per written chunk (does not change the bytes)
 
     def __post_init__(self):
-        for name in ("snr_range", "firing_rate_range_hz", "z_range_um", "decay_length_range_um",
-                     "taper_um", "propagation_speed_range_um_per_ms", "noise_fractions",
-                     "lfp_freq_range_hz"):
+        for name in (
+            "snr_range",
+            "firing_rate_range_hz",
+            "z_range_um",
+            "decay_length_range_um",
+            "taper_um",
+            "propagation_speed_range_um_per_ms",
+            "noise_fractions",
+            "lfp_freq_range_hz",
+        ):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
 
     def validate(self) -> None:
@@ -89,15 +95,25 @@ class SynthConfig:
             problems.append("duration_s and sample_rate must be positive")
         if self.n_units < 0:
             problems.append("n_units must be >= 0")
-        for name in ("snr_range", "firing_rate_range_hz", "z_range_um", "decay_length_range_um",
-                     "taper_um", "propagation_speed_range_um_per_ms", "lfp_freq_range_hz"):
+        for name in (
+            "snr_range",
+            "firing_rate_range_hz",
+            "z_range_um",
+            "decay_length_range_um",
+            "taper_um",
+            "propagation_speed_range_um_per_ms",
+            "lfp_freq_range_hz",
+        ):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 problems.append(f"{name} must be (low, high) with 0 < low <= high")
         if 1.0 / self.firing_rate_range_hz[1] <= self.refractory_ms / 1000.0:
             problems.append("the highest firing rate must leave room for the refractory period")
-        if len(self.noise_fractions) != 3 or min(self.noise_fractions) < 0 or \
-                abs(sum(self.noise_fractions) - 1.0) > 1e-6:
+        if (
+            len(self.noise_fractions) != 3
+            or min(self.noise_fractions) < 0
+            or abs(sum(self.noise_fractions) - 1.0) > 1e-6
+        ):
             problems.append("noise_fractions must be 3 non-negative shares summing to 1")
         if self.drift not in DRIFT_KINDS:
             problems.append(f"drift must be one of {DRIFT_KINDS}")
@@ -140,13 +156,32 @@ PRESETS: dict[str, dict] = {
     "demo": dict(n_channels=32, duration_s=30.0, n_units=10),
     "small": dict(n_channels=32, duration_s=300.0, n_units=20),
     "np": dict(n_channels=384, duration_s=300.0, n_units=150, sync_channel=True),
-    "drift": dict(n_channels=64, duration_s=120.0, n_units=40, drift="zigzag",
-                  drift_amplitude_um=30.0, drift_period_s=60.0),
-    "drift_randomwalk": dict(n_channels=64, duration_s=120.0, n_units=40, drift="randomwalk",
-                             drift_amplitude_um=30.0, drift_timescale_s=5.0),
-    "drift_nonrigid": dict(n_channels=64, duration_s=120.0, n_units=40, drift="zigzag",
-                           drift_amplitude_um=30.0, drift_period_s=60.0,
-                           drift_scale_bottom=0.2, drift_scale_top=1.0),
+    "drift": dict(
+        n_channels=64,
+        duration_s=120.0,
+        n_units=40,
+        drift="zigzag",
+        drift_amplitude_um=30.0,
+        drift_period_s=60.0,
+    ),
+    "drift_randomwalk": dict(
+        n_channels=64,
+        duration_s=120.0,
+        n_units=40,
+        drift="randomwalk",
+        drift_amplitude_um=30.0,
+        drift_timescale_s=5.0,
+    ),
+    "drift_nonrigid": dict(
+        n_channels=64,
+        duration_s=120.0,
+        n_units=40,
+        drift="zigzag",
+        drift_amplitude_um=30.0,
+        drift_period_s=60.0,
+        drift_scale_bottom=0.2,
+        drift_scale_top=1.0,
+    ),
     # the drift preset's recording without the motion, to measure what drift costs
     "drift_static": dict(n_channels=64, duration_s=120.0, n_units=40),
     # four shanks of 16 channels, 250 um apart: each shank is sorted on its own

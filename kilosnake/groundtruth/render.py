@@ -1,4 +1,6 @@
-"""Rendering a generated recording chunk by chunk: noise, spikes at their drifted positions, the sync channel."""
+"""Rendering a generated recording chunk by chunk: noise, spikes at their drifted positions, the
+sync channel.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
 import numpy as np
-from kilosnake.io.probe import Probe
+
 from kilosnake.groundtruth.motion import Drift
 from kilosnake.groundtruth.noise import NoiseModel
 from kilosnake.groundtruth.presets import SYNC_HIGH, SynthConfig
 from kilosnake.groundtruth.units import Units, local_channel_range, unit_template
+from kilosnake.io.probe import Probe
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +29,16 @@ logger = logging.getLogger(__name__)
 class SpikeAdder:
     """Adds the spikes overlapping a window of samples to a float32 buffer."""
 
-    def __init__(self, config: SynthConfig, probe: Probe, units: Units, drift: Drift,
-                 times: np.ndarray, spike_units: np.ndarray, amplitudes: np.ndarray):
+    def __init__(
+        self,
+        config: SynthConfig,
+        probe: Probe,
+        units: Units,
+        drift: Drift,
+        times: np.ndarray,
+        spike_units: np.ndarray,
+        amplitudes: np.ndarray,
+    ):
         self.config = config
         self.units = units
         self.drift = drift
@@ -39,13 +51,16 @@ class SpikeAdder:
         self._last_moved = {}  # unit -> (quantised displacement, template)
         for i in range(units.n_units):
             pos = units.position[i]
-            max_shift = drift.max_abs(pos[1]) + config.drift_quantum_um + 2.0 if self.moving \
-                else 0.0
+            max_shift = (
+                drift.max_abs(pos[1]) + config.drift_quantum_um + 2.0 if self.moving else 0.0
+            )
             c0, c1 = local_channel_range(pos, self.ch_pos, config, max_shift)
             self.ranges.append((c0, c1))
-            self.templates.append(None if self.moving else
-                                  unit_template(units, i, pos, self.ch_pos[c0:c1],
-                                                self.ch_pos, config))
+            self.templates.append(
+                None
+                if self.moving
+                else unit_template(units, i, pos, self.ch_pos[c0:c1], self.ch_pos, config)
+            )
 
     def add(self, buf: np.ndarray, buf_start: int) -> int:
         """Add every spike whose waveform lies entirely in ``buf`` (starting at ``buf_start``).
@@ -65,7 +80,7 @@ class SpikeAdder:
             c0, c1 = self.ranges[u]
             s = int(self.times[k]) - trough - buf_start
             tmpl = self.templates[u] if not self.moving else self._moved_template(u, k, c0, c1)
-            buf[s:s + nt, c0:c1] += self.amplitudes[k] * tmpl
+            buf[s : s + nt, c0:c1] += self.amplitudes[k] * tmpl
         return int(sel.size)
 
     def _moved_template(self, u: int, k: int, c0: int, c1: int) -> np.ndarray:
@@ -99,8 +114,9 @@ def chunk_starts(config: SynthConfig) -> range:
     return range(0, -(-config.n_samples // config.block_samples), config.chunk_blocks)
 
 
-def render_chunk(b0: int, config: SynthConfig, noise: NoiseModel,
-                 adder: SpikeAdder) -> tuple[np.ndarray, int, int]:
+def render_chunk(
+    b0: int, config: SynthConfig, noise: NoiseModel, adder: SpikeAdder
+) -> tuple[np.ndarray, int, int]:
     """The file rows of the chunk starting at noise block ``b0``.
 
     Every noise block has its own random stream and the chunk is padded by a template on each
@@ -122,9 +138,9 @@ def render_chunk(b0: int, config: SynthConfig, noise: NoiseModel,
     for b in range(b0, b1):
         start = b * block
         length = min(block, n - start)
-        buf[pad + start - s0:pad + start - s0 + length] = noise.block(b, start, length)
+        buf[pad + start - s0 : pad + start - s0 + length] = noise.block(b, start, length)
     adder.add(buf, s0 - pad)
-    data = buf[pad:pad + s1 - s0]
+    data = buf[pad : pad + s1 - s0]
     np.rint(data, out=data)
     clipped = int(np.count_nonzero((data > 32767) | (data < -32768)))
     data = np.clip(data, -32768, 32767, out=data).astype(np.int16)
@@ -133,8 +149,9 @@ def render_chunk(b0: int, config: SynthConfig, noise: NoiseModel,
     return np.ascontiguousarray(data), s0, clipped
 
 
-def write_binary(path: Path, config: SynthConfig, noise: NoiseModel, adder: SpikeAdder,
-                 workers: int = 1) -> int:
+def write_binary(
+    path: Path, config: SynthConfig, noise: NoiseModel, adder: SpikeAdder, workers: int = 1
+) -> int:
     """Write the recording chunk by chunk to ``path``; returns the number of clipped samples.
 
     With ``workers`` > 1 the chunks are computed by that many processes and written at their
@@ -150,8 +167,11 @@ def write_binary(path: Path, config: SynthConfig, noise: NoiseModel, adder: Spik
             clipped += n_clipped
             f.write(data.tobytes())
             if time.monotonic() >= next_report:
-                logger.info("synthetic recording: %.0f of %.0f s written",
-                            (s0 + data.shape[0]) / config.sample_rate, config.duration_s)
+                logger.info(
+                    "synthetic recording: %.0f of %.0f s written",
+                    (s0 + data.shape[0]) / config.sample_rate,
+                    config.duration_s,
+                )
                 next_report = time.monotonic() + 10.0
     return clipped
 
@@ -170,14 +190,25 @@ def write_binary_parallel(path, config, noise, adder, workers: int) -> int:
     starts = list(chunk_starts(config))
     with open(path, "wb") as f:
         f.truncate(config.n_samples * config.n_channels_total * 2)
-    single_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                      "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+    single_thread = {
+        k: "1"
+        for k in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMEXPR_NUM_THREADS",
+        )
+    }
     saved = {k: os.environ.get(k) for k in single_thread}
     os.environ.update(single_thread)  # inherited by the spawned workers
     try:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_writer_init,
-                                 initargs=(str(path), config, noise, adder)) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_writer_init,
+            initargs=(str(path), config, noise, adder),
+        ) as pool:
             clipped = sum(pool.map(_write_chunk, starts, chunksize=1))
     finally:
         for k, v in saved.items():
@@ -189,8 +220,9 @@ def write_binary_parallel(path, config, noise, adder, workers: int) -> int:
 
 
 def _writer_init(path, config, noise, adder):
-    _WRITER.update(path=path, config=config, noise=noise, adder=adder,
-                   fd=os.open(path, os.O_WRONLY))
+    _WRITER.update(
+        path=path, config=config, noise=noise, adder=adder, fd=os.open(path, os.O_WRONLY)
+    )
 
 
 def _write_chunk(b0: int) -> int:

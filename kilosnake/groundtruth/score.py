@@ -50,13 +50,26 @@ import math
 import os
 import sys
 from pathlib import Path
+
 import numpy as np
-from kilosnake.groundtruth.truth import load_ground_truth
+
 from kilosnake.errors import InputError, KilosnakeError
-from kilosnake.groundtruth.matching import DEFAULT_TOLERANCE_MS, agreement_matrix, count_pair_matches, hungarian_pairs, tolerance_in_samples
-from kilosnake.groundtruth.scorecard import _scorecard_header, _summary_block, _unit_table
+from kilosnake.groundtruth.matching import (
+    DEFAULT_TOLERANCE_MS,
+    agreement_matrix,
+    count_pair_matches,
+    hungarian_pairs,
+    tolerance_in_samples,
+)
+from kilosnake.groundtruth.scorecard import (
+    HEADLINE_RECALL,
+    HEADLINE_SNR,
+    _scorecard_header,
+    _summary_block,
+    _unit_table,
+)
+from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.io.phy import is_phy_folder, load_phy_sorting, read_params_py
-from kilosnake.groundtruth.scorecard import HEADLINE_RECALL, HEADLINE_SNR
 from kilosnake.io.store import open_store
 from kilosnake.runtime.logs import add_default_handler
 
@@ -72,8 +85,19 @@ DEFAULT_OVERMERGED_AGREEMENT = 0.2
 #: SNR boundaries of the per-SNR groups of the summary
 SNR_GROUP_EDGES = (3.0, 5.0, 10.0)
 
-PER_UNIT_FIELDS = ("gt_unit", "sorted_unit", "n_gt", "n_sorted", "tp", "fn", "fp", "accuracy",
-                   "recall", "precision", "snr")
+PER_UNIT_FIELDS = (
+    "gt_unit",
+    "sorted_unit",
+    "n_gt",
+    "n_sorted",
+    "tp",
+    "fn",
+    "fp",
+    "accuracy",
+    "recall",
+    "precision",
+    "snr",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,13 +137,15 @@ class ScoreResult:
 
     def to_dict(self) -> dict:
         """Per-unit rows, summary and unit classes as plain JSON-able Python (NaN as None)."""
-        return _json_ready({
-            "summary": self.summary,
-            "per_unit": self.per_unit,
-            "false_positive_units": self.false_positive_units,
-            "redundant_units": self.redundant_units,
-            "overmerged_units": self.overmerged_units,
-        })
+        return _json_ready(
+            {
+                "summary": self.summary,
+                "per_unit": self.per_unit,
+                "false_positive_units": self.false_positive_units,
+                "redundant_units": self.redundant_units,
+                "overmerged_units": self.overmerged_units,
+            }
+        )
 
     def to_json(self, path=None, indent: int = 1) -> str:
         """The result as JSON text; also written to ``path`` when given.
@@ -143,21 +169,37 @@ class ScoreResult:
 
     def to_text(self) -> str:
         """A human-readable scorecard: one table row per GT unit, then the summary."""
-        return "\n".join([_scorecard_header(self.summary), "",
-                          _unit_table(self.per_unit), "",
-                          _summary_block(self.summary)]) + "\n"
+        return (
+            "\n".join(
+                [
+                    _scorecard_header(self.summary),
+                    "",
+                    _unit_table(self.per_unit),
+                    "",
+                    _summary_block(self.summary),
+                ]
+            )
+            + "\n"
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # scoring
 
 
-def score_spike_trains(gt_times, gt_units, sorted_times, sorted_units, sample_rate: float,
-                       tolerance_ms: float = DEFAULT_TOLERANCE_MS,
-                       well_detected_accuracy: float = DEFAULT_WELL_DETECTED_ACCURACY,
-                       gt_snr=None, redundant_agreement: float = DEFAULT_REDUNDANT_AGREEMENT,
-                       overmerged_agreement: float = DEFAULT_OVERMERGED_AGREEMENT,
-                       min_match_agreement: float = 0.0) -> ScoreResult:
+def score_spike_trains(
+    gt_times,
+    gt_units,
+    sorted_times,
+    sorted_units,
+    sample_rate: float,
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    well_detected_accuracy: float = DEFAULT_WELL_DETECTED_ACCURACY,
+    gt_snr=None,
+    redundant_agreement: float = DEFAULT_REDUNDANT_AGREEMENT,
+    overmerged_agreement: float = DEFAULT_OVERMERGED_AGREEMENT,
+    min_match_agreement: float = 0.0,
+) -> ScoreResult:
     """Score sorted spike trains against ground-truth spike trains.
 
     Matching and unit classes follow the rules of the module docstring.
@@ -197,49 +239,82 @@ def score_spike_trains(gt_times, gt_units, sorted_times, sorted_units, sample_ra
     gt_times, gt_units = _checked_train(gt_times, gt_units, "ground truth")
     sorted_times, sorted_units = _checked_train(sorted_times, sorted_units, "sorting")
     if not sample_rate or sample_rate <= 0:
-        raise InputError(f"sample rate {sample_rate!r} is not positive",
-                         "give the recording's sampling rate in Hz")
+        raise InputError(
+            f"sample rate {sample_rate!r} is not positive",
+            "give the recording's sampling rate in Hz",
+        )
     tolerance = tolerance_in_samples(tolerance_ms, sample_rate)
     gt_ids, gt_codes, n_gt = _unit_codes(gt_units)
     st_ids, st_codes, n_sorted = _unit_codes(sorted_units)
-    n_matches = count_pair_matches(gt_times, gt_codes, sorted_times, sorted_codes=st_codes,
-                                   n_gt_units=len(gt_ids), n_sorted_units=len(st_ids),
-                                   tolerance=tolerance)
+    n_matches = count_pair_matches(
+        gt_times,
+        gt_codes,
+        sorted_times,
+        sorted_codes=st_codes,
+        n_gt_units=len(gt_ids),
+        n_sorted_units=len(st_ids),
+        tolerance=tolerance,
+    )
     agreement = agreement_matrix(n_matches, n_gt, n_sorted)
     matched = hungarian_pairs(agreement, min_match_agreement)
     snr = _snr_of_units(gt_ids, gt_snr)
-    per_unit = [_unit_row(i, gt_ids, st_ids, n_gt, n_sorted, n_matches, matched, snr)
-                for i in range(len(gt_ids))]
+    per_unit = [
+        _unit_row(i, gt_ids, st_ids, n_gt, n_sorted, n_matches, matched, snr)
+        for i in range(len(gt_ids))
+    ]
     fp_units, redundant, overmerged = _classify_sorted_units(
-        agreement, matched, st_ids, redundant_agreement, overmerged_agreement)
-    summary = _summary(per_unit, len(st_ids), len(fp_units), len(redundant), len(overmerged),
-                       well_detected_accuracy, snr is not None)
-    summary.update(sample_rate=float(sample_rate), tolerance_ms=float(tolerance_ms),
-                   tolerance_samples=tolerance, n_gt_spikes=int(len(gt_times)),
-                   n_sorted_spikes=int(len(sorted_times)),
-                   well_detected_accuracy=float(well_detected_accuracy),
-                   redundant_agreement=float(redundant_agreement),
-                   overmerged_agreement=float(overmerged_agreement),
-                   min_match_agreement=float(min_match_agreement))
-    return ScoreResult(per_unit=per_unit, summary=summary, agreement=agreement,
-                       n_matches=n_matches, gt_unit_ids=gt_ids, sorted_unit_ids=st_ids,
-                       false_positive_units=fp_units, redundant_units=redundant,
-                       overmerged_units=overmerged)
+        agreement, matched, st_ids, redundant_agreement, overmerged_agreement
+    )
+    summary = _summary(
+        per_unit,
+        len(st_ids),
+        len(fp_units),
+        len(redundant),
+        len(overmerged),
+        well_detected_accuracy,
+        snr is not None,
+    )
+    summary.update(
+        sample_rate=float(sample_rate),
+        tolerance_ms=float(tolerance_ms),
+        tolerance_samples=tolerance,
+        n_gt_spikes=int(len(gt_times)),
+        n_sorted_spikes=int(len(sorted_times)),
+        well_detected_accuracy=float(well_detected_accuracy),
+        redundant_agreement=float(redundant_agreement),
+        overmerged_agreement=float(overmerged_agreement),
+        min_match_agreement=float(min_match_agreement),
+    )
+    return ScoreResult(
+        per_unit=per_unit,
+        summary=summary,
+        agreement=agreement,
+        n_matches=n_matches,
+        gt_unit_ids=gt_ids,
+        sorted_unit_ids=st_ids,
+        false_positive_units=fp_units,
+        redundant_units=redundant,
+        overmerged_units=overmerged,
+    )
 
 
 def _checked_train(times, units, what: str):
     times = np.asarray(times).ravel()
     units = np.asarray(units).ravel()
     if times.shape != units.shape:
-        raise InputError(f"{what}: {len(times)} spike times but {len(units)} unit labels",
-                         "give one unit label per spike")
+        raise InputError(
+            f"{what}: {len(times)} spike times but {len(units)} unit labels",
+            "give one unit label per spike",
+        )
     if times.size and not np.issubdtype(times.dtype, np.integer):
         if not np.all(times == np.round(times)):
-            raise InputError(f"{what}: spike times are not whole samples",
-                             "give spike times in samples, not seconds")
+            raise InputError(
+                f"{what}: spike times are not whole samples",
+                "give spike times in samples, not seconds",
+            )
     if times.size and times.min() < 0:
         raise InputError(f"{what}: negative spike times", "give spike times in samples from 0")
-    if times.dtype == np.uint64 and (times.size == 0 or times.max() < 2 ** 63):
+    if times.dtype == np.uint64 and (times.size == 0 or times.max() < 2**63):
         times = times.view(np.int64)  # the same values, no copy
     return times.astype(np.int64, copy=False), units.astype(np.int64, copy=False)
 
@@ -254,8 +329,11 @@ def _unit_codes(units: np.ndarray):
         present = np.bincount(units)
         ids = np.flatnonzero(present)
         lookup = np.cumsum(present > 0) - 1
-        return ids.astype(np.int64), lookup[units].astype(np.int64, copy=False), \
-            present[ids].astype(np.int64)
+        return (
+            ids.astype(np.int64),
+            lookup[units].astype(np.int64, copy=False),
+            present[ids].astype(np.int64),
+        )
     ids, codes = np.unique(units, return_inverse=True)
     counts = np.bincount(codes, minlength=len(ids)).astype(np.int64)
     return ids.astype(np.int64), codes.astype(np.int64, copy=False).ravel(), counts
@@ -282,12 +360,19 @@ def _unit_row(i, gt_ids, st_ids, n_gt, n_sorted, n_matches, matched, snr) -> dic
     else:
         sorted_unit, n_s, tp = int(st_ids[j]), int(n_sorted[j]), int(n_matches[i, j])
     fn, fp = n - tp, n_s - tp
-    return {"gt_unit": int(gt_ids[i]), "sorted_unit": sorted_unit, "n_gt": n, "n_sorted": n_s,
-            "tp": tp, "fn": fn, "fp": fp,
-            "accuracy": tp / (tp + fn + fp) if tp + fn + fp else 0.0,
-            "recall": tp / n if n else 0.0,
-            "precision": tp / n_s if n_s else math.nan,
-            "snr": float(snr[i]) if snr is not None else math.nan}
+    return {
+        "gt_unit": int(gt_ids[i]),
+        "sorted_unit": sorted_unit,
+        "n_gt": n,
+        "n_sorted": n_s,
+        "tp": tp,
+        "fn": fn,
+        "fp": fp,
+        "accuracy": tp / (tp + fn + fp) if tp + fn + fp else 0.0,
+        "recall": tp / n if n else 0.0,
+        "precision": tp / n_s if n_s else math.nan,
+        "snr": float(snr[i]) if snr is not None else math.nan,
+    }
 
 
 def _classify_sorted_units(agreement, matched, st_ids, redundant_agreement, overmerged_agreement):
@@ -303,16 +388,21 @@ def _classify_sorted_units(agreement, matched, st_ids, redundant_agreement, over
     false_positive = ~is_matched & (best < redundant_agreement)
     redundant = ~is_matched & (best >= redundant_agreement)
     overmerged = n_close_gt >= 2
-    return (st_ids[false_positive].tolist(), st_ids[redundant].tolist(),
-            st_ids[overmerged].tolist())
+    return (
+        st_ids[false_positive].tolist(),
+        st_ids[redundant].tolist(),
+        st_ids[overmerged].tolist(),
+    )
 
 
-def _summary(per_unit, n_sorted_units, n_fp, n_redundant, n_overmerged, well_detected_accuracy,
-             has_snr: bool) -> dict:
+def _summary(
+    per_unit, n_sorted_units, n_fp, n_redundant, n_overmerged, well_detected_accuracy, has_snr: bool
+) -> dict:
     accuracy = np.array([u["accuracy"] for u in per_unit], dtype=np.float64)
     recall = np.array([u["recall"] for u in per_unit], dtype=np.float64)
-    precision = np.array([u["precision"] for u in per_unit if u["sorted_unit"] >= 0],
-                         dtype=np.float64)
+    precision = np.array(
+        [u["precision"] for u in per_unit if u["sorted_unit"] >= 0], dtype=np.float64
+    )
     summary = {
         "n_gt_units": len(per_unit),
         "n_sorted_units": int(n_sorted_units),
@@ -336,12 +426,14 @@ def _summary(per_unit, n_sorted_units, n_fp, n_redundant, n_overmerged, well_det
 def _headline_snr_figures(snr, recall, accuracy, well_detected_accuracy) -> dict:
     detectable = snr >= HEADLINE_SNR
     tag = f"snr_ge_{HEADLINE_SNR:g}"
-    return {f"n_{tag}": int(detectable.sum()),
-            f"n_{tag}_recall_ge_{HEADLINE_RECALL:g}":
-                int(np.sum(detectable & (recall >= HEADLINE_RECALL))),
-            f"n_{tag}_well_detected":
-                int(np.sum(detectable & (accuracy >= well_detected_accuracy))),
-            f"mean_recall_{tag}": _mean(recall[detectable])}
+    return {
+        f"n_{tag}": int(detectable.sum()),
+        f"n_{tag}_recall_ge_{HEADLINE_RECALL:g}": int(
+            np.sum(detectable & (recall >= HEADLINE_RECALL))
+        ),
+        f"n_{tag}_well_detected": int(np.sum(detectable & (accuracy >= well_detected_accuracy))),
+        f"mean_recall_{tag}": _mean(recall[detectable]),
+    }
 
 
 def _snr_groups(snr, recall, accuracy, well_detected_accuracy) -> list:
@@ -350,15 +442,19 @@ def _snr_groups(snr, recall, accuracy, well_detected_accuracy) -> list:
     groups = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (snr >= lo) & (snr < hi)
-        groups.append({
-            "snr_min": None if math.isinf(lo) else lo,
-            "snr_max": None if math.isinf(hi) else hi,
-            "n_units": int(inside.sum()),
-            f"n_recall_ge_{HEADLINE_RECALL:g}": int(np.sum(inside & (recall >= HEADLINE_RECALL))),
-            "n_well_detected": int(np.sum(inside & (accuracy >= well_detected_accuracy))),
-            "mean_recall": _mean(recall[inside]),
-            "mean_accuracy": _mean(accuracy[inside]),
-        })
+        groups.append(
+            {
+                "snr_min": None if math.isinf(lo) else lo,
+                "snr_max": None if math.isinf(hi) else hi,
+                "n_units": int(inside.sum()),
+                f"n_recall_ge_{HEADLINE_RECALL:g}": int(
+                    np.sum(inside & (recall >= HEADLINE_RECALL))
+                ),
+                "n_well_detected": int(np.sum(inside & (accuracy >= well_detected_accuracy))),
+                "mean_recall": _mean(recall[inside]),
+                "mean_accuracy": _mean(accuracy[inside]),
+            }
+        )
     return groups
 
 
@@ -396,8 +492,10 @@ def load_spikes_store(spikes_zarr):
     group = _open_zarr_group(spikes_zarr)
     for name in ("time", "template"):
         if name not in group:
-            raise InputError(f"{str(spikes_zarr)!r} has no array {name!r}",
-                             "give the spikes.zarr written by the final_pass stage")
+            raise InputError(
+                f"{str(spikes_zarr)!r} has no array {name!r}",
+                "give the spikes.zarr written by the final_pass stage",
+            )
     times = np.asarray(group["time"][...]).ravel().astype(np.uint64)
     templates = np.asarray(group["template"][...]).ravel().astype(np.int64)
     return times, templates
@@ -436,18 +534,23 @@ def is_zarr_group(path) -> bool:
 def _pick_sample_rate(explicit, from_sorting, from_gt):
     """The explicit rate, else the sorting's, else the ground truth's; warn when they differ."""
     if from_sorting and from_gt and not math.isclose(from_sorting, from_gt, rel_tol=1e-9):
-        logger.warning("sample rate of the sorting (%g Hz) differs from the ground truth's "
-                       "(%g Hz)", from_sorting, from_gt)
+        logger.warning(
+            "sample rate of the sorting (%g Hz) differs from the ground truth's (%g Hz)",
+            from_sorting,
+            from_gt,
+        )
     rate = explicit or from_sorting or from_gt
     if not rate:
-        raise InputError("the sampling rate is unknown",
-                         "pass it (--sample-rate / sample_rate=) or put the ground truth's "
-                         ".meta.json beside it")
+        raise InputError(
+            "the sampling rate is unknown",
+            "pass it (--sample-rate / sample_rate=) or put the ground truth's .meta.json beside it",
+        )
     return float(rate)
 
 
-def score_sorting(sorting_path, gt_npz, sample_rate: float | None = None,
-                  **score_kwargs) -> ScoreResult:
+def score_sorting(
+    sorting_path, gt_npz, sample_rate: float | None = None, **score_kwargs
+) -> ScoreResult:
     """Score a Phy folder or a ``spikes.zarr`` against a ground-truth file.
 
     Parameters
@@ -470,12 +573,15 @@ def score_sorting(sorting_path, gt_npz, sample_rate: float | None = None,
         return score_phy_folder(sorting_path, gt_npz, sample_rate=sample_rate, **score_kwargs)
     if is_zarr_group(sorting_path):
         return score_spikes_store(sorting_path, gt_npz, sample_rate=sample_rate, **score_kwargs)
-    raise InputError(f"{str(sorting_path)!r} is neither a Phy folder nor a Zarr store",
-                     "give a folder with spike_times.npy or a spikes.zarr")
+    raise InputError(
+        f"{str(sorting_path)!r} is neither a Phy folder nor a Zarr store",
+        "give a folder with spike_times.npy or a spikes.zarr",
+    )
 
 
-def score_phy_folder(phy_dir, gt_npz, sample_rate: float | None = None,
-                     **score_kwargs) -> ScoreResult:
+def score_phy_folder(
+    phy_dir, gt_npz, sample_rate: float | None = None, **score_kwargs
+) -> ScoreResult:
     """Score a Phy folder against a ground-truth file.
 
     Parameters
@@ -498,12 +604,14 @@ def score_phy_folder(phy_dir, gt_npz, sample_rate: float | None = None,
     times, clusters = load_phy_sorting(phy_dir)
     phy_rate = read_params_py(phy_dir).get("sample_rate")
     rate = _pick_sample_rate(sample_rate, float(phy_rate) if phy_rate else None, gt.sample_rate)
-    return score_spike_trains(gt.times, gt.units, times, clusters, rate, gt_snr=gt.snr,
-                              **score_kwargs)
+    return score_spike_trains(
+        gt.times, gt.units, times, clusters, rate, gt_snr=gt.snr, **score_kwargs
+    )
 
 
-def score_spikes_store(spikes_zarr, gt_npz, sample_rate: float | None = None,
-                       **score_kwargs) -> ScoreResult:
+def score_spikes_store(
+    spikes_zarr, gt_npz, sample_rate: float | None = None, **score_kwargs
+) -> ScoreResult:
     """Score the templates of a ``spikes.zarr`` as units against a ground-truth file.
 
     Parameters
@@ -525,8 +633,9 @@ def score_spikes_store(spikes_zarr, gt_npz, sample_rate: float | None = None,
     gt = load_ground_truth(gt_npz)
     times, templates = load_spikes_store(spikes_zarr)
     rate = _pick_sample_rate(sample_rate, _spikes_store_sample_rate(spikes_zarr), gt.sample_rate)
-    return score_spike_trains(gt.times, gt.units, times, templates, rate, gt_snr=gt.snr,
-                              **score_kwargs)
+    return score_spike_trains(
+        gt.times, gt.units, times, templates, rate, gt_snr=gt.snr, **score_kwargs
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,20 +646,37 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kilosnake-score`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="kilosnake-score",
-        description="Score a sorting (Phy folder or spikes.zarr) against ground truth.")
+        description="Score a sorting (Phy folder or spikes.zarr) against ground truth.",
+    )
     parser.add_argument("sorting", help="Phy folder or spikes.zarr")
-    parser.add_argument("--gt", required=True, help="ground-truth .npz (spike_times, "
-                        "spike_units, optional snr)")
-    parser.add_argument("--sample-rate", type=float, default=None,
-                        help="sampling rate in Hz (default: from the sorting or the ground "
-                             "truth's .meta.json)")
-    parser.add_argument("--tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS,
-                        help="largest time difference of matching spikes (default %(default)s)")
-    parser.add_argument("--well-detected", type=float, default=DEFAULT_WELL_DETECTED_ACCURACY,
-                        help="accuracy of a well-detected unit (default %(default)s)")
-    parser.add_argument("--min-match-agreement", type=float, default=0.0,
-                        help="Hungarian pairs with agreement at or below this are not matches "
-                             "(default %(default)s)")
+    parser.add_argument(
+        "--gt", required=True, help="ground-truth .npz (spike_times, spike_units, optional snr)"
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=float,
+        default=None,
+        help="sampling rate in Hz (default: from the sorting or the ground truth's .meta.json)",
+    )
+    parser.add_argument(
+        "--tolerance-ms",
+        type=float,
+        default=DEFAULT_TOLERANCE_MS,
+        help="largest time difference of matching spikes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--well-detected",
+        type=float,
+        default=DEFAULT_WELL_DETECTED_ACCURACY,
+        help="accuracy of a well-detected unit (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-match-agreement",
+        type=float,
+        default=0.0,
+        help="Hungarian pairs with agreement at or below this are not matches "
+        "(default %(default)s)",
+    )
     parser.add_argument("--json", default=None, help="also write the result as JSON here")
     parser.add_argument("--log-level", default="WARNING", help="default %(default)s")
     return parser
@@ -562,10 +688,14 @@ def main(argv=None) -> int:
 
     handler = add_default_handler(args.log_level)
     try:
-        result = score_sorting(args.sorting, args.gt, sample_rate=args.sample_rate,
-                               tolerance_ms=args.tolerance_ms,
-                               well_detected_accuracy=args.well_detected,
-                               min_match_agreement=args.min_match_agreement)
+        result = score_sorting(
+            args.sorting,
+            args.gt,
+            sample_rate=args.sample_rate,
+            tolerance_ms=args.tolerance_ms,
+            well_detected_accuracy=args.well_detected,
+            min_match_agreement=args.min_match_agreement,
+        )
     except KilosnakeError as err:
         print(f"kilosnake-score: {err}", file=sys.stderr)
         return 1

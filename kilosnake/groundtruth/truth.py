@@ -1,11 +1,15 @@
-"""Ground-truth files: the known spike trains (and, for generated recordings, everything the generator drew)."""
+"""Ground-truth files: the known spike trains (and, for generated recordings, everything the
+generator drew).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+
 import numpy as np
+
 from kilosnake.errors import InputError
 
 
@@ -52,13 +56,17 @@ def load_ground_truth(gt_npz) -> GroundTruth:
     """
     path = Path(gt_npz)
     if not path.is_file():
-        raise InputError(f"ground-truth file {str(path)!r} does not exist",
-                         "give the .npz written with the generated recording")
+        raise InputError(
+            f"ground-truth file {str(path)!r} does not exist",
+            "give the .npz written with the generated recording",
+        )
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in ("spike_times", "spike_units") if k not in data.files]
         if missing:
-            raise InputError(f"ground-truth file {str(path)!r} lacks {', '.join(missing)}",
-                             "give a file with spike_times and spike_units arrays")
+            raise InputError(
+                f"ground-truth file {str(path)!r} lacks {', '.join(missing)}",
+                "give a file with spike_times and spike_units arrays",
+            )
         times = np.asarray(data["spike_times"]).ravel().astype(np.uint64, copy=False)
         units = np.asarray(data["spike_units"]).ravel().astype(np.int64)
         snr = np.asarray(data["snr"], dtype=np.float64).ravel() if "snr" in data.files else None

@@ -6,9 +6,11 @@ import dataclasses
 import functools
 import logging
 import math
+
 import numpy as np
-from kilosnake.io.probe import Probe, neuropixels_like
+
 from kilosnake.groundtruth.presets import SynthConfig
+from kilosnake.io.probe import Probe, neuropixels_like
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +80,27 @@ def place_units(config: SynthConfig, probe: Probe, rng: np.random.Generator):
             for attempt in range(2000):
                 if attempt == 200:
                     lo, hi = y_lo, y_hi
-                cand = np.array([rng.uniform(x_lo, x_hi), rng.uniform(lo, hi),
-                                 rng.uniform(*config.z_range_um)])
-                if not placed.size or np.min(np.linalg.norm(placed - cand, axis=1)) >= \
-                        config.min_separation_um:
+                cand = np.array(
+                    [rng.uniform(x_lo, x_hi), rng.uniform(lo, hi), rng.uniform(*config.z_range_um)]
+                )
+                if (
+                    not placed.size
+                    or np.min(np.linalg.norm(placed - cand, axis=1)) >= config.min_separation_um
+                ):
                     break
             else:
-                logger.warning("unit %d is closer than %.0f µm to another unit: the probe is "
-                               "crowded", i, config.min_separation_um)
+                logger.warning(
+                    "unit %d is closer than %.0f µm to another unit: the probe is crowded",
+                    i,
+                    config.min_separation_um,
+                )
             pos[i] = cand
     return pos, unit_shank
 
 
-def draw_units(config: SynthConfig, probe: Probe, noise_sd: np.ndarray,
-               rng: np.random.Generator) -> Units:
+def draw_units(
+    config: SynthConfig, probe: Probe, noise_sd: np.ndarray, rng: np.random.Generator
+) -> Units:
     """Positions, waveforms, spatial spread, SNR and firing rate of every unit."""
     n = config.n_units
     pos, shank = place_units(config, probe, rng)
@@ -103,7 +112,8 @@ def draw_units(config: SynthConfig, probe: Probe, noise_sd: np.ndarray,
     width = rng.uniform(0.75, 1.35, n)  # overall time scale: narrow to broad units
     fall = 0.07 * width * rng.uniform(0.85, 1.15, n)
     units = Units(
-        position=pos, shank=shank,
+        position=pos,
+        shank=shank,
         snr=log_uniform(config.snr_range),
         firing_rate=log_uniform(config.firing_rate_range_hz),
         decay_um=rng.uniform(*config.decay_length_range_um, n),
@@ -135,9 +145,11 @@ def _raw_waveform(t_ms, units: Units, i: int, width_scale=1.0):
     trough_sd = np.where(t < 0, units.fall_ms[i], units.rise_ms[i]) * width_scale
     w = -np.exp(-0.5 * (t / trough_sd) ** 2)
     w += units.rebound_ratio[i] * np.exp(
-        -0.5 * ((t - units.rebound_ms[i]) / (units.rebound_width_ms[i] * width_scale)) ** 2)
+        -0.5 * ((t - units.rebound_ms[i]) / (units.rebound_width_ms[i] * width_scale)) ** 2
+    )
     w += units.pre_ratio[i] * np.exp(
-        -0.5 * ((t + units.pre_ms[i]) / (units.pre_width_ms[i] * width_scale)) ** 2)
+        -0.5 * ((t + units.pre_ms[i]) / (units.pre_width_ms[i] * width_scale)) ** 2
+    )
     return w
 
 
@@ -167,8 +179,11 @@ def _spatial_gain(d, z, decay, config: SynthConfig):
     excess = d - z
     lo, hi = config.taper_um
     fade = np.clip((excess - lo) / (hi - lo), 0.0, 1.0)
-    return ((z / d) ** config.spatial_exponent * np.exp(-excess / decay)
-            * np.cos(0.5 * np.pi * fade) ** 2)
+    return (
+        (z / d) ** config.spatial_exponent
+        * np.exp(-excess / decay)
+        * np.cos(0.5 * np.pi * fade) ** 2
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,8 +197,9 @@ def _time_taper(n_samples: int, trough: int) -> np.ndarray:
     return w
 
 
-def unit_template(units: Units, i: int, position, ch_pos: np.ndarray, ch_nearest: np.ndarray,
-                  config: SynthConfig) -> np.ndarray:
+def unit_template(
+    units: Units, i: int, position, ch_pos: np.ndarray, ch_nearest: np.ndarray, config: SynthConfig
+) -> np.ndarray:
     """Waveform (n_t, n_ch) of unit ``i`` at ``position`` on channels ``ch_pos``, raw units.
 
     ``ch_nearest`` are the positions of all probe channels: the peak channel (delay 0, trough
@@ -203,8 +219,9 @@ def unit_template(units: Units, i: int, position, ch_pos: np.ndarray, ch_nearest
     return (shape * (units.source_amplitude[i] * gain)[None, :]).astype(np.float32)
 
 
-def local_channel_range(position, ch_pos: np.ndarray, config: SynthConfig,
-                        max_shift_um: float) -> tuple[int, int]:
+def local_channel_range(
+    position, ch_pos: np.ndarray, config: SynthConfig, max_shift_um: float
+) -> tuple[int, int]:
     """Contiguous channel range holding every channel a unit can reach, drift included."""
     z = position[2]
     reach = math.sqrt((z + config.taper_um[1]) ** 2 - z * z)
@@ -233,8 +250,11 @@ def draw_spike_trains(config: SynthConfig, firing_rate: np.ndarray, rng: np.rand
     """
     fs = config.sample_rate
     ref = int(math.ceil(config.refractory_ms * fs / 1000.0 - 1e-9))
-    edge = max(int(math.ceil(config.edge_ms * fs / 1000.0 - 1e-9)), config.trough_index,
-               config.template_samples - config.trough_index)
+    edge = max(
+        int(math.ceil(config.edge_ms * fs / 1000.0 - 1e-9)),
+        config.trough_index,
+        config.template_samples - config.trough_index,
+    )
     first, stop = edge, config.n_samples - edge
     all_t, all_u = [], []
     for u, rate in enumerate(firing_rate):
@@ -261,6 +281,7 @@ def full_templates(config: SynthConfig, probe: Probe, units: Units) -> np.ndarra
     """Templates at zero displacement on every channel, (n_units, n_t, n_channels) float32."""
     out = np.zeros((units.n_units, config.template_samples, probe.n_channels), np.float32)
     for i in range(units.n_units):
-        out[i] = unit_template(units, i, units.position[i], probe.positions, probe.positions,
-                               config)
+        out[i] = unit_template(
+            units, i, units.position[i], probe.positions, probe.positions, config
+        )
     return out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from kilosnake.io.store import open_store
 
+from kilosnake.io.store import open_store
 
 #: attributes that only block stores carry (left out of the gathered store)
 BLOCK_ATTRS = ("block", "n_blocks", "first_batch", "stop_batch", "first_sample", "stop_sample")
@@ -14,24 +14,33 @@ PROVENANCE_ATTRS = ("complete", "stage", "kilosnake_version", "params", "device"
 
 def block_attrs(block: int, n_blocks: int, batches: range, NT: int, n_samples: int) -> dict:
     """The attributes that say which part of the recording a block store holds."""
-    return {"block": int(block), "n_blocks": int(n_blocks), "first_batch": batches.start,
-            "stop_batch": batches.stop, "first_sample": min(batches.start * NT, n_samples),
-            "stop_sample": min(batches.stop * NT, n_samples)}
+    return {
+        "block": int(block),
+        "n_blocks": int(n_blocks),
+        "first_batch": batches.start,
+        "stop_batch": batches.stop,
+        "first_sample": min(batches.start * NT, n_samples),
+        "stop_sample": min(batches.stop * NT, n_samples),
+    }
 
 
 def stage_attrs(attrs) -> dict:
     """A store's own attributes, without provenance and block attributes."""
-    return {k: v for k, v in dict(attrs).items()
-            if k not in BLOCK_ATTRS and k not in PROVENANCE_ATTRS}
+    return {
+        k: v for k, v in dict(attrs).items() if k not in BLOCK_ATTRS and k not in PROVENANCE_ATTRS
+    }
 
 
 def _sorted_blocks(paths) -> list:
     """Open the block stores and order them by block index; check that they fit together."""
-    groups = sorted(((open_store(p), Path(p)) for p in paths),
-                    key=lambda gp: int(gp[0].attrs["block"]))
+    groups = sorted(
+        ((open_store(p), Path(p)) for p in paths), key=lambda gp: int(gp[0].attrs["block"])
+    )
     n_blocks = {int(g.attrs["n_blocks"]) for g, _ in groups}
     found = [int(g.attrs["block"]) for g, _ in groups]
     if len(n_blocks) != 1 or found != list(range(next(iter(n_blocks)))):
-        raise ValueError(f"block stores {[str(p) for p in paths]} are not blocks 0..n-1 of one "
-                         f"scatter (blocks {found}, of {sorted(n_blocks)})")
+        raise ValueError(
+            f"block stores {[str(p) for p in paths]} are not blocks 0..n-1 of one "
+            f"scatter (blocks {found}, of {sorted(n_blocks)})"
+        )
     return groups

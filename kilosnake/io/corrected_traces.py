@@ -8,17 +8,16 @@ edges are scored with full context and overlapping spikes just outside are subtr
 
 from __future__ import annotations
 
-import numpy as np
 from pathlib import Path
-from kilosnake.runtime.backend import Backend, cpu_backend
+
+import numpy as np
+
 from kilosnake.errors import KilosnakeError
-from kilosnake.io.probe import Probe
-from kilosnake.io.store import open_store, writing_store
-from kilosnake.io.traces import n_batches
 from kilosnake.io.drift_store import KERNELS, KRIGING_KERNEL, KRIGING_RIDGE
-from kilosnake.io.traces import PreprocessedReader
-from kilosnake.io.traces import write_probe_arrays
-from kilosnake.io.store import TRACE_CODEC, trace_chunks
+from kilosnake.io.probe import Probe
+from kilosnake.io.store import TRACE_CODEC, open_store, trace_chunks, writing_store
+from kilosnake.io.traces import PreprocessedReader, n_batches, write_probe_arrays
+from kilosnake.runtime.backend import Backend, cpu_backend
 
 
 def open_reader(preprocessed, drift=None, be=None):
@@ -38,7 +37,6 @@ def open_reader(preprocessed, drift=None, be=None):
     PreprocessedReader or DriftCorrectedReader
     """
     if drift:
-
         return DriftCorrectedReader(preprocessed, drift, backend=be)
 
     return PreprocessedReader(preprocessed)
@@ -102,8 +100,9 @@ class KrigingInterpolator:
     the data are not smoothed where they are not moved.
     """
 
-    def __init__(self, probe: Probe, sig: float, kind: str = KRIGING_KERNEL,
-                 ridge: float = KRIGING_RIDGE):
+    def __init__(
+        self, probe: Probe, sig: float, kind: str = KRIGING_KERNEL, ridge: float = KRIGING_RIDGE
+    ):
         self.probe, self.sig, self.kind = probe, float(sig), kind
         pos = probe.positions
         self.kxx = kriging_kernel(pos, pos, probe.kcoords, probe.kcoords, self.sig, kind)
@@ -113,8 +112,9 @@ class KrigingInterpolator:
         """``M`` (Nchan, Nchan) float64 for per-channel displacements ``shifts`` (µm)."""
         pos = self.probe.positions
         moved = pos + np.stack([np.zeros_like(shifts), np.asarray(shifts, np.float64)], axis=1)
-        kyx = kriging_kernel(moved, pos, self.probe.kcoords, self.probe.kcoords, self.sig,
-                             self.kind)
+        kyx = kriging_kernel(
+            moved, pos, self.probe.kcoords, self.probe.kcoords, self.sig, self.kind
+        )
         return np.eye(self.probe.n_channels) + (kyx - self.kxx) @ self.inv_kxx
 
 
@@ -145,13 +145,21 @@ class DriftCorrectedReader:
     #: batch matrices kept (a learning pass revisits batches)
     CACHE_SIZE = 8
 
-    def __init__(self, preprocessed_path, drift_path, backend: Backend | None = None,
-                 sig: float | None = None):
+    def __init__(
+        self,
+        preprocessed_path,
+        drift_path,
+        backend: Backend | None = None,
+        sig: float | None = None,
+    ):
 
         self.plain = PreprocessedReader(preprocessed_path)
         self.path, self.group, self.traces = self.plain.path, self.plain.group, self.plain.traces
-        self.scaleproc, self.NT, self.sample_rate = (self.plain.scaleproc, self.plain.NT,
-                                                     self.plain.sample_rate)
+        self.scaleproc, self.NT, self.sample_rate = (
+            self.plain.scaleproc,
+            self.plain.NT,
+            self.plain.sample_rate,
+        )
         self.n_samples, self.n_channels = self.plain.n_samples, self.plain.n_channels
         self.probe = self.plain.probe
         self.drift_path = Path(drift_path)
@@ -175,19 +183,26 @@ class DriftCorrectedReader:
                 f"drift store {str(self.drift_path)!r} was made for NT={attrs['NT']}, "
                 f"n_samples={attrs['n_samples']}, but {str(self.path)!r} has NT={self.NT}, "
                 f"n_samples={self.n_samples}; rerun the drift rule "
-                "(snakemake --forcerun drift)")
+                "(snakemake --forcerun drift)"
+            )
         probe_shanks = np.unique(self.probe.kcoords)
         if not np.array_equal(np.sort(self.shank_ids), probe_shanks):
-            raise KilosnakeError(f"drift store {str(self.drift_path)!r} describes shanks "
-                                 f"{self.shank_ids.tolist()}, the probe has "
-                                 f"{probe_shanks.tolist()}")
+            raise KilosnakeError(
+                f"drift store {str(self.drift_path)!r} describes shanks "
+                f"{self.shank_ids.tolist()}, the probe has "
+                f"{probe_shanks.tolist()}"
+            )
         expected = (self.shank_ids.size, n_batches(self.n_samples, self.NT))
-        if self.dshift.shape[:2] != expected or self.yblk.shape != (expected[0],
-                                                                     self.dshift.shape[2]):
-            raise KilosnakeError(f"drift store {str(self.drift_path)!r}: dshift has shape "
-                                 f"{self.dshift.shape} and yblk {self.yblk.shape}, expected "
-                                 f"(n_shanks, n_batches, n_blocks) = {expected + ('n',)} and "
-                                 "(n_shanks, n_blocks)")
+        if self.dshift.shape[:2] != expected or self.yblk.shape != (
+            expected[0],
+            self.dshift.shape[2],
+        ):
+            raise KilosnakeError(
+                f"drift store {str(self.drift_path)!r}: dshift has shape "
+                f"{self.dshift.shape} and yblk {self.yblk.shape}, expected "
+                f"(n_shanks, n_batches, n_blocks) = {expected + ('n',)} and "
+                "(n_shanks, n_blocks)"
+            )
 
     def batch_matrix(self, b: int):
         """``M.T`` of batch ``b`` (backend array, float32), or None when it does not move."""
@@ -227,7 +242,8 @@ class DriftCorrectedReader:
     def correct(self, x: np.ndarray, start: int) -> np.ndarray:
         """Apply each batch's matrix to the samples it owns (``x`` starts at sample ``start``)."""
         return self._apply_batch_matrices(
-            x, start, lambda part, mt: self.be.to_host(self.be.asarray(part) @ mt))
+            x, start, lambda part, mt: self.be.to_host(self.be.asarray(part) @ mt)
+        )
 
     def _apply_batch_matrices(self, x, start: int, apply):
         """A copy of ``x`` (starting at sample ``start``) with ``apply(part, M.T)`` on the part
@@ -242,8 +258,9 @@ class DriftCorrectedReader:
         return out
 
 
-def write_corrected_traces(reader: DriftCorrectedReader, out, p: dict | None = None,
-                           device: str = "cpu") -> None:
+def write_corrected_traces(
+    reader: DriftCorrectedReader, out, p: dict | None = None, device: str = "cpu"
+) -> None:
     """Write the drift-corrected traces as a new ``preprocessed.zarr`` (same layout).
 
     The alternative to correcting on every read: one extra pass and a second copy of the
@@ -251,14 +268,22 @@ def write_corrected_traces(reader: DriftCorrectedReader, out, p: dict | None = N
     """
 
     NT = reader.NT
-    attrs = {k: reader.group.attrs[k] for k in reader.group.attrs
-             if k not in ("complete", "stage", "kilosnake_version", "params", "device", "seed")}
+    attrs = {
+        k: reader.group.attrs[k]
+        for k in reader.group.attrs
+        if k not in ("complete", "stage", "kilosnake_version", "params", "device", "seed")
+    }
     attrs["drift"] = str(reader.drift_path)
     with writing_store(out, "drift_apply", p or {}, device, (p or {}).get("seed"), attrs) as g:
-        traces = g.create_array("traces", shape=(reader.n_samples, reader.n_channels),
-                                dtype="int16", chunks=trace_chunks(NT, reader.n_channels),
-                                compressors=TRACE_CODEC, fill_value=0,
-                                dimension_names=("time", "channel"))
+        traces = g.create_array(
+            "traces",
+            shape=(reader.n_samples, reader.n_channels),
+            dtype="int16",
+            chunks=trace_chunks(NT, reader.n_channels),
+            compressors=TRACE_CODEC,
+            fill_value=0,
+            dimension_names=("time", "channel"),
+        )
         write_probe_arrays(g, reader.probe)
         for start in range(0, reader.n_samples, NT):
             stop = min(start + NT, reader.n_samples)

@@ -1,12 +1,15 @@
-"""drift.zarr: the displacement estimate per batch and depth block, and the spikes it was made from."""
+"""drift.zarr: the displacement estimate per batch and depth block, and the spikes it was made
+from.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
+
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.traces import n_batches
-
 
 # --- correction --------------------------------------------------------------------------------
 KRIGING_RIDGE = 0.01
@@ -30,9 +33,14 @@ DEPTH_BIN_UM = 5.0
 
 def empty_spikes() -> dict:
     """The detection arrays with no detection."""
-    return {"time": np.zeros(0, np.int64), "channel": np.zeros(0, np.int32),
-            "depth": np.zeros(0, np.float32), "amplitude": np.zeros(0, np.float32),
-            "batch": np.zeros(0, np.int32), "shank": np.zeros(0, np.int32)}
+    return {
+        "time": np.zeros(0, np.int64),
+        "channel": np.zeros(0, np.int32),
+        "depth": np.zeros(0, np.float32),
+        "amplitude": np.zeros(0, np.float32),
+        "batch": np.zeros(0, np.int32),
+        "shank": np.zeros(0, np.int32),
+    }
 
 
 @dataclasses.dataclass
@@ -67,17 +75,29 @@ SPIKE_ARRAYS = ("time", "channel", "depth", "amplitude", "batch", "shank")
 def write_drift_store(out, est: DriftEstimate, p: dict, device: str) -> None:
     """Write ``drift.zarr`` (layout in the module docstring)."""
     nb = est.n_batches
-    centres = (np.arange(nb) * est.NT + np.minimum((np.arange(nb) + 1) * est.NT,
-                                                   est.n_samples)) / 2.0 / est.sample_rate
-    attrs = {"enabled": bool(est.enabled), "reason": est.reason, "NT": int(est.NT),
-             "n_samples": int(est.n_samples), "sample_rate": float(est.sample_rate),
-             "n_batches": int(nb), "nblocks": int(p.get("nblocks", 0)),
-             "n_blocks": int(est.dshift.shape[2]), "kernel": KRIGING_KERNEL,
-             "sig_datashift": float(p.get("sig_datashift", 20.0)), "ridge": KRIGING_RIDGE,
-             "spkTh_drift": float(p.get("spkTh_drift", 8.0)), "depth_bin_um": DEPTH_BIN_UM,
-             "localisation": est.localisation,
-             "sign": "dshift > 0: units sit at larger y than in the reference (the median "
-                     "position); corrected depth = depth - dshift"}
+    centres = (
+        (np.arange(nb) * est.NT + np.minimum((np.arange(nb) + 1) * est.NT, est.n_samples))
+        / 2.0
+        / est.sample_rate
+    )
+    attrs = {
+        "enabled": bool(est.enabled),
+        "reason": est.reason,
+        "NT": int(est.NT),
+        "n_samples": int(est.n_samples),
+        "sample_rate": float(est.sample_rate),
+        "n_batches": int(nb),
+        "nblocks": int(p.get("nblocks", 0)),
+        "n_blocks": int(est.dshift.shape[2]),
+        "kernel": KRIGING_KERNEL,
+        "sig_datashift": float(p.get("sig_datashift", 20.0)),
+        "ridge": KRIGING_RIDGE,
+        "spkTh_drift": float(p.get("spkTh_drift", 8.0)),
+        "depth_bin_um": DEPTH_BIN_UM,
+        "localisation": est.localisation,
+        "sign": "dshift > 0: units sit at larger y than in the reference (the median "
+        "position); corrected depth = depth - dshift",
+    }
     with writing_store(out, "drift", p, device, p.get("seed"), attrs) as g:
         write_array(g, "dshift", est.dshift.astype(np.float64))
         write_array(g, "yblk", est.yblk.astype(np.float64))
@@ -86,8 +106,12 @@ def write_drift_store(out, est: DriftEstimate, p: dict, device: str) -> None:
         write_array(g, "spikes_per_batch", est.spikes_per_batch.astype(np.int64))
         spikes = g.create_group("spikes")
         for name in SPIKE_ARRAYS:
-            write_array(spikes, name, est.spikes[name], chunks=(max(1, min(
-                est.spikes[name].size, 1 << 20)),))
+            write_array(
+                spikes,
+                name,
+                est.spikes[name],
+                chunks=(max(1, min(est.spikes[name].size, 1 << 20)),),
+            )
 
 
 def read_drift_store(path) -> DriftEstimate:
@@ -97,9 +121,16 @@ def read_drift_store(path) -> DriftEstimate:
     spikes = empty_spikes()
     if "spikes" in g:
         spikes = {name: np.asarray(g["spikes"][name][...]) for name in SPIKE_ARRAYS}
-    return DriftEstimate(bool(a["enabled"]), str(a.get("reason", "")), int(a["NT"]),
-                         int(a["n_samples"]), float(a.get("sample_rate", 0.0)),
-                         np.asarray(g["shank_ids"][...]), np.asarray(g["dshift"][...]),
-                         np.asarray(g["yblk"][...]), spikes,
-                         np.asarray(g["spikes_per_batch"][...]) if "spikes_per_batch" in g
-                         else np.zeros(0), str(a.get("localisation", "none")))
+    return DriftEstimate(
+        bool(a["enabled"]),
+        str(a.get("reason", "")),
+        int(a["NT"]),
+        int(a["n_samples"]),
+        float(a.get("sample_rate", 0.0)),
+        np.asarray(g["shank_ids"][...]),
+        np.asarray(g["dshift"][...]),
+        np.asarray(g["yblk"][...]),
+        spikes,
+        np.asarray(g["spikes_per_batch"][...]) if "spikes_per_batch" in g else np.zeros(0),
+        str(a.get("localisation", "none")),
+    )

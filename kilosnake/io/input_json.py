@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
 from kilosnake.io.probe import Probe
 from kilosnake.io.recording import RecordingInfo
 
@@ -16,8 +17,13 @@ def read_input_json(path) -> dict:
 
 def info_from_input_json(report: dict) -> RecordingInfo:
     """The :class:`RecordingInfo` that ``check_input`` resolved."""
-    return RecordingInfo(report["dat"], report["n_channels_total"], report["dtype"],
-                         report["sample_rate"], report["uv_per_bit"])
+    return RecordingInfo(
+        report["dat"],
+        report["n_channels_total"],
+        report["dtype"],
+        report["sample_rate"],
+        report["uv_per_bit"],
+    )
 
 
 def probe_from_input_json(report: dict) -> Probe:

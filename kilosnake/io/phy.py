@@ -1,13 +1,17 @@
-"""Reading a Phy folder: params.py (parsed, never executed), TSV columns, spike and template arrays."""
+"""Reading a Phy folder: params.py (parsed, never executed), TSV columns, spike and template
+arrays.
+"""
 
 from __future__ import annotations
 
+import ast
+import csv
 import dataclasses
 import logging
 from pathlib import Path
+
 import numpy as np
-import csv
-import ast
+
 from kilosnake.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -82,16 +86,25 @@ def read_phy(phy_dir) -> PhyView:
     shanks_file = d / "channel_shanks.npy"
     shanks = np.load(shanks_file) if shanks_file.is_file() else np.zeros(positions.shape[0])
     rows = read_tsv(d / "cluster_metrics.tsv")
-    amp_col = next((c for c in (rows[0] if rows else {}) if c.startswith("amplitude")),
-                   "amplitude_uv")
-    metrics = {int(r["cluster_id"]): {k: _number(v) for k, v in r.items() if k != "cluster_id"}
-               for r in rows}
+    amp_col = next(
+        (c for c in (rows[0] if rows else {}) if c.startswith("amplitude")), "amplitude_uv"
+    )
+    metrics = {
+        int(r["cluster_id"]): {k: _number(v) for k, v in r.items() if k != "cluster_id"}
+        for r in rows
+    }
     labels = {int(r["cluster_id"]): r["KSLabel"] for r in read_tsv(d / "cluster_KSLabel.tsv")}
-    return PhyView(_signed(np.load(d / "spike_times.npy"), np.int64),
-                   _signed(np.load(d / "spike_clusters.npy"), np.int32),
-                   np.load(d / "amplitudes.npy").ravel().astype(np.float64, copy=False),
-                   templates @ winv, positions, np.asarray(shanks).ravel(), labels, metrics,
-                   amp_col)
+    return PhyView(
+        _signed(np.load(d / "spike_times.npy"), np.int64),
+        _signed(np.load(d / "spike_clusters.npy"), np.int32),
+        np.load(d / "amplitudes.npy").ravel().astype(np.float64, copy=False),
+        templates @ winv,
+        positions,
+        np.asarray(shanks).ravel(),
+        labels,
+        metrics,
+        amp_col,
+    )
 
 
 def read_params_py(phy_dir) -> dict:
@@ -122,8 +135,11 @@ def read_params_py(phy_dir) -> dict:
                 logger.warning("params.py: skipping unreadable line %r", line)
     params = {}
     for node in statements:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             try:
                 params[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
@@ -165,19 +181,25 @@ def load_phy_sorting(phy_dir):
     folder = Path(phy_dir)
     times_path = folder / "spike_times.npy"
     if not times_path.is_file():
-        raise InputError(f"{str(folder)!r} has no spike_times.npy",
-                         "give a Phy folder (as written by kilosnake's export stage)")
+        raise InputError(
+            f"{str(folder)!r} has no spike_times.npy",
+            "give a Phy folder (as written by kilosnake's export stage)",
+        )
     times = np.load(times_path, allow_pickle=False).ravel().astype(np.uint64, copy=False)
     labels_path = folder / "spike_clusters.npy"
     if not labels_path.is_file():
         labels_path = folder / "spike_templates.npy"
     if not labels_path.is_file():
-        raise InputError(f"{str(folder)!r} has neither spike_clusters.npy nor "
-                         "spike_templates.npy", "give a complete Phy folder")
+        raise InputError(
+            f"{str(folder)!r} has neither spike_clusters.npy nor spike_templates.npy",
+            "give a complete Phy folder",
+        )
     clusters = np.load(labels_path, allow_pickle=False).ravel().astype(np.int64)
     if len(clusters) != len(times):
-        raise InputError(f"{labels_path.name} has {len(clusters)} entries but spike_times.npy "
-                         f"{len(times)}", "give a consistent Phy folder")
+        raise InputError(
+            f"{labels_path.name} has {len(clusters)} entries but spike_times.npy {len(times)}",
+            "give a consistent Phy folder",
+        )
     noise = read_noise_clusters(folder)
     if noise:
         keep = ~np.isin(clusters, np.array(sorted(noise), dtype=np.int64))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+
 import numpy as np
+
 from kilosnake.io.recording import column_selector, select_columns
 
 
@@ -30,7 +32,8 @@ class Prefetching:
         self._keys = [tuple(k) for k in keys]
         self._next = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="prefetch", initializer=use_device_of_this_thread())
+            1, thread_name_prefix="prefetch", initializer=use_device_of_this_thread()
+        )
         self._pending = self._submit()
 
     def __getattr__(self, name):
@@ -81,8 +84,9 @@ class WritingBehind:
     """
 
     def __init__(self, depth: int = 2, workers: int = 1):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
-                                                           thread_name_prefix="write-behind")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, workers), thread_name_prefix="write-behind"
+        )
         self._pending: list[list[concurrent.futures.Future]] = []
         self._depth = depth
 
@@ -101,10 +105,16 @@ class WritingBehind:
         (``at`` on a chunk edge)."""
         self._wait_for_room()
         step = int(target.chunks[0])
-        self._pending.append([
-            self._pool.submit(target.__setitem__, slice(at + r, at + min(r + step, len(value))),
-                              value[r:r + step])
-            for r in range(0, len(value), step)])
+        self._pending.append(
+            [
+                self._pool.submit(
+                    target.__setitem__,
+                    slice(at + r, at + min(r + step, len(value))),
+                    value[r : r + step],
+                )
+                for r in range(0, len(value), step)
+            ]
+        )
 
     def wait(self) -> None:
         while self._pending:
@@ -184,16 +194,18 @@ class RawBatches:
         self._buffers = None
         if self.whole_rows:
             row_bytes = rec.info.n_channels_total * rec.info.itemsize
-            self._buffers = HostBuffers((self.NT + 2 * self.margin) * row_bytes, self.RING,
-                                        pinned=True)
+            self._buffers = HostBuffers(
+                (self.NT + 2 * self.margin) * row_bytes, self.RING, pinned=True
+            )
 
     def read(self, b: int):
         start, stop = b * self.NT, min((b + 1) * self.NT, self.rec.n_samples)
         start, stop = start - self.margin, stop + self.margin
         if not self.whole_rows:
             return select_columns(self.rec.read_rows(start, stop), self.columns)
-        out = self._buffers.take((stop - start, self.rec.info.n_channels_total),
-                                 self.rec.info.dtype)
+        out = self._buffers.take(
+            (stop - start, self.rec.info.n_channels_total), self.rec.info.dtype
+        )
         return self.rec.read_rows(start, stop, out=out)
 
     def on_device(self, raw, be):

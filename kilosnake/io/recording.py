@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-import numpy as np
-from kilosnake.errors import InputError
 
+import numpy as np
+
+from kilosnake.errors import InputError
 
 SUPPORTED_DTYPES = ("int16", "uint16", "int32", "float32")
 
@@ -54,8 +55,10 @@ class RawRecording:
             f.seek(self.info.offset + lo * self._row_bytes)
             n = f.readinto(memoryview(out).cast("B"))
         if n != (hi - lo) * self._row_bytes:
-            raise OSError(f"{self.info.path}: short read ({n} of {(hi - lo) * self._row_bytes} "
-                          "bytes); was the file truncated while being sorted?")
+            raise OSError(
+                f"{self.info.path}: short read ({n} of {(hi - lo) * self._row_bytes} "
+                "bytes); was the file truncated while being sorted?"
+            )
 
     @property
     def duration_s(self) -> float:
@@ -86,9 +89,9 @@ class RawRecording:
             self._read_into(lo, hi, out[:1])
             out[1:] = out[0]
             return out
-        self._read_into(lo, hi, out[lo - start: hi - start])
-        out[:lo - start] = out[lo - start]
-        out[hi - start:] = out[hi - start - 1]
+        self._read_into(lo, hi, out[lo - start : hi - start])
+        out[: lo - start] = out[lo - start]
+        out[hi - start :] = out[hi - start - 1]
         return out
 
     def read(self, start: int, stop: int, channels=None) -> np.ndarray:
@@ -104,8 +107,9 @@ def column_selector(channels):
     """``channels`` as a slice when they are consecutive ascending columns (a view, no gather),
     else as an index array."""
     channels = np.asarray(channels, dtype=np.int64).ravel()
-    if channels.size and np.array_equal(channels, np.arange(channels[0],
-                                                            channels[0] + channels.size)):
+    if channels.size and np.array_equal(
+        channels, np.arange(channels[0], channels[0] + channels.size)
+    ):
         return slice(int(channels[0]), int(channels[0]) + channels.size)
     return channels
 
@@ -159,8 +163,9 @@ def _spikeglx_ap_gain(meta: dict) -> float | None:
     return None
 
 
-def recording_info(dat, n_channels=None, dtype="int16", sample_rate=None,
-                   uv_per_bit=None) -> RecordingInfo:
+def recording_info(
+    dat, n_channels=None, dtype="int16", sample_rate=None, uv_per_bit=None
+) -> RecordingInfo:
     """Resolve a recording's description from config values and a SpikeGLX ``.meta``.
 
     Values given explicitly win over the ``.meta``; the sample rate defaults to 30 kHz.
@@ -169,23 +174,32 @@ def recording_info(dat, n_channels=None, dtype="int16", sample_rate=None,
         raise InputError("no raw recording given", "pass --config dat=PATH/TO/recording.bin")
     path = Path(os.fspath(dat))
     if not path.exists():
-        raise InputError(f"raw file {str(path)!r} does not exist",
-                         "check the path given as dat (relative paths are relative to the "
-                         "folder snakemake runs in)")
+        raise InputError(
+            f"raw file {str(path)!r} does not exist",
+            "check the path given as dat (relative paths are relative to the "
+            "folder snakemake runs in)",
+        )
     if path.is_dir():
         raise InputError(f"raw file {str(path)!r} is a folder", "pass the .bin/.dat file itself")
     if dtype not in SUPPORTED_DTYPES:
-        raise InputError(f"dtype {dtype!r} is not supported",
-                         f"use one of {', '.join(SUPPORTED_DTYPES)}")
+        raise InputError(
+            f"dtype {dtype!r} is not supported", f"use one of {', '.join(SUPPORTED_DTYPES)}"
+        )
     meta = read_spikeglx_meta(path)
     n_channels = n_channels or meta.get("n_channels")
     if not n_channels:
-        raise InputError(f"the channel count of {str(path)!r} is unknown",
-                         "pass --config n_channels=N (total columns in the file, e.g. 385 for "
-                         "Neuropixels with the sync channel) or keep the SpikeGLX .meta beside it")
-    return RecordingInfo(str(path), int(n_channels), dtype,
-                         float(sample_rate or meta.get("sample_rate") or 30000.0),
-                         uv_per_bit if uv_per_bit is not None else meta.get("uv_per_bit"))
+        raise InputError(
+            f"the channel count of {str(path)!r} is unknown",
+            "pass --config n_channels=N (total columns in the file, e.g. 385 for "
+            "Neuropixels with the sync channel) or keep the SpikeGLX .meta beside it",
+        )
+    return RecordingInfo(
+        str(path),
+        int(n_channels),
+        dtype,
+        float(sample_rate or meta.get("sample_rate") or 30000.0),
+        uv_per_bit if uv_per_bit is not None else meta.get("uv_per_bit"),
+    )
 
 
 def batch_starts(n_samples: int, batch_size: int) -> np.ndarray:

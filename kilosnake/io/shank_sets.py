@@ -1,10 +1,11 @@
-"""Shank sets: one store per stage holding a child store for each shank, written by a job that loops over the shanks."""
+"""Shank sets: one store per stage holding a child store for each shank, written by a job that
+loops over the shanks.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
 
 # --------------------------------------------------------------------------------------------
 # one job for every shank: shank sets

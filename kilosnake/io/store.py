@@ -17,12 +17,13 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+
 from kilosnake.errors import KilosnakeError
 from kilosnake.version import __version__
-
 
 #: codec for int16 traces and integer arrays: on whitened int16 traces lz4 after bit-shuffling
 #: compresses as well as zstd (about 1.45x) and encodes and decodes about twice as fast
@@ -49,8 +50,9 @@ def read_rows_into(array, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
     if isinstance(array, zarr.Array):
         from zarr.core.buffer import default_buffer_prototype
 
-        array.get_basic_selection((slice(lo, hi),),
-                                  out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+        array.get_basic_selection(
+            (slice(lo, hi),), out=default_buffer_prototype().nd_buffer.from_numpy_array(out)
+        )
     else:
         out[...] = array[lo:hi]
     return out
@@ -67,8 +69,13 @@ def package_version() -> str:
 
 def provenance(stage: str, params: dict, device: str, seed: int | None) -> dict:
     """The attributes every store carries."""
-    return {"stage": stage, "kilosnake_version": package_version(),
-            "params": _jsonable(params), "device": device, "seed": seed}
+    return {
+        "stage": stage,
+        "kilosnake_version": package_version(),
+        "params": _jsonable(params),
+        "device": device,
+        "seed": seed,
+    }
 
 
 def _jsonable(obj):
@@ -84,8 +91,14 @@ def _jsonable(obj):
 
 
 @contextlib.contextmanager
-def writing_store(path, stage: str, params: dict | None = None, device: str = "cpu",
-                  seed: int | None = None, attrs: dict | None = None):
+def writing_store(
+    path,
+    stage: str,
+    params: dict | None = None,
+    device: str = "cpu",
+    seed: int | None = None,
+    attrs: dict | None = None,
+):
     """Yield a Zarr group written at ``<path>.tmp`` and published at ``path`` on success."""
     final = Path(path)
     tmp = final.with_name(final.name + ".tmp")
@@ -127,18 +140,25 @@ def open_store(path) -> zarr.Group:
     if not group.attrs.get("complete", False):
         raise IncompleteStoreError(
             f"store {str(path)!r} is incomplete (its writer did not finish); delete it and rerun "
-            "(snakemake --rerun-incomplete)")
+            "(snakemake --rerun-incomplete)"
+        )
     return group
 
 
-def write_array(group: zarr.Group, name: str, data, chunks=None, compressors="auto",
-                attrs: dict | None = None) -> zarr.Array:
+def write_array(
+    group: zarr.Group, name: str, data, chunks=None, compressors="auto", attrs: dict | None = None
+) -> zarr.Array:
     """Write a whole (small) array into ``group``."""
     data = np.asarray(data)
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype,
-                             chunks=chunks or _default_chunks(data.shape),
-                             compressors=compressors, fill_value=0,
-                             attributes=_jsonable(attrs or {}))
+    arr = group.create_array(
+        name,
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunks or _default_chunks(data.shape),
+        compressors=compressors,
+        fill_value=0,
+        attributes=_jsonable(attrs or {}),
+    )
     if data.size:
         arr[...] = data
     return arr
@@ -163,11 +183,19 @@ class AppendableArray:
     append); :meth:`close` must then be called to write the rest.
     """
 
-    def __init__(self, group: zarr.Group, name: str, tail_shape: tuple, dtype,
-                 chunk_rows: int = 262144, buffered: bool = False):
+    def __init__(
+        self,
+        group: zarr.Group,
+        name: str,
+        tail_shape: tuple,
+        dtype,
+        chunk_rows: int = 262144,
+        buffered: bool = False,
+    ):
         rows = max(1, chunk_rows // max(1, int(np.prod(tail_shape, dtype=np.int64))))
-        self.array = group.create_array(name, shape=(0, *tail_shape), dtype=dtype,
-                                        chunks=(rows, *tail_shape), fill_value=0)
+        self.array = group.create_array(
+            name, shape=(0, *tail_shape), dtype=dtype, chunks=(rows, *tail_shape), fill_value=0
+        )
         self.n = 0
         self.rows = rows
         self.buffered = buffered
@@ -204,5 +232,5 @@ class AppendableArray:
         if data.shape[0] == 0:
             return
         self.array.resize((self.n + data.shape[0], *self.array.shape[1:]))
-        self.array[self.n:self.n + data.shape[0]] = data
+        self.array[self.n : self.n + data.shape[0]] = data
         self.n += data.shape[0]

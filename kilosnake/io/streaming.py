@@ -14,10 +14,10 @@ memory-mapped file count in the resident set too). The helpers here:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
-import numpy as np
 
+import numpy as np
 
 #: rows per block when streaming per-spike arrays
 BLOCK_ROWS = 1 << 16
@@ -25,12 +25,13 @@ BLOCK_ROWS = 1 << 16
 LABEL_BUDGET = 1 << 18
 
 
-def blocks(array, step: int = BLOCK_ROWS, start: int = 0,
-           stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def blocks(
+    array, step: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, rows)`` of consecutive blocks of ``array`` (Zarr or NumPy) along axis 0."""
     stop = array.shape[0] if stop is None else stop
     for s in range(start, stop, step):
-        yield s, np.asarray(array[s:min(s + step, stop)])
+        yield s, np.asarray(array[s : min(s + step, stop)])
 
 
 def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
@@ -48,8 +49,9 @@ def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
     if idx.size == 0:
         return np.asarray(array[0:0])
     if idx[0] < 0 or idx[-1] >= array.shape[0]:
-        raise IndexError(f"rows {int(idx[0])}..{int(idx[-1])} outside an array of "
-                         f"{array.shape[0]} rows")
+        raise IndexError(
+            f"rows {int(idx[0])}..{int(idx[-1])} outside an array of {array.shape[0]} rows"
+        )
     out = None
     pos = 0
     while pos < idx.size:
@@ -76,34 +78,43 @@ class NpyWriter:
         self.shape = tuple(int(s) for s in shape)
         self.rows = 0
         self._file = open(self.path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": self.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
         np.lib.format.write_array_header_1_0(self._file, header)
 
     def write(self, block) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{self.path.name}: block of shape {block.shape}, file rows of "
-                             f"shape {self.shape[1:]}")
+            raise ValueError(
+                f"{self.path.name}: block of shape {block.shape}, file rows of "
+                f"shape {self.shape[1:]}"
+            )
         self._file.write(block.tobytes())
         self.rows += block.shape[0]
 
-    def __enter__(self) -> "NpyWriter":
+    def __enter__(self) -> NpyWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._file.close()
         if exc_type is None and self.rows != self.shape[0]:
-            raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} "
-                             "declared")
+            raise ValueError(
+                f"{self.path.name}: {self.rows} rows written, {self.shape[0]} declared"
+            )
 
 
 def npy_blocks(path, step: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, rows)`` of consecutive blocks of a ``.npy`` file, read without a map."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read_header(f)
         if fortran:
             raise ValueError(f"{path}: Fortran-ordered arrays are not read in blocks")
@@ -139,9 +150,11 @@ def label_groups(counts: np.ndarray, budget: int = LABEL_BUDGET) -> list[np.ndar
     return groups
 
 
-def columns_by_label(read_blocks: Callable[[], Iterator[tuple[np.ndarray, dict]]],
-                     counts: np.ndarray,
-                     budget: int = LABEL_BUDGET) -> Iterator[tuple[int, np.ndarray, dict]]:
+def columns_by_label(
+    read_blocks: Callable[[], Iterator[tuple[np.ndarray, dict]]],
+    counts: np.ndarray,
+    budget: int = LABEL_BUDGET,
+) -> Iterator[tuple[int, np.ndarray, dict]]:
     """``(label, rows, {column: values})`` of every label with rows, in ascending label order.
 
     Parameters
@@ -176,13 +189,13 @@ def columns_by_label(read_blocks: Callable[[], Iterator[tuple[np.ndarray, dict]]
                 ids, first = np.unique(labels[order], return_index=True)
                 bounds = np.append(first, order.size)
                 for k, label in enumerate(ids):
-                    sel = order[bounds[k]:bounds[k + 1]]
+                    sel = order[bounds[k] : bounds[k + 1]]
                     parts[int(label)].append(
-                        (sel + start, {name: np.asarray(v)[sel] for name, v in columns.items()}))
+                        (sel + start, {name: np.asarray(v)[sel] for name, v in columns.items()})
+                    )
             start += labels.size
         for label in group:
             pieces = parts.pop(int(label))
             rows = np.concatenate([p[0] for p in pieces])
-            values = {name: np.concatenate([p[1][name] for p in pieces])
-                      for name in pieces[0][1]}
+            values = {name: np.concatenate([p[1][name] for p in pieces]) for name in pieces[0][1]}
             yield int(label), rows, values

@@ -1,21 +1,24 @@
-"""Readers of preprocessed.zarr: whitened int16 traces served as float32 windows, from one store or from the block stores of a scattered run; batch geometry."""
+"""Readers of preprocessed.zarr: whitened int16 traces served as float32 windows, from one store or
+from the block stores of a scattered run; batch geometry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from pathlib import Path
+
 import numpy as np
-from kilosnake.runtime.backend import Backend
+
+from kilosnake.io.prefetch import HostBuffers, Prefetching, to_device
 from kilosnake.io.probe import Probe
-from kilosnake.io.prefetch import HostBuffers, to_device
 from kilosnake.io.store import (
     open_store,
     read_rows_into,
     write_array,
 )
-import dataclasses
-from kilosnake.io.prefetch import Prefetching
+from kilosnake.runtime.backend import Backend
 
 
 def write_probe_arrays(group, probe: Probe) -> None:
@@ -28,8 +31,7 @@ def write_probe_arrays(group, probe: Probe) -> None:
 
 def probe_from_group(group) -> Probe:
     """Inverse of :func:`write_probe_arrays`."""
-    return Probe(group["chan_map"][...], group["xc"][...], group["yc"][...],
-                 group["kcoords"][...])
+    return Probe(group["chan_map"][...], group["xc"][...], group["yc"][...], group["kcoords"][...])
 
 
 class PreprocessedReader:
@@ -55,10 +57,10 @@ class PreprocessedReader:
         if out is None:
             out = np.zeros((stop - start, self.n_channels), dtype=np.int16)
         else:
-            out[:max(0, lo - start)] = 0
-            out[max(0, hi - start):] = 0
+            out[: max(0, lo - start)] = 0
+            out[max(0, hi - start) :] = 0
         if hi > lo:
-            read_rows_into(self.traces, lo, hi, out[lo - start: hi - start])
+            read_rows_into(self.traces, lo, hi, out[lo - start : hi - start])
         return out
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -112,8 +114,9 @@ class BlockTraces:
         n_channels = int(group.attrs["n_channels"])
         self.shape = (int(group.attrs["n_samples"]), n_channels)
         self.dtype = np.dtype(np.int16)
-        self.chunks = self.blocks[0][2].chunks if self.blocks else (int(group.attrs["NT"]),
-                                                                     n_channels)
+        self.chunks = (
+            self.blocks[0][2].chunks if self.blocks else (int(group.attrs["NT"]), n_channels)
+        )
 
     def __getitem__(self, key):
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -123,7 +126,7 @@ class BlockTraces:
         for start, stop, traces in self.blocks:
             a, z = max(lo, start), min(hi, stop)
             if z > a:
-                out[a - lo: z - lo] = traces[a - start: z - start]
+                out[a - lo : z - lo] = traces[a - start : z - start]
         return out
 
 
@@ -172,8 +175,9 @@ def prefetching(reader, windows, be=None):
     its reads return arrays of that backend (``read_device``: int16 moved, scaled there)."""
     import functools
 
-
-    keys = [(w.read_start, w.read_stop) if isinstance(w, BatchWindow) else (int(w[0]), int(w[1]))
-            for w in windows]
+    keys = [
+        (w.read_start, w.read_stop) if isinstance(w, BatchWindow) else (int(w[0]), int(w[1]))
+        for w in windows
+    ]
     read = functools.partial(reader.read_device, be) if be is not None else None
     return Prefetching(reader, keys, read)

@@ -32,11 +32,13 @@ import logging
 import math
 import os
 from pathlib import Path
+
 import numpy as np
+
 from kilosnake.errors import InputError
+from kilosnake.io.input_json import write_json_atomic
 from kilosnake.io.probe import Probe, load_probe, validate_probe
 from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
-from kilosnake.io.input_json import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,10 @@ FLAT_RMS_FRACTION = 1e-3
 SATURATED_EXCLUDE_FRACTION = 0.1
 SATURATED_WARN_FRACTION = 0.01
 
-N_CHANNELS_FIX = ("check n_channels (total columns in the file, sync channel included: 385 for "
-                  "Neuropixels 1.0) and dtype")
+N_CHANNELS_FIX = (
+    "check n_channels (total columns in the file, sync channel included: 385 for "
+    "Neuropixels 1.0) and dtype"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,16 +82,20 @@ def check_file_size(info: RecordingInfo) -> int:
     """Number of samples in the file; errors for empty files and partial rows."""
     size = os.path.getsize(info.path) - info.offset
     if size <= 0:
-        raise InputError(f"raw file {info.path!r} is empty",
-                         "check that the recording was copied completely")
+        raise InputError(
+            f"raw file {info.path!r} is empty", "check that the recording was copied completely"
+        )
     row = info.n_channels_total * info.itemsize
     if size % row:
-        divisors = [n for n in (32, 64, 128, 256, 384, 385, 768, 769) if size % (
-            n * info.itemsize) == 0]
+        divisors = [
+            n for n in (32, 64, 128, 256, 384, 385, 768, 769) if size % (n * info.itemsize) == 0
+        ]
         hint = f" (it is a multiple for n_channels in {divisors})" if divisors else ""
         raise InputError(
             f"raw file size {size} bytes is not a multiple of n_channels x itemsize = "
-            f"{info.n_channels_total} x {info.itemsize} = {row} bytes{hint}", N_CHANNELS_FIX)
+            f"{info.n_channels_total} x {info.itemsize} = {row} bytes{hint}",
+            N_CHANNELS_FIX,
+        )
     return size // row
 
 
@@ -97,15 +105,17 @@ def check_length(n_samples: int, NT: int, sample_rate: float) -> None:
         raise InputError(
             f"the recording has {n_samples} samples ({n_samples / sample_rate:.2f} s), shorter "
             f"than one batch of NT={NT} samples",
-            "sort a longer recording, or lower NT (e.g. --config NT=8192) for very short files")
+            "sort a longer recording, or lower NT (e.g. --config NT=8192) for very short files",
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # a sample of the raw bytes
 
 
-def raw_byte_windows(info: RecordingInfo, n_windows: int = N_LAYOUT_WINDOWS,
-                     window_bytes: int = LAYOUT_WINDOW_BYTES) -> list[np.ndarray]:
+def raw_byte_windows(
+    info: RecordingInfo, n_windows: int = N_LAYOUT_WINDOWS, window_bytes: int = LAYOUT_WINDOW_BYTES
+) -> list[np.ndarray]:
     """Windows of raw bytes spread over the file.
 
     Parameters
@@ -170,13 +180,15 @@ def check_float_dtype(windows, dtype: str) -> None:
             f"the raw file looks like float32 data, not {dtype}: read as float32, "
             f"{100 * ordinary:.1f}% of its values are ordinary numbers (integer recordings read "
             "as float32 give NaNs and denormals)",
-            "set dtype=float32 (or convert the file to int16)")
+            "set dtype=float32 (or convert the file to int16)",
+        )
     if dtype == "float32" and ordinary < FLOAT_IMPLAUSIBLE_FRACTION:
         raise InputError(
             f"the raw file does not look like float32 data: {100 * (1 - ordinary):.0f}% of its "
             "values read as float32 are NaN, infinite, or implausibly small or large",
             "set dtype to what the acquisition system wrote: int16 for SpikeGLX and Open Ephys "
-            ".dat files, uint16 for Intan amplifier data")
+            ".dat files, uint16 for Intan amplifier data",
+        )
 
 
 def edge_fractions(values: np.ndarray, dtype: str) -> tuple[float, float, float]:
@@ -214,7 +226,8 @@ def check_signedness(windows, dtype: str) -> None:
             f"the raw data look like {other} (values centred {centre}), not {dtype}: read as "
             f"{dtype}, {100 * edges:.0f}% of the values sit near the ends of the range, jumping "
             "from one end to the other",
-            f"set dtype={other}")
+            f"set dtype={other}",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,18 +260,22 @@ def channel_count_evidence(windows, info: RecordingInfo) -> dict:
         ``best`` (smallest roughness) and ``likely`` (smallest count within
         :data:`SMOOTHEST_TOLERANCE` of the best).
     """
-    series = [w.view(np.dtype(info.dtype).newbyteorder("<")).astype(np.float64)
-              for w in windows]
+    series = [w.view(np.dtype(info.dtype).newbyteorder("<")).astype(np.float64) for w in windows]
     n_values = (os.path.getsize(info.path) - info.offset) // info.itemsize
     longest = min(MAX_CHANNELS_CONSIDERED, min(s.size for s in series) // 2)
     lags = sorted(set(divisors(n_values, longest)) | {info.n_channels_total})
     rough = {lag: lag_roughness(series, lag) for lag in lags}
     finite = {lag: r for lag, r in rough.items() if np.isfinite(r)}
     best = min(finite.values()) if finite else math.nan
-    likely = min((lag for lag, r in finite.items() if r <= SMOOTHEST_TOLERANCE * best),
-                 default=None)
-    return {"roughness": rough, "given": rough[info.n_channels_total], "best": best,
-            "likely": likely}
+    likely = min(
+        (lag for lag, r in finite.items() if r <= SMOOTHEST_TOLERANCE * best), default=None
+    )
+    return {
+        "roughness": rough,
+        "given": rough[info.n_channels_total],
+        "best": best,
+        "likely": likely,
+    }
 
 
 def check_channel_count(evidence: dict, info: RecordingInfo) -> None:
@@ -270,7 +287,9 @@ def check_channel_count(evidence: dict, info: RecordingInfo) -> None:
         f"the raw data do not look like {info.n_channels_total} interleaved channels: read "
         f"that way, each column jumps between channels (sample-to-sample differences "
         f"{given / best:.1f}x larger than when read as {likely} channels); the file probably "
-        f"has {likely} channels", N_CHANNELS_FIX)
+        f"has {likely} channels",
+        N_CHANNELS_FIX,
+    )
 
 
 def repeat_period(medians: np.ndarray, min_pairs: int = 8) -> tuple[int, float, float] | None:
@@ -291,8 +310,9 @@ def repeat_period(medians: np.ndarray, min_pairs: int = 8) -> tuple[int, float, 
         if n - period - 1 < min_pairs:
             break
         here = np.abs(m[period:] - m[:-period]).mean()
-        around = np.mean([np.abs(m[k:] - m[:-k]).mean() for k in (period - 1, period + 1)
-                          if 0 < k < n])
+        around = np.mean(
+            [np.abs(m[k:] - m[:-k]).mean() for k in (period - 1, period + 1) if 0 < k < n]
+        )
         if around > 0 and here <= REPEAT_RATIO * around:
             return period, float(here), float(around)
     return None
@@ -317,7 +337,9 @@ def check_repeating_columns(windows, evidence: dict, info: RecordingInfo) -> Non
         f"the raw data do not look like {info.n_channels_total} channels: column j and column "
         f"j+{period} hold the same signal (their medians differ by {here:.3g} on average, "
         f"against {around:.3g} for columns {period - 1} or {period + 1} apart); the file "
-        f"probably has {period} channels", N_CHANNELS_FIX)
+        f"probably has {period} channels",
+        N_CHANNELS_FIX,
+    )
 
 
 def check_raw_layout(info: RecordingInfo) -> None:
@@ -340,8 +362,9 @@ def channel_statistics(rec: RawRecording, chan_map) -> dict:
     """RMS (about each channel's median) and fraction of saturated samples per channel."""
     n_win = max(1, int(rec.info.sample_rate * STAT_WINDOW_S))
     starts = np.linspace(0, max(0, rec.n_samples - n_win), N_STAT_WINDOWS).astype(np.int64)
-    x = np.concatenate([rec.read(s, min(s + n_win, rec.n_samples), chan_map)
-                        for s in np.unique(starts)])
+    x = np.concatenate(
+        [rec.read(s, min(s + n_win, rec.n_samples), chan_map) for s in np.unique(starts)]
+    )
     dtype = np.dtype(rec.info.dtype)
     if np.issubdtype(dtype, np.integer):
         lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
@@ -366,27 +389,46 @@ def warn_bad_channels(stats: dict, probe: Probe, bad: dict[int, str]) -> None:
     """Log excluded channels, and channels saturated often enough to mention but kept."""
     rms, sat = stats["rms"], stats["saturation_fraction"]
     for c, reason in bad.items():
-        logger.warning("channel %d (row %d) is %s (RMS %.3g, saturated in %.1f%% of samples): "
-                       "excluded from sorting", c, probe.chan_map[c], reason, rms[c],
-                       100 * sat[c])
+        logger.warning(
+            "channel %d (row %d) is %s (RMS %.3g, saturated in %.1f%% of samples): "
+            "excluded from sorting",
+            c,
+            probe.chan_map[c],
+            reason,
+            rms[c],
+            100 * sat[c],
+        )
     for c in np.flatnonzero(sat > SATURATED_WARN_FRACTION):
         if c not in bad:
-            logger.warning("channel %d (row %d) is saturated in %.1f%% of samples (kept)", c,
-                           probe.chan_map[c], 100 * sat[c])
+            logger.warning(
+                "channel %d (row %d) is saturated in %.1f%% of samples (kept)",
+                c,
+                probe.chan_map[c],
+                100 * sat[c],
+            )
 
 
 def exclude_channels(probe: Probe, stats: dict, bad: dict[int, str]):
     """The probe, statistics and ``excluded_channels`` entries without the ``bad`` channels."""
     keep = np.setdiff1d(np.arange(probe.n_channels), list(bad))
     if keep.size == 0:
-        raise InputError("every channel of the probe is flat or saturated",
-                         "check that the channel map points at the recorded rows and that the "
-                         "file holds data (n_channels, dtype)")
-    excluded = [{"row": int(probe.chan_map[c]), "x": float(probe.xc[c]),
-                 "y": float(probe.yc[c]), "shank": float(probe.kcoords[c]), "reason": reason,
-                 "rms": round(float(stats["rms"][c]), 4),
-                 "saturation_fraction": round(float(stats["saturation_fraction"][c]), 6)}
-                for c, reason in bad.items()]
+        raise InputError(
+            "every channel of the probe is flat or saturated",
+            "check that the channel map points at the recorded rows and that the "
+            "file holds data (n_channels, dtype)",
+        )
+    excluded = [
+        {
+            "row": int(probe.chan_map[c]),
+            "x": float(probe.xc[c]),
+            "y": float(probe.yc[c]),
+            "shank": float(probe.kcoords[c]),
+            "reason": reason,
+            "rms": round(float(stats["rms"][c]), 4),
+            "saturation_fraction": round(float(stats["saturation_fraction"][c]), 6),
+        }
+        for c, reason in bad.items()
+    ]
     kept = {k: np.asarray(v)[keep] for k, v in stats.items()}
     return probe.subset(keep), kept, excluded
 
@@ -395,8 +437,16 @@ def exclude_channels(probe: Probe, stats: dict, bad: dict[int, str]):
 # the stage
 
 
-def check_input(dat, probe_source, n_channels=None, dtype="int16", sample_rate=None,
-                uv_per_bit=None, NT=65472, out=None) -> dict:
+def check_input(
+    dat,
+    probe_source,
+    n_channels=None,
+    dtype="int16",
+    sample_rate=None,
+    uv_per_bit=None,
+    NT=65472,
+    out=None,
+) -> dict:
     """Check a recording and its probe; write ``input.json`` atomically to ``out``.
 
     Parameters
@@ -423,9 +473,11 @@ def check_input(dat, probe_source, n_channels=None, dtype="int16", sample_rate=N
         Naming the problem and its fix; nothing is written then.
     """
     if probe_source is None or probe_source == "" or probe_source == []:
-        raise InputError("no probe given",
-                         "pass --config probe=PATH (probeinterface .json, Kilosort .mat, or a "
-                         "folder with chanMap.npy/xc.npy/yc.npy)")
+        raise InputError(
+            "no probe given",
+            "pass --config probe=PATH (probeinterface .json, Kilosort .mat, or a "
+            "folder with chanMap.npy/xc.npy/yc.npy)",
+        )
     probe = load_probe(probe_source)
     if n_channels is None and probe.n_channels_total is not None:
         n_channels = probe.n_channels_total
@@ -439,18 +491,32 @@ def check_input(dat, probe_source, n_channels=None, dtype="int16", sample_rate=N
     warn_bad_channels(stats, probe, bad)
     probe, stats, excluded = exclude_channels(probe, stats, bad)
     report = {
-        "dat": str(Path(info.path)), "n_channels_total": info.n_channels_total,
-        "dtype": info.dtype, "sample_rate": info.sample_rate, "uv_per_bit": info.uv_per_bit,
-        "n_samples": int(n_samples), "duration_s": n_samples / info.sample_rate,
-        "NT": int(NT), "n_batches": int(-(-n_samples // NT)), "probe": probe.to_dict(),
+        "dat": str(Path(info.path)),
+        "n_channels_total": info.n_channels_total,
+        "dtype": info.dtype,
+        "sample_rate": info.sample_rate,
+        "uv_per_bit": info.uv_per_bit,
+        "n_samples": int(n_samples),
+        "duration_s": n_samples / info.sample_rate,
+        "NT": int(NT),
+        "n_batches": int(-(-n_samples // NT)),
+        "probe": probe.to_dict(),
         "rms": stats["rms"].round(4).tolist(),
         "saturation_fraction": stats["saturation_fraction"].round(6).tolist(),
         "excluded_channels": excluded,
     }
-    logger.info("recording %s: %d samples (%.1f s) x %d channels (%d on the probe, %d "
-                "excluded), %s, %.0f Hz", info.path, n_samples, report["duration_s"],
-                info.n_channels_total, probe.n_channels, len(excluded), info.dtype,
-                info.sample_rate)
+    logger.info(
+        "recording %s: %d samples (%.1f s) x %d channels (%d on the probe, %d "
+        "excluded), %s, %.0f Hz",
+        info.path,
+        n_samples,
+        report["duration_s"],
+        info.n_channels_total,
+        probe.n_channels,
+        len(excluded),
+        info.dtype,
+        info.sample_rate,
+    )
     if out is not None:
         write_json_atomic(report, out)
     return report

@@ -1,13 +1,16 @@
-"""Filtering of raw batches: Butterworth high-pass (or band-pass) forward and backward, common median reference."""
+"""Filtering of raw batches: Butterworth high-pass (or band-pass) forward and backward, common
+median reference.
+"""
 
 from __future__ import annotations
 
 import math
+
 import numpy as np
-from kilosnake.runtime.backend import Backend
+
 from kilosnake.io.probe import Probe
 from kilosnake.io.recording import RawRecording
-
+from kilosnake.runtime.backend import Backend
 
 # --------------------------------------------------------------------------------------------
 # filtering
@@ -19,8 +22,9 @@ def butterworth_sos(fshigh: float, sample_rate: float, fslow: float | None = Non
 
     nyquist = sample_rate / 2
     if fslow is not None and fslow < nyquist:
-        return scipy.signal.butter(3, [fshigh / nyquist, fslow / nyquist], btype="bandpass",
-                                   output="sos")
+        return scipy.signal.butter(
+            3, [fshigh / nyquist, fslow / nyquist], btype="bandpass", output="sos"
+        )
     return scipy.signal.butter(3, fshigh / nyquist, btype="highpass", output="sos")
 
 
@@ -55,8 +59,18 @@ def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
     return filter_forward_backward(x, sos, be)
 
 
-def read_filtered_batch(rec: RawRecording, probe: Probe, offsets, b: int, NT: int, margin: int,
-                        sos, car: bool, be: Backend, raw=None):
+def read_filtered_batch(
+    rec: RawRecording,
+    probe: Probe,
+    offsets,
+    b: int,
+    NT: int,
+    margin: int,
+    sos,
+    car: bool,
+    be: Backend,
+    raw=None,
+):
     """Batch ``b`` (samples [b*NT, (b+1)*NT) clipped to the recording), filtered, float32
     (``raw``: the batch with its margins, already read by :class:`kilosnake.prefetch.RawBatches`).
     """
@@ -64,4 +78,4 @@ def read_filtered_batch(rec: RawRecording, probe: Probe, offsets, b: int, NT: in
     if raw is None:
         raw = rec.read(start - margin, stop + margin, probe.chan_map)
     x = filter_batch(raw, offsets, sos, car, be)
-    return x[margin: margin + (stop - start)]
+    return x[margin : margin + (stop - start)]

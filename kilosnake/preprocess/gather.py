@@ -1,12 +1,15 @@
-"""Rule gather_preprocessed: preprocessed.zarr of a scattered run, pointing at its block stores (no traces copied)."""
+"""Rule gather_preprocessed: preprocessed.zarr of a scattered run, pointing at its block stores (no
+traces copied).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from kilosnake.io.store import writing_store
+
 from kilosnake.io.blocks import _sorted_blocks, stage_attrs
+from kilosnake.io.store import writing_store
 from kilosnake.io.traces import probe_from_group, write_probe_arrays
 
 logger = logging.getLogger(__name__)
@@ -38,15 +41,15 @@ def gather_preprocessed(block_paths, out, p: dict, device: str = "cpu") -> None:
     for g, path in groups:
         start, stop = int(g.attrs["first_sample"]), int(g.attrs["stop_sample"])
         if start != expected:
-            raise ValueError(f"block store {str(path)!r} starts at sample {start}, expected "
-                             f"{expected}")
+            raise ValueError(
+                f"block store {str(path)!r} starts at sample {start}, expected {expected}"
+            )
         expected = stop
         if stop > start:
             rel = os.path.relpath(os.path.abspath(path), os.path.abspath(Path(out).parent))
             blocks.append({"path": Path(rel).as_posix(), "start": start, "stop": stop})
     if expected != n_samples:
-        raise ValueError(f"the block stores end at sample {expected}, the recording at "
-                         f"{n_samples}")
+        raise ValueError(f"the block stores end at sample {expected}, the recording at {n_samples}")
     attrs = stage_attrs(first.attrs)
     attrs.update(n_channels=int(first["traces"].shape[1]), blocks=blocks)
     with writing_store(out, "preprocess", p, device, p.get("seed"), attrs) as g:

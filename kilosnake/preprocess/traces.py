@@ -16,10 +16,12 @@ apart from the filter edge at the very start and end of the recording.
 from __future__ import annotations
 
 import logging
+
 import numpy as np
-from kilosnake.runtime.backend import Backend
+
+from kilosnake.io.blocks import block_attrs
+from kilosnake.io.input_json import info_from_input_json, read_input_json
 from kilosnake.io.prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
-from kilosnake.runtime.progress import Progress
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import (
     TRACE_CODEC,
@@ -27,12 +29,10 @@ from kilosnake.io.store import (
     trace_chunks,
     writing_store,
 )
-from kilosnake.io.traces import n_batches, probe_from_group, write_probe_arrays
+from kilosnake.io.traces import block_batches, n_batches, probe_from_group, write_probe_arrays
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
-from kilosnake.io.blocks import block_attrs
-from kilosnake.io.traces import block_batches
-from kilosnake.runtime.backend import get_backend
-from kilosnake.io.input_json import info_from_input_json, read_input_json
+from kilosnake.runtime.backend import Backend, get_backend
+from kilosnake.runtime.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,15 @@ def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None 
     return y.get(out=out)
 
 
-def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backend, out,
-                         progress_every_s: float = 10.0,
-                         block: tuple[int, int] = (0, 1)) -> None:
+def preprocess_recording(
+    info: RecordingInfo,
+    whitening_path,
+    p: dict,
+    be: Backend,
+    out,
+    progress_every_s: float = 10.0,
+    block: tuple[int, int] = (0, 1),
+) -> None:
     """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
 
     ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
@@ -69,25 +75,51 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
     nb = n_batches(rec.n_samples, NT)
     sos = butterworth_sos(p["fshigh"], info.sample_rate, p["fslow"])
     margin = filter_margin(p["fshigh"], info.sample_rate, p["ntbuff"])
-    logger.info("preprocessing %d samples x %d channels in %d batches of %d (margin %d)",
-                rec.n_samples, probe.n_channels, nb, NT, margin)
-    attrs = {"scaleproc": p["scaleproc"], "NT": NT, "sample_rate": info.sample_rate,
-             "n_samples": rec.n_samples, "n_channels_total": info.n_channels_total,
-             "dat": info.path, "dtype": info.dtype, "filter_margin": margin}
+    logger.info(
+        "preprocessing %d samples x %d channels in %d batches of %d (margin %d)",
+        rec.n_samples,
+        probe.n_channels,
+        nb,
+        NT,
+        margin,
+    )
+    attrs = {
+        "scaleproc": p["scaleproc"],
+        "NT": NT,
+        "sample_rate": info.sample_rate,
+        "n_samples": rec.n_samples,
+        "n_channels_total": info.n_channels_total,
+        "dat": info.path,
+        "dtype": info.dtype,
+        "filter_margin": margin,
+    }
     batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
-    first, stop = min(batch_range.start * NT, rec.n_samples), min(batch_range.stop * NT,
-                                                                    rec.n_samples)
+    first, stop = (
+        min(batch_range.start * NT, rec.n_samples),
+        min(batch_range.stop * NT, rec.n_samples),
+    )
     if block[1] > 1:
         attrs.update(block_attrs(*block, batch_range, NT, rec.n_samples))
-        logger.info("block %d of %d: batches %d to %d", block[0], block[1], batch_range.start,
-                    batch_range.stop - 1)
+        logger.info(
+            "block %d of %d: batches %d to %d",
+            block[0],
+            block[1],
+            batch_range.start,
+            batch_range.stop - 1,
+        )
     progress = Progress(len(batch_range), "preprocess", logger, every_s=progress_every_s)
     with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
         chunks = trace_chunks(NT, probe.n_channels)
-        traces = g.create_array("traces", shape=(stop - first, probe.n_channels),
-                                dtype="int16", chunks=chunks, compressors=TRACE_CODEC,
-                                fill_value=0, dimension_names=("time", "channel"),
-                                config={"write_empty_chunks": True})
+        traces = g.create_array(
+            "traces",
+            shape=(stop - first, probe.n_channels),
+            dtype="int16",
+            chunks=chunks,
+            compressors=TRACE_CODEC,
+            fill_value=0,
+            dimension_names=("time", "channel"),
+            config={"write_empty_chunks": True},
+        )
         write_probe_arrays(g, probe)
         # the next batch is read, and the last ones encoded and written (a thread per chunk),
         # while this one computes; results go through a ring of reused host buffers
@@ -95,20 +127,34 @@ def preprocess_recording(info: RecordingInfo, whitening_path, p: dict, be: Backe
         ahead = Prefetching(raw_batches, [(b,) for b in batch_range])
         depth = 2
         # page-locked result buffers on a GPU (on the CPU the result is already a host array)
-        results = HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=True) \
-            if be.name == "gpu" else None
+        results = (
+            HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=True)
+            if be.name == "gpu"
+            else None
+        )
         with ahead, WritingBehind(depth, workers=max(1, NT // chunks[0])) as behind:
             for b in batch_range:
-                x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
-                                        raw=raw_batches.on_device(ahead.read(b), be))
+                x = read_filtered_batch(
+                    rec,
+                    probe,
+                    offsets,
+                    b,
+                    NT,
+                    margin,
+                    sos,
+                    p["CAR"],
+                    be,
+                    raw=raw_batches.on_device(ahead.read(b), be),
+                )
                 out = None if results is None else results.take(x.shape, np.int16)
                 y = whiten_to_int16(x, w, p["scaleproc"], be, out=out)
                 behind.write_rows(traces, b * NT - first, y)
                 progress.update()
 
 
-def run_preprocess(input_json, whitening_path, p: dict, out,
-                   block: tuple[int, int] = (0, 1)) -> None:
+def run_preprocess(
+    input_json, whitening_path, p: dict, out, block: tuple[int, int] = (0, 1)
+) -> None:
     """Stage ``preprocess`` from the checked input description and the whitening store
     (``block=(i, n)``: only block ``i`` of ``n``, see :func:`preprocess_recording`)."""
 

@@ -1,12 +1,16 @@
-"""The whitening matrix: channel offsets, the covariance of filtered batches, local ZCA per channel neighbourhood."""
+"""The whitening matrix: channel offsets, the covariance of filtered batches, local ZCA per channel
+neighbourhood.
+"""
 
 from __future__ import annotations
 
 import logging
+
 import numpy as np
-from kilosnake.runtime.backend import Backend
-from kilosnake.io.probe import Probe
+
+from kilosnake.io.input_json import info_from_input_json, probe_from_input_json, read_input_json
 from kilosnake.io.prefetch import Prefetching, RawBatches
+from kilosnake.io.probe import Probe
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import (
     write_array,
@@ -14,9 +18,7 @@ from kilosnake.io.store import (
 )
 from kilosnake.io.traces import n_batches, write_probe_arrays
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
-from kilosnake.runtime.backend import cpu_backend
-from kilosnake.runtime.backend import get_backend
-from kilosnake.io.input_json import info_from_input_json, probe_from_input_json, read_input_json
+from kilosnake.runtime.backend import Backend, cpu_backend, get_backend
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ def covariance_batches(n_batches: int, stride: int) -> np.ndarray:
 OFFSET_SAMPLES = 300_000
 
 
-def estimate_channel_offsets(rec: RawRecording, chan_map, batches, NT: int,
-                             be: Backend | None = None) -> np.ndarray:
+def estimate_channel_offsets(
+    rec: RawRecording, chan_map, batches, NT: int, be: Backend | None = None
+) -> np.ndarray:
     """Per-channel median of the raw data over the sampled batches (at most ``OFFSET_SAMPLES``
     samples in all, so memory does not grow with the recording); computed on ``be`` (the
     median of the same samples is the same number on either backend)."""
@@ -95,8 +98,18 @@ def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: B
     raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
     with Prefetching(raw_batches, [(b,) for b in batches]) as ahead:
         for b in batches:
-            x = read_filtered_batch(rec, probe, offsets, b, NT, margin, sos, p["CAR"], be,
-                                    raw=raw_batches.on_device(ahead.read(b), be))
+            x = read_filtered_batch(
+                rec,
+                probe,
+                offsets,
+                b,
+                NT,
+                margin,
+                sos,
+                p["CAR"],
+                be,
+                raw=raw_batches.on_device(ahead.read(b), be),
+            )
             x = x.astype(be.xp.float64)
             cov += x.T @ x / x.shape[0]
     return be.to_host(cov / len(batches))
@@ -106,16 +119,18 @@ def compute_whitening(info: RecordingInfo, probe: Probe, p: dict, be: Backend, o
     """The ``whitening`` stage: channel offsets, covariance and local ZCA matrix → Zarr."""
     rec = RawRecording(info)
     batches = covariance_batches(n_batches(rec.n_samples, p["NT"]), p["nSkipCov"])
-    logger.info("whitening from %d of %d batches", len(batches),
-                n_batches(rec.n_samples, p["NT"]))
+    logger.info("whitening from %d of %d batches", len(batches), n_batches(rec.n_samples, p["NT"]))
     offsets = estimate_channel_offsets(rec, probe.chan_map, batches, p["NT"], be)
     cov = estimate_covariance(rec, probe, offsets, p, be)
     w = local_whitening_matrix(cov, probe.xc, probe.yc, p["whiteningRange"])
     cond = np.linalg.cond(w)
     logger.info("whitening matrix condition number %.1f", cond)
     if cond > 50:
-        logger.warning("whitening matrix is badly conditioned (%.0f): dead or duplicated "
-                       "channels? check the input report", cond)
+        logger.warning(
+            "whitening matrix is badly conditioned (%.0f): dead or duplicated "
+            "channels? check the input report",
+            cond,
+        )
     with writing_store(out, "whitening", p, be.name, p.get("seed")) as g:
         write_array(g, "whitening", w)
         write_array(g, "channel_offset", offsets)
@@ -131,5 +146,10 @@ def run_whitening(input_json, p: dict, out) -> None:
     """Stage ``whitening`` from the checked input description."""
 
     report = read_input_json(input_json)
-    compute_whitening(info_from_input_json(report), probe_from_input_json(report), p,
-                      get_backend(p["device"]), out)
+    compute_whitening(
+        info_from_input_json(report),
+        probe_from_input_json(report),
+        p,
+        get_backend(p["device"]),
+        out,
+    )

@@ -47,21 +47,39 @@ import html
 import json
 import logging
 from pathlib import Path
+
 import numpy as np
-from kilosnake.report.input_check import TRACE_WINDOW_S
-from kilosnake.io.streaming import blocks
+
 from kilosnake.io.phy import PhyView, read_phy
-from kilosnake.report.html import RawHtml, Section, fmt, html_table, img_tag, render_html
-from kilosnake.report.input_check import FLAT_FRACTION, NOISY_FACTOR, SATURATED_FRACTION, _ranges, _write_bytes, amplitude_unit, input_view, probe_order, read_raw_window, resolve_raw_path
-from kilosnake.report.run_log import run_section
-from kilosnake.report.units import MAX_UNITS, busiest_window, render_unit_panels, unit_rows, unit_view, units_to_draw
 from kilosnake.io.store import open_store
-from kilosnake.version import __version__
-from kilosnake.params import non_default
-from kilosnake.report.figures import input_check_figure, png_bytes
+from kilosnake.io.streaming import blocks
 from kilosnake.io.traces import PreprocessedReader
-from kilosnake.report.figures import traces_figure
-from kilosnake.report.figures import batches_figure
+from kilosnake.params import non_default
+from kilosnake.report.figures import batches_figure, input_check_figure, png_bytes, traces_figure
+from kilosnake.report.html import RawHtml, Section, fmt, html_table, img_tag, render_html
+from kilosnake.report.input_check import (
+    FLAT_FRACTION,
+    NOISY_FACTOR,
+    SATURATED_FRACTION,
+    TRACE_WINDOW_S,
+    _ranges,
+    _write_bytes,
+    amplitude_unit,
+    input_view,
+    probe_order,
+    read_raw_window,
+    resolve_raw_path,
+)
+from kilosnake.report.run_log import run_section
+from kilosnake.report.units import (
+    MAX_UNITS,
+    busiest_window,
+    render_unit_panels,
+    unit_rows,
+    unit_view,
+    units_to_draw,
+)
+from kilosnake.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +115,9 @@ def _open_group(path):
     return open_store(path)
 
 
-def summary_section(info: dict, phy: PhyView, rows: list[dict], spikes_group,
-                    scorecard, params: dict | None = None) -> Section:
+def summary_section(
+    info: dict, phy: PhyView, rows: list[dict], spikes_group, scorecard, params: dict | None = None
+) -> Section:
     """Key facts of the recording and the sort, and the scorecard when there is one."""
 
     probe = info["probe"]
@@ -108,24 +127,33 @@ def summary_section(info: dict, phy: PhyView, rows: list[dict], spikes_group,
     changed = non_default(params if params is not None else attrs.get("params", {}))
     facts = [
         ("raw file", info["dat"]),
-        ("duration", f"{info['duration_s']:.1f} s ({info['n_samples']} samples at "
-                     f"{info['sample_rate']:g} Hz)"),
-        ("channels", f"{len(probe['chan_map'])} on the probe "
-                     f"({len(set(probe['kcoords']))} shank(s)), "
-                     f"{info['n_channels_total']} in the file, {info['dtype']}"),
+        (
+            "duration",
+            f"{info['duration_s']:.1f} s ({info['n_samples']} samples at "
+            f"{info['sample_rate']:g} Hz)",
+        ),
+        (
+            "channels",
+            f"{len(probe['chan_map'])} on the probe "
+            f"({len(set(probe['kcoords']))} shank(s)), "
+            f"{info['n_channels_total']} in the file, {info['dtype']}",
+        ),
         ("probe", probe.get("name", "")),
         ("batches", f"{info['n_batches']} of {info['NT']} samples"),
         ("spikes", f"{n_found} found by the final pass, {phy.spike_times.size} kept"),
         ("units", f"{len(rows)} with spikes, {n_good} good"),
         ("device", attrs.get("device", "—")),
-        ("non-default parameters", ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items()))
-         or "none"),
+        (
+            "non-default parameters",
+            ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) or "none",
+        ),
         ("kilosnake", attrs.get("kilosnake_version", __version__)),
     ]
     body = html_table(["", ""], [[k, v] for k, v in facts], table_class="facts")
     if scorecard is not None and Path(scorecard).is_file():
-        body += ("<h3>Ground-truth scorecard</h3><pre>"
-                 f"{html.escape(Path(scorecard).read_text())}</pre>")
+        body += (
+            f"<h3>Ground-truth scorecard</h3><pre>{html.escape(Path(scorecard).read_text())}</pre>"
+        )
     return Section("summary", "Summary", body)
 
 
@@ -136,12 +164,17 @@ def input_section(paths: ReportInputs) -> Section:
         png = Path(paths.input_check).read_bytes()
     else:
         png = png_bytes(input_check_figure(input_view(paths.input_json)))
-    view_note = ("Probe coloured by shank; flat, noisy and saturated channels marked "
-                 f"(RMS below {FLAT_FRACTION:g}× or above {NOISY_FACTOR:g}× the median, "
-                 f"more than {100 * SATURATED_FRACTION:g}% of values at the limits). "
-                 "RMS and saturation come from the input check (input.json).")
-    return Section("input", "Input and channels",
-                   f'<p class="note">{view_note}</p>' + img_tag(png, "input check"))
+    view_note = (
+        "Probe coloured by shank; flat, noisy and saturated channels marked "
+        f"(RMS below {FLAT_FRACTION:g}× or above {NOISY_FACTOR:g}× the median, "
+        f"more than {100 * SATURATED_FRACTION:g}% of values at the limits). "
+        "RMS and saturation come from the input check (input.json)."
+    )
+    return Section(
+        "input",
+        "Input and channels",
+        f'<p class="note">{view_note}</p>' + img_tag(png, "input check"),
+    )
 
 
 def traces_section(info: dict, paths: ReportInputs, phy: PhyView, rows: list[dict]) -> Section:
@@ -163,14 +196,20 @@ def traces_section(info: dict, paths: ReportInputs, phy: PhyView, rows: list[dic
     good = {r["id"] for r in rows if r["label"] == "good"}
     sel = (phy.spike_times >= start) & (phy.spike_times < start + n)
     cl = phy.spike_clusters[sel]
-    spikes = (phy.spike_times[sel] / fs, row_of[[peak.get(int(c), 0) for c in cl]],
-              np.array([int(c) in good for c in cl], bool))
+    spikes = (
+        phy.spike_times[sel] / fs,
+        row_of[[peak.get(int(c), 0) for c in cl]],
+        np.array([int(c) in good for c in cl], bool),
+    )
     fig = traces_figure(raw, pre, fs, start / fs, amplitude_unit(info), spikes)
-    note = (f"{TRACE_WINDOW_S * 1e3:.0f} ms from {start / fs:.2f} s (the window with most "
-            f"sorted spikes: {int(sel.sum())}), channels in probe order (shank, depth). "
-            "Circles mark sorted spikes at their unit's peak channel (green: good).")
-    return Section("traces", "Traces",
-                   f'<p class="note">{note}</p>' + img_tag(png_bytes(fig), "traces"))
+    note = (
+        f"{TRACE_WINDOW_S * 1e3:.0f} ms from {start / fs:.2f} s (the window with most "
+        f"sorted spikes: {int(sel.sum())}), channels in probe order (shank, depth). "
+        "Circles mark sorted spikes at their unit's peak channel (green: good)."
+    )
+    return Section(
+        "traces", "Traces", f'<p class="note">{note}</p>' + img_tag(png_bytes(fig), "traces")
+    )
 
 
 def drift_section(paths: ReportInputs) -> Section:
@@ -181,8 +220,10 @@ def drift_section(paths: ReportInputs) -> Section:
         attrs = g.attrs
         if attrs.get("enabled", True):
             dshift = np.asarray(g["dshift"][...])
-            parts.append(f"Drift correction on ({attrs.get('nblocks', '?')} blocks): "
-                         f"displacement {dshift.min():.1f} to {dshift.max():.1f} µm.")
+            parts.append(
+                f"Drift correction on ({attrs.get('nblocks', '?')} blocks): "
+                f"displacement {dshift.min():.1f} to {dshift.max():.1f} µm."
+            )
         else:
             parts.append(f"Drift correction off: {attrs.get('reason', '')}.")
     body = "".join(f'<p class="note">{html.escape(p)}</p>' for p in parts)
@@ -203,8 +244,11 @@ def raster_spikes(n: int, max_points: int = RASTER_POINTS):
 def batches_section(info: dict, phy: PhyView, rows: list[dict], spikes_group) -> Section:
     """Spikes per batch (a hole shows as an empty, marked batch) and the sorted raster."""
 
-    NT = int(spikes_group.attrs.get("NT", info["NT"])) if spikes_group is not None \
+    NT = (
+        int(spikes_group.attrs.get("NT", info["NT"]))
+        if spikes_group is not None
         else int(info["NT"])
+    )
     nb = -(-int(info["n_samples"]) // NT)
     kept = np.zeros(nb, np.int64)
     for _, block in blocks(phy.spike_times):
@@ -224,56 +268,87 @@ def batches_section(info: dict, phy: PhyView, rows: list[dict], spikes_group) ->
     raster = (times / fs, depth[clusters], good[clusters], float(info["duration_s"]))
     fig = batches_figure(found, kept, NT / fs, raster)
     empty = np.flatnonzero(found == 0)
-    note = (f"{nb} batches; median {np.median(found):.0f} spikes per batch."
-            + (f" Batches with no spikes: {_ranges(empty.tolist())}." if empty.size else ""))
-    return Section("batches", "Spikes over time",
-                   f'<p class="note">{html.escape(note)}</p>' + img_tag(png_bytes(fig),
-                                                                          "spikes per batch"))
+    note = f"{nb} batches; median {np.median(found):.0f} spikes per batch." + (
+        f" Batches with no spikes: {_ranges(empty.tolist())}." if empty.size else ""
+    )
+    return Section(
+        "batches",
+        "Spikes over time",
+        f'<p class="note">{html.escape(note)}</p>' + img_tag(png_bytes(fig), "spikes per batch"),
+    )
 
 
 def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Section:
     """The unit table (linked to the panels)."""
-    header = ["unit", "label", "spikes", "rate (Hz)", f"amplitude ({unit})", "SNR",
-              "contamination (%)", "presence ratio", "peak channel", "depth (µm)"]
+    header = [
+        "unit",
+        "label",
+        "spikes",
+        "rate (Hz)",
+        f"amplitude ({unit})",
+        "SNR",
+        "contamination (%)",
+        "presence ratio",
+        "peak channel",
+        "depth (µm)",
+    ]
     table, classes = [], []
     for r in rows:
-        ident = RawHtml(f'<a href="#unit-{r["id"]}">{r["id"]}</a>') if r["id"] in drawn \
-            else r["id"]
-        label = RawHtml(f'<span class="label-good">{r["label"]}</span>') \
-            if r["label"] == "good" else r["label"]
-        table.append([ident, label, fmt(r.get("n_spikes"), ".0f"),
-                      fmt(r.get("firing_rate_hz"), ".2f"),
-                      fmt(r.get(phy.amplitude_column), ".0f"), fmt(r.get("snr"), ".1f"),
-                      fmt(100 * r.get("rp_contamination", float("nan")), ".1f"),
-                      fmt(r.get("presence_ratio"), ".2f"), r["peak_channel"],
-                      fmt(r["depth"], ".0f")])
+        ident = RawHtml(f'<a href="#unit-{r["id"]}">{r["id"]}</a>') if r["id"] in drawn else r["id"]
+        label = (
+            RawHtml(f'<span class="label-good">{r["label"]}</span>')
+            if r["label"] == "good"
+            else r["label"]
+        )
+        table.append(
+            [
+                ident,
+                label,
+                fmt(r.get("n_spikes"), ".0f"),
+                fmt(r.get("firing_rate_hz"), ".2f"),
+                fmt(r.get(phy.amplitude_column), ".0f"),
+                fmt(r.get("snr"), ".1f"),
+                fmt(100 * r.get("rp_contamination", float("nan")), ".1f"),
+                fmt(r.get("presence_ratio"), ".2f"),
+                r["peak_channel"],
+                fmt(r["depth"], ".0f"),
+            ]
+        )
         classes.append("good" if r["label"] == "good" else "")
     n_good = sum(r["label"] == "good" for r in rows)
-    note = (f"{len(rows)} units with spikes, {n_good} good (phy/cluster_metrics.tsv, "
-            "cluster_KSLabel.tsv). Contamination from refractory-period violations; "
-            "see docs/metrics.md.")
-    return Section("units", "Units", f'<p class="note">{note}</p>'
-                   + html_table(header, table, classes))
+    note = (
+        f"{len(rows)} units with spikes, {n_good} good (phy/cluster_metrics.tsv, "
+        "cluster_KSLabel.tsv). Contamination from refractory-period violations; "
+        "see docs/metrics.md."
+    )
+    return Section(
+        "units", "Units", f'<p class="note">{note}</p>' + html_table(header, table, classes)
+    )
 
 
-def unit_panels_section(phy: PhyView, chosen: list[dict], note: str, info: dict,
-                        workers: int = 1) -> Section:
+def unit_panels_section(
+    phy: PhyView, chosen: list[dict], note: str, info: dict, workers: int = 1
+) -> Section:
     """One picture per chosen unit."""
     fs, dur = float(info["sample_rate"]), float(info["duration_s"])
     scale, unit = info.get("uv_per_bit") or 1.0, amplitude_unit(info)
     views = [unit_view(phy, r, fs, dur, scale, unit) for r in chosen]
-    figures = [f'<figure id="unit-{r["id"]}">' + img_tag(png, view.title) + "</figure>"
-               for r, view, png in zip(chosen, views, render_unit_panels(views, workers))]
-    return Section("unit-panels", "Unit panels",
-                   f'<p class="note">{html.escape(note)}</p>' + "".join(figures))
+    figures = [
+        f'<figure id="unit-{r["id"]}">' + img_tag(png, view.title) + "</figure>"
+        for r, view, png in zip(chosen, views, render_unit_panels(views, workers))
+    ]
+    return Section(
+        "unit-panels", "Unit panels", f'<p class="note">{html.escape(note)}</p>' + "".join(figures)
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # the stage
 
 
-def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
-                 params: dict | None = None, workers: int = 1) -> str:
+def build_report(
+    paths: ReportInputs, max_units: int = MAX_UNITS, params: dict | None = None, workers: int = 1
+) -> str:
     """The report page of one recording, as HTML text.
 
     Parameters
@@ -309,16 +384,29 @@ def build_report(paths: ReportInputs, max_units: int = MAX_UNITS,
     ]
     name = Path(paths.run_dir).name if paths.run_dir else Path(info["dat"]).stem
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    subtitle = (f"{info['dat']} · {info['duration_s']:.1f} s · "
-                f"{sum(r['label'] == 'good' for r in rows)} good of {len(rows)} units · "
-                f"generated {stamp}")
+    subtitle = (
+        f"{info['dat']} · {info['duration_s']:.1f} s · "
+        f"{sum(r['label'] == 'good' for r in rows)} good of {len(rows)} units · "
+        f"generated {stamp}"
+    )
     return render_html(f"kilosnake report: {name}", subtitle, sections)
 
 
-def write_report(out, input_json, phy, preprocessed=None, spikes=None, drift=None,
-                 drift_plot=None, input_check=None, scorecard=None, run_dir=None,
-                 max_units: int = MAX_UNITS, params: dict | None = None,
-                 workers: int = 1) -> None:
+def write_report(
+    out,
+    input_json,
+    phy,
+    preprocessed=None,
+    spikes=None,
+    drift=None,
+    drift_plot=None,
+    input_check=None,
+    scorecard=None,
+    run_dir=None,
+    max_units: int = MAX_UNITS,
+    params: dict | None = None,
+    workers: int = 1,
+) -> None:
     """The ``report`` stage: the sort's outputs → ``report.html`` (see the module docstring).
 
     Parameters
@@ -339,9 +427,22 @@ def write_report(out, input_json, phy, preprocessed=None, spikes=None, drift=Non
         Processes drawing the unit panels (the rule's threads).
     """
     out = Path(out)
-    paths = ReportInputs(*(None if p is None else Path(p) for p in (
-        input_json, phy, preprocessed, spikes, drift, drift_plot, input_check, scorecard,
-        run_dir if run_dir is not None else out.parent)))
+    paths = ReportInputs(
+        *(
+            None if p is None else Path(p)
+            for p in (
+                input_json,
+                phy,
+                preprocessed,
+                spikes,
+                drift,
+                drift_plot,
+                input_check,
+                scorecard,
+                run_dir if run_dir is not None else out.parent,
+            )
+        )
+    )
     text = build_report(paths, max_units, params, workers)
     _write_bytes(out, text.encode("utf-8"))
     logger.info("report written to %s (%.1f MB)", out, len(text) / 1e6)

@@ -9,10 +9,10 @@ needs a display: the Agg backend is selected before pyplot is imported.
 from __future__ import annotations
 
 import io
+
 import matplotlib
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 
 matplotlib.use("Agg")
 
@@ -67,16 +67,24 @@ def plot_probe(ax, xc, yc, kcoords, flags: dict, title: str = "probe") -> None:
     for name, style in FLAG_STYLE.items():
         mask = flags.get(name)
         if mask is not None and mask.any():
-            colours = ({"color": style["color"]} if style["marker"] == "x" else
-                       {"facecolors": "none", "edgecolors": style["color"]})
-            ax.scatter(xc[mask], yc[mask], s=40, marker=style["marker"],
-                       label=f"{style['label']} ({int(mask.sum())})", **colours)
+            colours = (
+                {"color": style["color"]}
+                if style["marker"] == "x"
+                else {"facecolors": "none", "edgecolors": style["color"]}
+            )
+            ax.scatter(
+                xc[mask],
+                yc[mask],
+                s=40,
+                marker=style["marker"],
+                label=f"{style['label']} ({int(mask.sum())})",
+                **colours,
+            )
     shanks = np.unique(kcoords)
     top, span = float(np.max(yc)), float(np.ptp(yc)) or 1.0
     for s in shanks if shanks.size > 1 else ():
         on = kcoords == s
-        ax.text(np.mean(xc[on]), top + 0.02 * span, f"{s:g}", ha="center", va="bottom",
-                fontsize=8)
+        ax.text(np.mean(xc[on]), top + 0.02 * span, f"{s:g}", ha="center", va="bottom", fontsize=8)
     if shanks.size > 1:
         ax.set_ylim(np.min(yc) - 0.04 * span, top + 0.08 * span)
     if any(m.any() for m in flags.values()):
@@ -88,8 +96,17 @@ def plot_probe(ax, xc, yc, kcoords, flags: dict, title: str = "probe") -> None:
     ax.margins(0.15, 0.03)
 
 
-def plot_channel_values(ax, values, order, kcoords, flags: dict, ylabel: str,
-                        title: str = "", log: bool = False, lines=()) -> None:
+def plot_channel_values(
+    ax,
+    values,
+    order,
+    kcoords,
+    flags: dict,
+    ylabel: str,
+    title: str = "",
+    log: bool = False,
+    lines=(),
+) -> None:
     """A per-channel value along the probe (channels in ``order``), flagged ones marked.
 
     ``lines`` are ``(value, label)`` pairs drawn as dashed horizontal references.
@@ -101,12 +118,20 @@ def plot_channel_values(ax, values, order, kcoords, flags: dict, ylabel: str,
         mask = flags.get(name)
         if mask is not None and mask[order].any():
             sel = np.flatnonzero(mask[order])
-            ax.scatter(sel, v[sel], marker=style["marker"], color=style["color"], s=25,
-                       zorder=3, label=style["label"])
+            ax.scatter(
+                sel,
+                v[sel],
+                marker=style["marker"],
+                color=style["color"],
+                s=25,
+                zorder=3,
+                label=style["label"],
+            )
     for value, label in lines:
         ax.axhline(value, color="#555555", linestyle="--", linewidth=0.8)
-        ax.text(v.size - 0.5, value, f" {label}", va="bottom", ha="right", fontsize=7,
-                color="#555555")
+        ax.text(
+            v.size - 0.5, value, f" {label}", va="bottom", ha="right", fontsize=7, color="#555555"
+        )
     if log and np.any(v > 0):
         ax.set_yscale("symlog", linthresh=max(np.min(v[v > 0]), 1e-6))
     top = max([float(np.nanmax(v)) if v.size else 0.0] + [val for val, _ in lines])
@@ -118,8 +143,9 @@ def plot_channel_values(ax, values, order, kcoords, flags: dict, ylabel: str,
         ax.set_title(title)
 
 
-def plot_traces(ax, x, sample_rate: float, start_s: float, title: str, unit: str,
-                spikes=None) -> None:
+def plot_traces(
+    ax, x, sample_rate: float, start_s: float, title: str, unit: str, spikes=None
+) -> None:
     """Traces of channels in probe order: one line each (few channels) or an image.
 
     Parameters
@@ -143,15 +169,29 @@ def plot_traces(ax, x, sample_rate: float, start_s: float, title: str, unit: str
         title = f"{title}\nchannel spacing {step:.3g} {unit}"
     else:
         half = step / 2
-        ax.imshow(x.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-half, vmax=half,
-                  extent=(t[0] * 1e3, t[-1] * 1e3, -0.5, x.shape[1] - 0.5),
-                  interpolation="nearest")
+        ax.imshow(
+            x.T,
+            aspect="auto",
+            origin="lower",
+            cmap="RdBu_r",
+            vmin=-half,
+            vmax=half,
+            extent=(t[0] * 1e3, t[-1] * 1e3, -0.5, x.shape[1] - 0.5),
+            interpolation="nearest",
+        )
         title = f"{title}\ncolour range ±{half:.3g} {unit}"
     if spikes is not None and len(spikes[0]):
         ts, rows, good = spikes
-        ax.scatter(np.asarray(ts) * 1e3, rows, s=110, marker="o", facecolors="none",
-                   edgecolors=np.where(good, GOOD_COLOUR, "#d95f02"), linewidths=1.6,
-                   zorder=3)
+        ax.scatter(
+            np.asarray(ts) * 1e3,
+            rows,
+            s=110,
+            marker="o",
+            facecolors="none",
+            edgecolors=np.where(good, GOOD_COLOUR, "#d95f02"),
+            linewidths=1.6,
+            zorder=3,
+        )
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("channel, probe order")
     ax.set_title(title, fontsize=10)
@@ -180,8 +220,15 @@ def plot_spikes_per_batch(ax, found, kept, batch_s: float) -> None:
         ax.step(b, kept, where="mid", color="#0571b0", label="kept (curated)")
     empty = np.flatnonzero(found == 0)
     if empty.size:
-        ax.scatter(empty, np.zeros(empty.size), marker="v", color="#d7191c", s=40, zorder=3,
-                   label=f"no spikes ({empty.size} batches)")
+        ax.scatter(
+            empty,
+            np.zeros(empty.size),
+            marker="v",
+            color="#d7191c",
+            s=40,
+            zorder=3,
+            label=f"no spikes ({empty.size} batches)",
+        )
     ax.set_xlim(-0.6, max(found.size, 1) - 0.4)
     ax.set_xlabel(f"batch ({batch_s:.2f} s each)")
     ax.set_ylabel("spikes")
@@ -189,17 +236,32 @@ def plot_spikes_per_batch(ax, found, kept, batch_s: float) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-def plot_unit_raster(ax, times_s, depth, good, duration_s: float,
-                     max_points: int = 200_000) -> None:
+def plot_unit_raster(
+    ax, times_s, depth, good, duration_s: float, max_points: int = 200_000
+) -> None:
     """Sorted spikes: time against the depth of their unit, good units in colour."""
     times_s, depth, good = np.asarray(times_s), np.asarray(depth), np.asarray(good, bool)
     if times_s.size > max_points:
         keep = np.sort(np.random.default_rng(0).choice(times_s.size, max_points, replace=False))
         times_s, depth, good = times_s[keep], depth[keep], good[keep]
-    ax.scatter(times_s[~good], depth[~good], s=1, color=MUA_COLOUR, linewidths=0,
-               label="mua", rasterized=True)
-    ax.scatter(times_s[good], depth[good], s=1, color=GOOD_COLOUR, linewidths=0,
-               label="good", rasterized=True)
+    ax.scatter(
+        times_s[~good],
+        depth[~good],
+        s=1,
+        color=MUA_COLOUR,
+        linewidths=0,
+        label="mua",
+        rasterized=True,
+    )
+    ax.scatter(
+        times_s[good],
+        depth[good],
+        s=1,
+        color=GOOD_COLOUR,
+        linewidths=0,
+        label="good",
+        rasterized=True,
+    )
     ax.set_xlim(0, duration_s)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("unit depth (µm)")
@@ -211,8 +273,9 @@ def plot_unit_raster(ax, times_s, depth, good, duration_s: float,
 # one unit
 
 
-def plot_waveform(ax, waveform, positions, channels, peak: int, sample_rate: float,
-                  unit: str) -> None:
+def plot_waveform(
+    ax, waveform, positions, channels, peak: int, sample_rate: float, unit: str
+) -> None:
     """A template on its nearest channels, each drawn at the contact's position.
 
     Parameters
@@ -237,12 +300,17 @@ def plot_waveform(ax, waveform, positions, channels, peak: int, sample_rate: flo
     t = np.linspace(-0.4, 0.4, w.shape[0]) * dx
     for k, c in enumerate(channels):
         colour = GOOD_COLOUR if c == peak else "black"
-        ax.plot(pos[k, 0] + t, pos[k, 1] + w[:, k] / scale * dy * 0.9, color=colour,
-                linewidth=1.0 if c == peak else 0.6)
+        ax.plot(
+            pos[k, 0] + t,
+            pos[k, 1] + w[:, k] / scale * dy * 0.9,
+            color=colour,
+            linewidth=1.0 if c == peak else 0.6,
+        )
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
-    ax.set_title(f"template, {w.shape[0] / sample_rate * 1e3:.1f} ms "
-                 f"(peak {scale:.3g} {unit})", fontsize=9)
+    ax.set_title(
+        f"template, {w.shape[0] / sample_rate * 1e3:.1f} ms (peak {scale:.3g} {unit})", fontsize=9
+    )
 
 
 def _spacing(v, default: float) -> float:
@@ -264,8 +332,9 @@ def plot_autocorrelogram(ax, counts, bin_ms: float, refractory_ms: float) -> Non
     ax.set_title("autocorrelogram", fontsize=9)
 
 
-def plot_amplitudes(ax, times_s, amplitudes, duration_s: float, unit: str,
-                    max_points: int = 20_000) -> None:
+def plot_amplitudes(
+    ax, times_s, amplitudes, duration_s: float, unit: str, max_points: int = 20_000
+) -> None:
     """Spike amplitude over time."""
     t, a = np.asarray(times_s), np.asarray(amplitudes)
     if t.size > max_points:
@@ -279,7 +348,7 @@ def plot_amplitudes(ax, times_s, amplitudes, duration_s: float, unit: str,
     ax.set_title("amplitude over time", fontsize=9)
 
 
-def unit_figure(unit) -> "plt.Figure":
+def unit_figure(unit) -> plt.Figure:
     """The panel of one unit: waveform, autocorrelogram, amplitude over time.
 
     Parameters
@@ -293,13 +362,24 @@ def unit_figure(unit) -> "plt.Figure":
     # a fixed layout: constrained layout would cost more than the drawing (100 panels a report)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 1.2, 2]})
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.16, top=0.84, wspace=0.3)
-    plot_waveform(axes[0], unit.waveform, unit.positions, unit.channels, unit.peak_channel,
-                  unit.sample_rate, unit.amplitude_unit)
+    plot_waveform(
+        axes[0],
+        unit.waveform,
+        unit.positions,
+        unit.channels,
+        unit.peak_channel,
+        unit.sample_rate,
+        unit.amplitude_unit,
+    )
     plot_autocorrelogram(axes[1], unit.acg, unit.acg_bin_ms, unit.refractory_ms)
-    plot_amplitudes(axes[2], unit.times_s, unit.amplitudes, unit.duration_s,
-                    unit.amplitude_unit)
-    fig.suptitle(unit.title, fontsize=10, x=0.01, ha="left",
-                 color=GOOD_COLOUR if unit.label == "good" else "black")
+    plot_amplitudes(axes[2], unit.times_s, unit.amplitudes, unit.duration_s, unit.amplitude_unit)
+    fig.suptitle(
+        unit.title,
+        fontsize=10,
+        x=0.01,
+        ha="left",
+        color=GOOD_COLOUR if unit.label == "good" else "black",
+    )
     return fig
 
 
@@ -307,7 +387,7 @@ def unit_figure(unit) -> "plt.Figure":
 # assembled figures
 
 
-def input_check_figure(view) -> "plt.Figure":
+def input_check_figure(view) -> plt.Figure:
     """Probe, per-channel RMS and saturation, and a raw snippet, on one figure.
 
     Parameters
@@ -320,23 +400,49 @@ def input_check_figure(view) -> "plt.Figure":
     """
     fig = plt.figure(figsize=(15, 7.5), constrained_layout=True)
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 2, 2.2], height_ratios=[1, 1])
-    plot_probe(fig.add_subplot(grid[:, 0]), view.xc, view.yc, view.kcoords, view.flags,
-               f"probe {view.probe_name}\n{view.xc.size} channels, "
-               f"{np.unique(view.kcoords).size} shank(s)")
+    plot_probe(
+        fig.add_subplot(grid[:, 0]),
+        view.xc,
+        view.yc,
+        view.kcoords,
+        view.flags,
+        f"probe {view.probe_name}\n{view.xc.size} channels, "
+        f"{np.unique(view.kcoords).size} shank(s)",
+    )
     ax_rms = fig.add_subplot(grid[0, 1])
     med = float(np.median(view.rms)) if view.rms.size else 0.0
-    plot_channel_values(ax_rms, view.rms, view.order, view.kcoords, view.flags,
-                        f"RMS ({view.amplitude_unit})", "per-channel RMS (raw)",
-                        lines=[(med, "median"), (view.noisy_factor * med, "noisy")])
+    plot_channel_values(
+        ax_rms,
+        view.rms,
+        view.order,
+        view.kcoords,
+        view.flags,
+        f"RMS ({view.amplitude_unit})",
+        "per-channel RMS (raw)",
+        lines=[(med, "median"), (view.noisy_factor * med, "noisy")],
+    )
     ax_sat = fig.add_subplot(grid[1, 1], sharex=ax_rms)
-    plot_channel_values(ax_sat, 100 * view.saturation, view.order, view.kcoords, view.flags,
-                        "values at the limits (%)", "saturation",
-                        lines=[(100 * view.saturated_fraction, "saturated")])
+    plot_channel_values(
+        ax_sat,
+        100 * view.saturation,
+        view.order,
+        view.kcoords,
+        view.flags,
+        "values at the limits (%)",
+        "saturation",
+        lines=[(100 * view.saturated_fraction, "saturated")],
+    )
     ax_raw = fig.add_subplot(grid[:, 2])
     if view.raw is not None:
-        plot_traces(ax_raw, view.raw, view.sample_rate, view.raw_start_s,
-                    f"raw, {view.raw.shape[0] / view.sample_rate * 1e3:.0f} ms at "
-                    f"{view.raw_start_s:.1f} s (median removed)", view.amplitude_unit)
+        plot_traces(
+            ax_raw,
+            view.raw,
+            view.sample_rate,
+            view.raw_start_s,
+            f"raw, {view.raw.shape[0] / view.sample_rate * 1e3:.0f} ms at "
+            f"{view.raw_start_s:.1f} s (median removed)",
+            view.amplitude_unit,
+        )
     else:
         ax_raw.text(0.5, 0.5, "raw file not readable", ha="center", va="center")
         ax_raw.set_axis_off()
@@ -344,24 +450,30 @@ def input_check_figure(view) -> "plt.Figure":
     return fig
 
 
-def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str,
-                  spikes=None) -> "plt.Figure":
+def traces_figure(
+    raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None
+) -> plt.Figure:
     """The same window, raw and preprocessed, side by side (channels in probe order)."""
     fig, axes = plt.subplots(1, 2, figsize=(15, 7), constrained_layout=True, sharey=True)
     if raw is not None:
         plot_traces(axes[0], raw, sample_rate, start_s, "raw (median removed)", unit)
     else:
         axes[0].text(0.5, 0.5, "raw file not readable", ha="center", va="center")
-    plot_traces(axes[1], pre, sample_rate, start_s,
-                "preprocessed (filtered, whitened; circles: sorted spikes)", "whitened SD",
-                spikes)
+    plot_traces(
+        axes[1],
+        pre,
+        sample_rate,
+        start_s,
+        "preprocessed (filtered, whitened; circles: sorted spikes)",
+        "whitened SD",
+        spikes,
+    )
     return fig
 
 
-def batches_figure(found, kept, batch_s: float, raster) -> "plt.Figure":
+def batches_figure(found, kept, batch_s: float, raster) -> plt.Figure:
     """Spikes per batch above the raster of sorted spikes at their unit's depth."""
-    fig, axes = plt.subplots(2, 1, figsize=(14, 7), constrained_layout=True,
-                             height_ratios=[1, 1.6])
+    fig, axes = plt.subplots(2, 1, figsize=(14, 7), constrained_layout=True, height_ratios=[1, 1.6])
     plot_spikes_per_batch(axes[0], found, kept, batch_s)
     plot_unit_raster(axes[1], *raster)
     return fig

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import numpy as np
 
+import numpy as np
 
 # --------------------------------------------------------------------------------------------
 # HTML
@@ -28,19 +28,20 @@ def img_tag(png: bytes, alt: str, element_id: str | None = None) -> str:
     return f'<img{ident} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def html_table(header: list[str], rows: list[list], classes: list[str] | None = None,
-               table_class: str = "") -> str:
+def html_table(
+    header: list[str], rows: list[list], classes: list[str] | None = None, table_class: str = ""
+) -> str:
     """A plain HTML table; cells are escaped unless they are :class:`RawHtml`."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        cells = "".join(f"<td>{c if isinstance(c, RawHtml) else html.escape(str(c))}</td>"
-                        for c in row)
+        cells = "".join(
+            f"<td>{c if isinstance(c, RawHtml) else html.escape(str(c))}</td>" for c in row
+        )
         body.append(f"<tr{cls}>{cells}</tr>")
     cls = f' class="{table_class}"' if table_class else ""
-    return (f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-            "</table>")
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 class RawHtml(str):
@@ -88,9 +89,12 @@ figcaption { font-size: 13px; color: #555; }
 def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
     """The whole page: header, a link bar, the sections."""
     nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    body = "".join(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{s.body}</section>'
-                   for s in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
-            f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
+    body = "".join(
+        f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
+        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
+    )

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+
 import numpy as np
+
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.report.figures import input_check_figure, png_bytes
 
@@ -45,9 +47,11 @@ def channel_flags(rms, saturation) -> dict:
     rms = np.asarray(rms, dtype=np.float64)
     sat = np.asarray(saturation, dtype=np.float64)
     med = float(np.median(rms)) if rms.size else 0.0
-    return {"flat": rms < FLAT_FRACTION * max(med, 1e-12),
-            "noisy": rms > NOISY_FACTOR * med if med > 0 else np.zeros(rms.size, bool),
-            "saturated": sat > SATURATED_FRACTION}
+    return {
+        "flat": rms < FLAT_FRACTION * max(med, 1e-12),
+        "noisy": rms > NOISY_FACTOR * med if med > 0 else np.zeros(rms.size, bool),
+        "saturated": sat > SATURATED_FRACTION,
+    }
 
 
 def probe_order(kcoords, yc, xc) -> np.ndarray:
@@ -79,8 +83,15 @@ def read_raw_window(info: dict, raw_path, start: int, n: int) -> np.ndarray:
     ndarray (n, Nchan) float32, channels in probe (``chan_map``) order
     """
 
-    rec = RawRecording(RecordingInfo(str(raw_path), info["n_channels_total"], info["dtype"],
-                                     info["sample_rate"], info.get("uv_per_bit")))
+    rec = RawRecording(
+        RecordingInfo(
+            str(raw_path),
+            info["n_channels_total"],
+            info["dtype"],
+            info["sample_rate"],
+            info.get("uv_per_bit"),
+        )
+    )
     start = int(np.clip(start, 0, max(rec.n_samples - n, 0)))
     x = rec.read(start, start + n, np.asarray(info["probe"]["chan_map"])).astype(np.float32)
     x -= np.median(x, axis=0)
@@ -114,8 +125,9 @@ class InputView:
     saturated_fraction: float = SATURATED_FRACTION
 
 
-def input_view(input_json, start_s: float | None = None,
-               window_s: float = TRACE_WINDOW_S) -> InputView:
+def input_view(
+    input_json, start_s: float | None = None, window_s: float = TRACE_WINDOW_S
+) -> InputView:
     """Read what the input check shows from ``input.json`` and the raw file.
 
     Parameters
@@ -146,11 +158,27 @@ def input_view(input_json, start_s: float | None = None,
         logger.warning("raw file %s not found: the input check shows no traces", info["dat"])
     used = set(int(c) for c in probe["chan_map"])
     unused = [r for r in range(int(info["n_channels_total"])) if r not in used]
-    title = (f"{Path(info['dat']).name}: {info['duration_s']:.1f} s at {fs:g} Hz, "
-             f"{len(xc)} channels on the probe of {info['n_channels_total']} in the file"
-             + (f" (rows not on the probe: {_ranges(unused)})" if unused else ""))
-    return InputView(title, str(probe.get("name", "probe")), xc, yc, kc, order, rms, sat,
-                     channel_flags(rms, sat), amplitude_unit(info), fs, raw, start / fs, unused)
+    title = (
+        f"{Path(info['dat']).name}: {info['duration_s']:.1f} s at {fs:g} Hz, "
+        f"{len(xc)} channels on the probe of {info['n_channels_total']} in the file"
+        + (f" (rows not on the probe: {_ranges(unused)})" if unused else "")
+    )
+    return InputView(
+        title,
+        str(probe.get("name", "probe")),
+        xc,
+        yc,
+        kc,
+        order,
+        rms,
+        sat,
+        channel_flags(rms, sat),
+        amplitude_unit(info),
+        fs,
+        raw,
+        start / fs,
+        unused,
+    )
 
 
 def _ranges(values) -> str:
@@ -179,8 +207,9 @@ def write_input_check(input_json, out) -> None:
     view = input_view(input_json)
     for name, mask in view.flags.items():
         if mask.any():
-            logger.info("%d %s channels: %s", int(mask.sum()), name,
-                        _ranges(np.flatnonzero(mask).tolist()))
+            logger.info(
+                "%d %s channels: %s", int(mask.sum()), name, _ranges(np.flatnonzero(mask).tolist())
+            )
     _write_bytes(out, png_bytes(input_check_figure(view)))
     logger.info("input check picture written to %s", out)
 

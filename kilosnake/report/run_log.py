@@ -1,22 +1,39 @@
-"""The report's run section: per-stage time and memory from the rule logs, and the problems they logged."""
+"""The report's run section: per-stage time and memory from the rule logs, and the problems they
+logged.
+"""
 
 from __future__ import annotations
 
 import html
 import re
 from pathlib import Path
-from kilosnake.report.html import Section, html_table
 
+from kilosnake.report.html import Section, html_table
 
 #: warnings and errors quoted from the logs, at most
 MAX_LOG_LINES = 60
 #: stages in pipeline order (for the run table)
-STAGE_ORDER = ("check_input", "input_report", "whitening", "preprocess", "drift", "detect",
-               "learn", "final_pass", "merge", "split", "cutoff", "export_phy", "scorecard")
+STAGE_ORDER = (
+    "check_input",
+    "input_report",
+    "whitening",
+    "preprocess",
+    "drift",
+    "detect",
+    "learn",
+    "final_pass",
+    "merge",
+    "split",
+    "cutoff",
+    "export_phy",
+    "scorecard",
+)
 
 
-_DONE_LINE = re.compile(r"done in ([\d.]+) s(?: \(CPU ([\d.]+) s\))?, peak host memory "
-                        r"(\d+) MB(?:, (?:peak )?GPU pool (\d+) MB)?")
+_DONE_LINE = re.compile(
+    r"done in ([\d.]+) s(?: \(CPU ([\d.]+) s\))?, peak host memory "
+    r"(\d+) MB(?:, (?:peak )?GPU pool (\d+) MB)?"
+)
 _BACKEND_LINE = re.compile(r"kilosnake\.backend: backend: (.*)$")
 
 
@@ -25,8 +42,11 @@ def stage_table(run_dir: Path) -> list[list]:
 
     The report's own log is left out: it is still being written.
     """
-    logs = {p.stem: p for p in (run_dir / "logs").glob("*.log") if p.stem != "report"} \
-        if run_dir else {}
+    logs = (
+        {p.stem: p for p in (run_dir / "logs").glob("*.log") if p.stem != "report"}
+        if run_dir
+        else {}
+    )
     names = [s for s in STAGE_ORDER if s in logs] + sorted(set(logs) - set(STAGE_ORDER))
     rows = []
     for name in names:
@@ -34,8 +54,9 @@ def stage_table(run_dir: Path) -> list[list]:
         done = _DONE_LINE.findall(text)
         backend = [m.group(1) for m in map(_BACKEND_LINE.search, text.splitlines()) if m]
         wall, cpu, rss, gpu = done[-1] if done else ("", "", "", "")
-        rows.append([name, wall or "—", cpu or "—", rss or "—", gpu or "—",
-                     backend[-1] if backend else "—"])
+        rows.append(
+            [name, wall or "—", cpu or "—", rss or "—", gpu or "—", backend[-1] if backend else "—"]
+        )
     return rows
 
 
@@ -52,16 +73,31 @@ def log_problems(run_dir: Path) -> list[str]:
 def run_section(run_dir: Path | None) -> Section:
     """How the stages ran: time, memory, backend, and what they warned about."""
     rows = stage_table(run_dir) if run_dir else []
-    body = html_table(["stage", "wall (s)", "CPU (s)", "peak host memory (MB)",
-                       "peak GPU pool (MB)", "backend"], rows) if rows else \
-        '<p class="note">No stage logs found.</p>'
+    body = (
+        html_table(
+            [
+                "stage",
+                "wall (s)",
+                "CPU (s)",
+                "peak host memory (MB)",
+                "peak GPU pool (MB)",
+                "backend",
+            ],
+            rows,
+        )
+        if rows
+        else '<p class="note">No stage logs found.</p>'
+    )
     problems = log_problems(run_dir) if run_dir else []
     if problems:
         shown = problems[:MAX_LOG_LINES]
         more = len(problems) - len(shown)
-        body += ("<h3>Warnings and errors in the logs</h3><pre>"
-                 + html.escape("\n".join(shown))
-                 + (f"\n... and {more} more (see logs/)" if more else "") + "</pre>")
+        body += (
+            "<h3>Warnings and errors in the logs</h3><pre>"
+            + html.escape("\n".join(shown))
+            + (f"\n... and {more} more (see logs/)" if more else "")
+            + "</pre>"
+        )
     else:
         body += '<p class="note">No warnings or errors in the logs.</p>'
     return Section("run", "Run", body)

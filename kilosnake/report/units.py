@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
-from kilosnake.runtime.parallel import map_ordered
-from kilosnake.io.streaming import blocks
-from kilosnake.io.phy import PhyView
+
 from kilosnake.curation.ccg import correlogram
 from kilosnake.curation.metrics import REFRACTORY_S
+from kilosnake.io.phy import PhyView
+from kilosnake.io.streaming import blocks
 from kilosnake.report.figures import png_bytes, unit_figure
-
+from kilosnake.runtime.parallel import map_ordered
 
 #: per-unit panels drawn at most (good units by depth)
 MAX_UNITS = 100
@@ -32,8 +33,15 @@ def unit_rows(phy: PhyView) -> list[dict]:
     rows = []
     for c, m in phy.metrics.items():
         peak = int(peaks[c]) if c < peaks.size else 0
-        rows.append({"id": c, "label": phy.labels.get(c, "?"), "peak_channel": peak,
-                     "depth": float(phy.positions[peak, 1]), **m})
+        rows.append(
+            {
+                "id": c,
+                "label": phy.labels.get(c, "?"),
+                "peak_channel": peak,
+                "depth": float(phy.positions[peak, 1]),
+                **m,
+            }
+        )
     return sorted(rows, key=lambda r: (r["label"] != "good", -r["depth"], r["id"]))
 
 
@@ -44,8 +52,9 @@ def busiest_window(times, n_samples: int, n: int) -> int:
         return (n_windows // 2) * n
     counts = np.zeros(n_windows, np.int64)
     for _, block in blocks(np.asarray(times)):  # no whole-length temporary
-        counts += np.bincount(np.minimum(block // n, n_windows - 1).astype(np.int64),
-                              minlength=n_windows)
+        counts += np.bincount(
+            np.minimum(block // n, n_windows - 1).astype(np.int64), minlength=n_windows
+        )
     return int(np.argmax(counts)) * n
 
 
@@ -74,11 +83,12 @@ def nearest_channels(positions, shanks, peak: int, n: int = WAVEFORM_CHANNELS) -
     """The ``n`` channels closest to ``peak`` on its shank (``peak`` included)."""
     d = np.hypot(*(positions - positions[peak]).T)
     d = np.where(shanks == shanks[peak], d, np.inf)
-    return np.argsort(d, kind="stable")[:min(n, int(np.isfinite(d).sum()))]
+    return np.argsort(d, kind="stable")[: min(n, int(np.isfinite(d).sum()))]
 
 
-def unit_view(phy: PhyView, row: dict, sample_rate: float, duration_s: float,
-              scale: float, unit: str) -> UnitView:
+def unit_view(
+    phy: PhyView, row: dict, sample_rate: float, duration_s: float, scale: float, unit: str
+) -> UnitView:
     """The panel data of the unit of ``row`` (from :func:`unit_rows`)."""
 
     c = row["id"]
@@ -89,31 +99,47 @@ def unit_view(phy: PhyView, row: dict, sample_rate: float, duration_s: float,
     acg = correlogram(t, t, sample_rate, ACG_BIN_MS / 1e3, ACG_HALF_BINS).astype(np.float64)
     acg[ACG_HALF_BINS] -= t.size  # each spike paired with itself
     waveform = phy.templates[c] * float(a.mean() if a.size else 0.0) * scale
-    title = (f"unit {c} ({row['label']}): {t.size} spikes, "
-             f"{row.get('firing_rate_hz', float('nan')):.2f} Hz, "
-             f"amplitude {row.get(phy.amplitude_column, float('nan')):.0f} {unit}, "
-             f"SNR {row.get('snr', float('nan')):.1f}, "
-             f"contamination {100 * row.get('rp_contamination', float('nan')):.0f}%, "
-             f"channel {row['peak_channel']} at {row['depth']:.0f} µm")
-    return UnitView(c, row["label"], title, waveform, phy.positions,
-                    nearest_channels(phy.positions, phy.shanks, row["peak_channel"]),
-                    row["peak_channel"], acg, ACG_BIN_MS, REFRACTORY_S * 1e3,
-                    t / sample_rate, a * ptp * scale, duration_s,
-                    sample_rate, unit)
+    title = (
+        f"unit {c} ({row['label']}): {t.size} spikes, "
+        f"{row.get('firing_rate_hz', float('nan')):.2f} Hz, "
+        f"amplitude {row.get(phy.amplitude_column, float('nan')):.0f} {unit}, "
+        f"SNR {row.get('snr', float('nan')):.1f}, "
+        f"contamination {100 * row.get('rp_contamination', float('nan')):.0f}%, "
+        f"channel {row['peak_channel']} at {row['depth']:.0f} µm"
+    )
+    return UnitView(
+        c,
+        row["label"],
+        title,
+        waveform,
+        phy.positions,
+        nearest_channels(phy.positions, phy.shanks, row["peak_channel"]),
+        row["peak_channel"],
+        acg,
+        ACG_BIN_MS,
+        REFRACTORY_S * 1e3,
+        t / sample_rate,
+        a * ptp * scale,
+        duration_s,
+        sample_rate,
+        unit,
+    )
 
 
 def units_to_draw(rows: list[dict], max_units: int) -> tuple[list[dict], str]:
     """The units that get a panel, and a note on the ones left out."""
     good = [r for r in rows if r["label"] == "good"]
     if not good:
-        chosen = sorted(rows, key=lambda r: -r.get("n_spikes", 0))[:min(max_units,
-                                                                       FALLBACK_UNITS)]
-        return chosen, (f"No unit is labelled good; the {len(chosen)} units with most spikes "
-                        "are shown.")
+        chosen = sorted(rows, key=lambda r: -r.get("n_spikes", 0))[: min(max_units, FALLBACK_UNITS)]
+        return chosen, (
+            f"No unit is labelled good; the {len(chosen)} units with most spikes are shown."
+        )
     note = f"All {len(good)} good units, by depth."
     if len(good) > max_units:
-        note = (f"The first {max_units} of {len(good)} good units by depth; "
-                f"{len(good) - max_units} more are in the table and in Phy.")
+        note = (
+            f"The first {max_units} of {len(good)} good units by depth; "
+            f"{len(good) - max_units} more are in the table and in Phy."
+        )
     n_other = len(rows) - len(good)
     if n_other:
         note += f" The {n_other} other units are in the table only."

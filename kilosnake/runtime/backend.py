@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from types import ModuleType
+
 import numpy as np
+
 from kilosnake.errors import DeviceError
 from kilosnake.runtime.gpus import claim_gpu
 
@@ -79,8 +81,9 @@ def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
         bus = f", PCI {dev.pci_bus_id}"
     except Exception:  # not every driver/runtime answers
         bus = ""
-    label = (f"gpu {dev.id} of {n} visible ({name}{bus}, {visible_gpus_text()}, "
-             f"CuPy {cupy.__version__})")
+    label = (
+        f"gpu {dev.id} of {n} visible ({name}{bus}, {visible_gpus_text()}, CuPy {cupy.__version__})"
+    )
     return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label), ""
 
 
@@ -117,7 +120,8 @@ def get_backend(device: str = "cpu") -> Backend:
             raise DeviceError(
                 f"device=gpu was asked for but {reason}.\n  fix: install the GPU extra "
                 "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or run with "
-                "--config device=cpu")
+                "--config device=cpu"
+            )
         if backend is None:
             logger.info("device=auto: using the CPU because %s", reason)
             backend = cpu_backend()

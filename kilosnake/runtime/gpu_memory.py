@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+
 from kilosnake.errors import KilosnakeError
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,16 @@ def size_blocks_for(per_template_bytes: float, n_templates: int) -> None:
     budget = budget_bytes()
     if budget is None:
         return
-    while blocks.templates > BlockSizes.MIN[0] and \
-            blocks.templates * per_template_bytes > budget / 4:
+    while (
+        blocks.templates > BlockSizes.MIN[0] and blocks.templates * per_template_bytes > budget / 4
+    ):
         blocks.templates //= 2
-    logger.info("GPU budget %.2f GB for %d templates: %d templates per projection block",
-                budget / GB, n_templates, blocks.templates)
+    logger.info(
+        "GPU budget %.2f GB for %d templates: %d templates per projection block",
+        budget / GB,
+        n_templates,
+        blocks.templates,
+    )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -100,8 +106,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if cupy is not None and isinstance(exc, cupy.cuda.memory.OutOfMemoryError):
         return True
     text = str(exc)
-    return "CUFFT_ALLOC_FAILED" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text or \
-        "out of memory" in text.lower()
+    return (
+        "CUFFT_ALLOC_FAILED" in text
+        or "CUBLAS_STATUS_ALLOC_FAILED" in text
+        or "out of memory" in text.lower()
+    )
 
 
 def free_pool() -> None:
@@ -131,7 +140,13 @@ def retry_on_out_of_memory(what: str, fn, *args, **kwargs):
                     f"{what}: the GPU ran out of memory even with the smallest blocks "
                     f"({exc.__class__.__name__}). Fix: raise gpu_memory_gb (or leave it unset "
                     "to use all free GPU memory), free the GPU of other programs, or use a "
-                    "shorter batch (NT).") from exc
-            logger.warning("%s: GPU out of memory; retrying with smaller blocks (templates %d, "
-                           "spikes %d, cross-correlation %d MB)", what, blocks.templates,
-                           blocks.spikes, blocks.ctc_bytes >> 20)
+                    "shorter batch (NT)."
+                ) from exc
+            logger.warning(
+                "%s: GPU out of memory; retrying with smaller blocks (templates %d, "
+                "spikes %d, cross-correlation %d MB)",
+                what,
+                blocks.templates,
+                blocks.spikes,
+                blocks.ctc_bytes >> 20,
+            )

@@ -69,8 +69,9 @@ def try_slot(folder: Path, index: int):
     return fd
 
 
-def acquire_slot(n_gpus: int, folder: Path, timeout_s: float | None = None,
-                 poll_s: float = POLL_S) -> tuple[int, int]:
+def acquire_slot(
+    n_gpus: int, folder: Path, timeout_s: float | None = None, poll_s: float = POLL_S
+) -> tuple[int, int]:
     """Take the first free slot of ``n_gpus``, waiting while all are taken.
 
     Parameters
@@ -97,9 +98,13 @@ def acquire_slot(n_gpus: int, folder: Path, timeout_s: float | None = None,
             if fd is not None:
                 return index, fd
         if not warned:
-            logger.info("all %d GPUs are taken by other jobs (locks in %s); waiting for one "
-                        "(run with --resources gpu=%d to keep jobs from waiting here)", n_gpus,
-                        folder, n_gpus)
+            logger.info(
+                "all %d GPUs are taken by other jobs (locks in %s); waiting for one "
+                "(run with --resources gpu=%d to keep jobs from waiting here)",
+                n_gpus,
+                folder,
+                n_gpus,
+            )
             warned = True
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             raise TimeoutError(f"no free GPU slot in {folder} after {timeout_s:.0f} s")
@@ -145,6 +150,11 @@ def claim_gpu(n_gpus: int | None = None, folder: Path | None = None) -> int | No
     index, fd = acquire_slot(n_gpus, folder)
     _claimed.update(index=index, fd=fd, path=str(folder / f"gpu{index}.lock"))
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
-    logger.info("GPU %d of %d taken for this job (slot lock %s); CUDA_VISIBLE_DEVICES=%d", index,
-                n_gpus, _claimed["path"], index)
+    logger.info(
+        "GPU %d of %d taken for this job (slot lock %s); CUDA_VISIBLE_DEVICES=%d",
+        index,
+        n_gpus,
+        _claimed["path"],
+        index,
+    )
     return index

@@ -6,9 +6,8 @@ Every rule script wraps its one library call in :func:`stage_logging`::
         preprocess_recording(...)
 
 The first lines give the non-default parameters, the version, the stage, the host and the
-device asked for, then one line per input (what it holds: the largest array of a Zarr store and
-its shape, the samples × channels of ``input.json``, the size of a file). When the script runs
-under Snakemake the inputs are those of its rule; a caller can also pass them. The backend
+device asked for, then one line per input given (what it holds: the largest array of a Zarr
+store and its shape, the samples × channels of ``input.json``, the size of a file). The backend
 actually used is logged by :func:`kilosnake.backend.get_backend` when the stage chooses it.
 The last line gives the wall time, CPU time, peak host memory and, when CuPy was used, the peak
 size of CuPy's memory pool (sampled at every progress line, :mod:`kilosnake.progress`, and at
@@ -27,17 +26,31 @@ import resource
 import sys
 import time
 from pathlib import Path
-from kilosnake.version import __version__
+
 from kilosnake.errors import KilosnakeError
 from kilosnake.params import log_non_default
 from kilosnake.runtime.backend import get_backend
 from kilosnake.runtime.gpu_memory import apply_cap
+from kilosnake.version import __version__
 
 logger = logging.getLogger("kilosnake")
 
 
-THIRD_PARTY_LOGGERS = ("numcodecs", "zarr", "matplotlib", "asyncio", "phylib", "urllib3",
-                       "PIL", "numba", "fsspec", "h5py", "filelock", "cupy", "fontTools")
+THIRD_PARTY_LOGGERS = (
+    "numcodecs",
+    "zarr",
+    "matplotlib",
+    "asyncio",
+    "phylib",
+    "urllib3",
+    "PIL",
+    "numba",
+    "fsspec",
+    "h5py",
+    "filelock",
+    "cupy",
+    "fontTools",
+)
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _gpu_peak_bytes = 0
@@ -92,18 +105,6 @@ def _reset_gpu_peak() -> None:
 
 # --------------------------------------------------------------------------------------------
 # what the inputs hold
-
-
-def snakemake_inputs() -> list[str]:
-    """Input paths of the rule when this process is a Snakemake ``script:`` (else empty)."""
-    sm = getattr(sys.modules.get("__main__"), "snakemake", None)
-    inputs = getattr(sm, "input", None)
-    if inputs is None:
-        return []
-    try:
-        return list(dict.fromkeys(str(p) for p in inputs))
-    except TypeError:
-        return []
 
 
 def describe_input(path) -> str:
@@ -165,8 +166,10 @@ def _describe_json(path: Path) -> str:
     d = json.loads(path.read_text())
     if isinstance(d, dict) and "n_samples" in d:
         n_probe = len(d.get("probe", {}).get("chan_map", []))
-        return (f"{d['n_samples']} samples ({d.get('duration_s', float('nan')):.1f} s) x "
-                f"{d.get('n_channels_total')} channels ({n_probe} on the probe)")
+        return (
+            f"{d['n_samples']} samples ({d.get('duration_s', float('nan')):.1f} s) x "
+            f"{d.get('n_channels_total')} channels ({n_probe} on the probe)"
+        )
     return f"{path.stat().st_size} bytes"
 
 
@@ -174,9 +177,15 @@ def log_opening(stage: str, params: dict, inputs) -> None:
     """The first lines of a stage's log (see the module docstring)."""
     log_non_default(params, logger)
     device = params.get("device")
-    logger.info("kilosnake %s, stage %s, Python %s, host %s, pid %d%s", __version__, stage,
-                sys.version.split()[0], platform.node() or "?", os.getpid(),
-                "" if device is None else f", device asked: {device}")
+    logger.info(
+        "kilosnake %s, stage %s, Python %s, host %s, pid %d%s",
+        __version__,
+        stage,
+        sys.version.split()[0],
+        platform.node() or "?",
+        os.getpid(),
+        "" if device is None else f", device asked: {device}",
+    )
     for path in inputs:
         logger.info("input %s", describe_input(path))
 
@@ -185,13 +194,20 @@ def log_closing(stage: str, wall_s: float, cpu_s: float) -> None:
     """The last line of a successful stage."""
     gpu = peak_gpu_memory_mb()
     gpu_text = "" if gpu is None else f", peak GPU pool {gpu:.0f} MB"
-    logger.info("%s done in %.1f s (CPU %.1f s), peak host memory %.0f MB%s", stage, wall_s,
-                cpu_s, peak_host_memory_mb(), gpu_text)
+    logger.info(
+        "%s done in %.1f s (CPU %.1f s), peak host memory %.0f MB%s",
+        stage,
+        wall_s,
+        cpu_s,
+        peak_host_memory_mb(),
+        gpu_text,
+    )
 
 
 @contextlib.contextmanager
-def stage_logging(log_path, stage: str, params: dict | None = None, exit_on_error: bool = True,
-                  inputs=None):
+def stage_logging(
+    log_path, stage: str, params: dict | None = None, exit_on_error: bool = True, inputs=None
+):
     """Log a stage to ``log_path`` (and stderr), with its opening and closing facts.
 
     Parameters
@@ -204,16 +220,15 @@ def stage_logging(log_path, stage: str, params: dict | None = None, exit_on_erro
         Resolved parameters; the non-default ones are logged.
     exit_on_error : bool
         Turn an expected error into exit status 1 instead of re-raising it.
-    inputs : list of paths, optional
-        Inputs to describe; by default those of the Snakemake rule running this script.
+    inputs : iterable of paths, optional
+        Inputs to describe (a rule script passes its rule's inputs).
     """
     handlers = [add_default_handler("INFO", log_path)] if log_path else []
     handlers.append(add_default_handler("INFO"))
     params = params or {}
-    log_opening(stage, params, snakemake_inputs() if inputs is None else inputs)
+    log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
     if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):
-
         if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for
             apply_cap(params["gpu_memory_gb"])
     t0, c0 = time.perf_counter(), cpu_time_s()

@@ -27,8 +27,8 @@ import functools
 import itertools
 import multiprocessing
 import os
-from typing import Any, Callable, Iterable, Iterator
-
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 #: data handed to the forked workers of each pool, by pool
 _INHERITED: dict[int, Any] = {}
@@ -46,8 +46,13 @@ def _loaded_libraries(word: str) -> list[str]:
             fields = [line.split(maxsplit=5) for line in f]
     except OSError:
         return []
-    return sorted({x[5].strip() for x in fields
-                   if len(x) == 6 and word in os.path.basename(x[5].strip()).lower()})
+    return sorted(
+        {
+            x[5].strip()
+            for x in fields
+            if len(x) == 6 and word in os.path.basename(x[5].strip()).lower()
+        }
+    )
 
 
 def _thread_control(lib: ctypes.CDLL) -> tuple[Callable, Callable] | None:
@@ -110,7 +115,7 @@ class WorkerPool:
         self._executor = None
         self._blas_limit: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         self._limit_blas()
         return self
 
@@ -129,8 +134,11 @@ class WorkerPool:
             call = func if self.inherited is None else functools.partial(func, self.inherited)
             yield from map(call, itertools.chain(head, iterator))
             return
-        task = func if self.inherited is None else functools.partial(_call_with_inherited, func,
-                                                                     self._key)
+        task = (
+            func
+            if self.inherited is None
+            else functools.partial(_call_with_inherited, func, self._key)
+        )
         ahead = 2 * self.workers if ahead is None else ahead
         pending = collections.deque()
         try:
@@ -172,20 +180,28 @@ class WorkerPool:
             self._limit_blas()
             _INHERITED[self._key] = self.inherited
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork"))
+                self.workers, mp_context=multiprocessing.get_context("fork")
+            )
         return self._executor
 
 
-def imap_ordered(func: Callable, items: Iterable, workers: int = 1, *, inherited: Any = None,
-                 ahead: int | None = None) -> Iterator:
+def imap_ordered(
+    func: Callable,
+    items: Iterable,
+    workers: int = 1,
+    *,
+    inherited: Any = None,
+    ahead: int | None = None,
+) -> Iterator:
     """``func(item)`` (``func(inherited, item)`` when ``inherited`` is given) for every item, in
     input order, computed by up to ``workers`` forked processes (see :meth:`WorkerPool.imap`)."""
     with WorkerPool(workers, inherited) as pool:
         yield from pool.imap(func, items, ahead)
 
 
-def map_ordered(func: Callable, items: Iterable, workers: int = 1, *,
-                inherited: Any = None) -> list:
+def map_ordered(
+    func: Callable, items: Iterable, workers: int = 1, *, inherited: Any = None
+) -> list:
     """The list of ``func(item)`` for every item, in input order, computed by up to ``workers``
     forked processes (no more than there are items)."""
     items = list(items)

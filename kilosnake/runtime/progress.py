@@ -28,6 +28,7 @@ import logging
 import math
 import sys
 import time
+
 from kilosnake.runtime.logs import sample_gpu_memory
 
 logger = logging.getLogger(__name__)
@@ -106,9 +107,17 @@ class Progress:
         Monotonic time source (tests pass a fake one).
     """
 
-    def __init__(self, total: int, label: str, log: logging.Logger | None = None,
-                 every_s: float = DEFAULT_EVERY_S, every_n: int | None = None,
-                 unit: str = "batch", bar: bool | None = None, clock=time.perf_counter):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        log: logging.Logger | None = None,
+        every_s: float = DEFAULT_EVERY_S,
+        every_n: int | None = None,
+        unit: str = "batch",
+        bar: bool | None = None,
+        clock=time.perf_counter,
+    ):
         self.total = max(int(total), 0)
         self.label = label
         self.log = log or logger
@@ -127,7 +136,7 @@ class Progress:
 
     # -- context manager -----------------------------------------------------------------
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,10 +176,12 @@ class Progress:
         now = self.clock() if now is None else now
         elapsed = now - self.t0
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        text = (f"{self.label}: {self.unit} {self.done}/{self.total} ({pct:.0f}%), "
-                f"{format_rate(self.done, elapsed, self.unit)}, "
-                f"elapsed {format_duration(elapsed)}, "
-                f"ETA {format_duration(eta_seconds(self.done, self.total, elapsed))}")
+        text = (
+            f"{self.label}: {self.unit} {self.done}/{self.total} ({pct:.0f}%), "
+            f"{format_rate(self.done, elapsed, self.unit)}, "
+            f"elapsed {format_duration(elapsed)}, "
+            f"ETA {format_duration(eta_seconds(self.done, self.total, elapsed))}"
+        )
         if extra:
             text += "; " + ", ".join(_extra_text(k, v) for k, v in extra.items())
         return text
@@ -194,9 +205,16 @@ class Progress:
             return
         self._redirect = contextlib.ExitStack()
         self._redirect.enter_context(
-            logging_redirect_tqdm(loggers=[logging.getLogger("kilosnake")]))
-        self._bar = tqdm(total=self.total, desc=self.label, unit=self.unit, leave=False,
-                         file=sys.stderr, dynamic_ncols=True)
+            logging_redirect_tqdm(loggers=[logging.getLogger("kilosnake")])
+        )
+        self._bar = tqdm(
+            total=self.total,
+            desc=self.label,
+            unit=self.unit,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
 
 def _extra_text(key: str, value) -> str:

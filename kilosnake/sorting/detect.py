@@ -27,13 +27,13 @@ import logging
 
 import numpy as np
 
-from kilosnake.runtime.backend import Backend, get_backend
-from kilosnake.runtime.progress import Progress
-from kilosnake.io.store import write_array, writing_store
-from kilosnake.sorting import batches, empty, kernels, waveforms
 from kilosnake.errors import KilosnakeError
 from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.store import write_array, writing_store
 from kilosnake.io.traces import batch_window, n_batches, read_batch
+from kilosnake.runtime.backend import Backend, get_backend
+from kilosnake.runtime.progress import Progress
+from kilosnake.sorting import batches, empty, kernels, waveforms
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ MAX_SNIPPETS = 100_000
 #: channels per neighbourhood (Kilosort's NchanNear)
 N_NEAR = 32
 #: float32 elements of scratch allowed per time chunk of the new-spike filter bank
-_FILTER_BLOCK = 16 * 2 ** 20
+_FILTER_BLOCK = 16 * 2**20
 #: ... times this on the GPU, where fewer, larger blocks cost fewer kernel launches
 _GPU_FILTER_BLOCKS = 4
 
@@ -57,9 +57,18 @@ _GPU_FILTER_BLOCKS = 4
 # new templates from data or residual
 
 
-def detect_new_spikes(be: Backend, X, wTEMP, iC, Th: float, nt0min: int, n_sum: int = N_SUM,
-                      channel_radius: int = CHANNEL_RADIUS, max_spikes: int = MAX_NEW_PER_BATCH,
-                      owned=None):
+def detect_new_spikes(
+    be: Backend,
+    X,
+    wTEMP,
+    iC,
+    Th: float,
+    nt0min: int,
+    n_sum: int = N_SUM,
+    channel_radius: int = CHANNEL_RADIUS,
+    max_spikes: int = MAX_NEW_PER_BATCH,
+    owned=None,
+):
     """Peaks of the universal-waveform filter bank summed over nearest channels.
 
     For every channel ``c``, prototype ``r`` and onset ``t``, ``F = <X[t:t+nt0, c], wTEMP_r>``;
@@ -93,7 +102,7 @@ def detect_new_spikes(be: Backend, X, wTEMP, iC, Th: float, nt0min: int, n_sum: 
     wTEMP = xp.asarray(wTEMP, dtype=xp.float32)
     iC = xp.asarray(iC)
     nt0 = wTEMP.shape[0]
-    score, channel = _best_summed_scores(be, X, wTEMP, iC[:min(n_sum, iC.shape[0])])
+    score, channel = _best_summed_scores(be, X, wTEMP, iC[: min(n_sum, iC.shape[0])])
     half = nt0 - 1
     running = be.ndimage.maximum_filter1d(score, size=2 * half + 1, mode="constant", cval=-1.0)
     onsets = xp.nonzero((score > float(Th) ** 2) & (score >= running))[0]
@@ -104,8 +113,7 @@ def detect_new_spikes(be: Backend, X, wTEMP, iC, Th: float, nt0min: int, n_sum: 
         keep = (times >= owned[0]) & (times < owned[1])
         onsets, times = onsets[keep], times[keep]
     chans = channel[onsets]
-    keep = _largest_among_channel_neighbours(be, score[onsets], chans, X.shape[1],
-                                             channel_radius)
+    keep = _largest_among_channel_neighbours(be, score[onsets], chans, X.shape[1], channel_radius)
     times, chans, heights = times[keep], chans[keep], score[onsets][keep]
     if times.shape[0] > max_spikes:
         top = xp.sort(xp.argsort(-heights, kind="stable")[:max_spikes])
@@ -127,19 +135,21 @@ def _best_summed_scores(be: Backend, X, wTEMP, iC_sum):
     conv = getattr(be.signal, "oaconvolve", None) or be.signal.fftconvolve
     Xt = X.T  # channel-major so that neighbour gathers copy whole rows
     # one CUDA kernel on the GPU, the same operations as the array code
-    summed = kernels.best_summed_scores if be.name == "gpu" else \
-        functools.partial(summed_scores_by_arrays, be)
+    summed = (
+        kernels.best_summed_scores
+        if be.name == "gpu"
+        else functools.partial(summed_scores_by_arrays, be)
+    )
     for t0 in range(0, n_out, step):
         t1 = min(n_out, t0 + step)
-        chunk = Xt[None, :, t0:t1 + nt0 - 1]
+        chunk = Xt[None, :, t0 : t1 + nt0 - 1]
         F = conv(chunk, kernel, mode="valid", axes=2).astype(xp.float32)  # (n_proto, Nchan, L)
         score[t0:t1], channel[t0:t1] = summed(F, iC_sum)
     return score, channel
 
 
 def summed_scores_by_arrays(be: Backend, F, iC_sum):
-    """:func:`kilosnake.sorting.kernels.best_summed_scores` in array operations (any backend).
-    """
+    """:func:`kilosnake.sorting.kernels.best_summed_scores` in array operations (any backend)."""
     xp = be.xp
     weights = kernels.summed_score_weights(iC_sum.shape[0])
     running = xp.zeros_like(F)
@@ -154,8 +164,7 @@ def summed_scores_by_arrays(be: Backend, F, iC_sum):
     return best.max(axis=0), best.argmax(axis=0)
 
 
-def _largest_among_channel_neighbours(be: Backend, heights, channels, n_chan: int,
-                                      radius: int):
+def _largest_among_channel_neighbours(be: Backend, heights, channels, n_chan: int, radius: int):
     """Mask of detections that are the largest of all detections within ``radius`` channels."""
     xp = be.xp
     if heights.shape[0] == 0:
@@ -163,8 +172,9 @@ def _largest_among_channel_neighbours(be: Backend, heights, channels, n_chan: in
     per_channel = xp.full(n_chan, -1.0, dtype=xp.float32)
     onehot = channels[:, None] == xp.arange(n_chan)[None, :]
     per_channel = xp.maximum(per_channel, xp.where(onehot, heights[:, None], -1.0).max(axis=0))
-    local = be.ndimage.maximum_filter1d(per_channel, size=2 * radius + 1, mode="constant",
-                                        cval=-1.0)
+    local = be.ndimage.maximum_filter1d(
+        per_channel, size=2 * radius + 1, mode="constant", cval=-1.0
+    )
     return heights >= local[channels]
 
 
@@ -196,11 +206,15 @@ def collect_snippets(be: Backend, reader, p: dict, margin: int):
     times, channels : ndarray (n,) int64 absolute peak samples and channels
     """
     nb = n_batches(reader.n_samples, reader.NT)
-    snips, times, chans = _scan_batches(be, reader, p, margin,
-                                        batches.snippet_batches(nb, p["nskip"]))
+    snips, times, chans = _scan_batches(
+        be, reader, p, margin, batches.snippet_batches(nb, p["nskip"])
+    )
     if snips.shape[0] < 10 * waveforms.N_UNIVERSAL and p["nskip"] > 1:
-        logger.info("only %d isolated peaks in every %d-th batch; scanning every batch",
-                    snips.shape[0], p["nskip"])
+        logger.info(
+            "only %d isolated peaks in every %d-th batch; scanning every batch",
+            snips.shape[0],
+            p["nskip"],
+        )
         snips, times, chans = _scan_batches(be, reader, p, margin, np.arange(nb))
     return snips, times, chans
 
@@ -213,8 +227,9 @@ def _scan_batches(be: Backend, reader, p: dict, margin: int, which):
     for b in which:
         w = batch_window(int(b), reader.n_samples, reader.NT, margin)
         X = be.asarray(read_batch(reader, w))
-        t, c = waveforms.isolated_peaks(be, X, p["spkTh"], p["loc_range"], p["long_range"],
-                                        edge=nt0)
+        t, c = waveforms.isolated_peaks(
+            be, X, p["spkTh"], p["loc_range"], p["long_range"], edge=nt0
+        )
         keep = w.owns(t + w.read_start)
         t, c = t[keep], c[keep]
         s = waveforms.extract_snippets(be, X, t, c, nt0, nt0min)
@@ -236,7 +251,8 @@ def universal_waveforms(be: Backend, snippets, nt0min: int):
     if snippets.shape[0] < waveforms.N_UNIVERSAL:
         raise KilosnakeError(
             f"only {snippets.shape[0]} isolated threshold crossings were found: too few to "
-            "build the universal waveforms (is the recording silent, or spkTh too strict?)")
+            "build the universal waveforms (is the recording silent, or spkTh too strict?)"
+        )
     S = be.asarray(snippets)
     wTEMP = waveforms.scaled_kmeans_prototypes(be, S, waveforms.N_UNIVERSAL, nt0min=nt0min)
     wPCA = waveforms.pca_basis(be, S, waveforms.N_UNIVERSAL, nt0min)
@@ -264,10 +280,16 @@ def run_detect(preprocessed, out, p: dict, drift=None) -> None:
     be = get_backend(p["device"])
     reader = open_reader(preprocessed, drift, be)
     result = compute_detect(be, reader, p)
-    attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,
-             "n_samples": reader.n_samples, "sample_rate": reader.sample_rate,
-             "n_batches": int(result["batch_order"].size),
-             "n_snippets": int(result["snippet_time"].size), "template_layout": "nt0,Nchan,Nfilt"}
+    attrs = {
+        "nt0": p["nt0"],
+        "nt0min": p["nt0min"],
+        "NT": reader.NT,
+        "n_samples": reader.n_samples,
+        "sample_rate": reader.sample_rate,
+        "n_batches": int(result["batch_order"].size),
+        "n_snippets": int(result["snippet_time"].size),
+        "template_layout": "nt0,Nchan,Nfilt",
+    }
     with writing_store(out, "detect", p, be.name, p.get("seed"), attrs) as g:
         for name, value in result.items():
             write_array(g, name, value)
@@ -292,12 +314,21 @@ def compute_detect(be: Backend, reader, p: dict) -> dict:
     t, c = detect_new_spikes(be, X, wTEMP, iC, p["Th"][0], nt0min, owned=owned)
     dWU = new_template_waveforms(be, X, t, wPCA[:, :3], nt0min)
     logger.info("%d initial templates from batch %d", int(t.shape[0]), int(order[0]))
-    return {"wTEMP": wTEMP, "wPCA": wPCA, "iC": iC, "mask": mask, "C2C": C2C, "Ka": Ka,
-            "Kb": Kb, "batch_order": order,
-            "dWU": np.ascontiguousarray(be.to_host(dWU).transpose(1, 2, 0)),
-            "seed_time": (be.to_host(t) + w.read_start).astype(np.int64),
-            "seed_channel": be.to_host(c).astype(np.int64),
-            "snippet_time": s_times.astype(np.int64), "snippet_channel": s_chans.astype(np.int64)}
+    return {
+        "wTEMP": wTEMP,
+        "wPCA": wPCA,
+        "iC": iC,
+        "mask": mask,
+        "C2C": C2C,
+        "Ka": Ka,
+        "Kb": Kb,
+        "batch_order": order,
+        "dWU": np.ascontiguousarray(be.to_host(dWU).transpose(1, 2, 0)),
+        "seed_time": (be.to_host(t) + w.read_start).astype(np.int64),
+        "seed_channel": be.to_host(c).astype(np.int64),
+        "snippet_time": s_times.astype(np.int64),
+        "snippet_channel": s_chans.astype(np.int64),
+    }
 
 
 def detect_without_spikes(reader, p: dict, s_times, s_chans) -> dict:
@@ -307,6 +338,14 @@ def detect_without_spikes(reader, p: dict, s_times, s_chans) -> dict:
     iC, mask, C2C = waveforms.closest_channels(probe.xc, probe.yc, N_NEAR, p["sigmaMask"])
     Ka, Kb = waveforms.kriging_kernels(p["nt0"], p["nt0min"], p["nup"], p["sig"])
     order = batches.learning_order(n_batches(reader.n_samples, reader.NT), p["seed"])
-    return {"iC": iC, "mask": mask, "C2C": C2C, "Ka": Ka, "Kb": Kb, "batch_order": order,
-            **empty.empty_detect(int(s_times.size), p["spkTh"], p["nt0"], reader.n_channels),
-            "snippet_time": s_times.astype(np.int64), "snippet_channel": s_chans.astype(np.int64)}
+    return {
+        "iC": iC,
+        "mask": mask,
+        "C2C": C2C,
+        "Ka": Ka,
+        "Kb": Kb,
+        "batch_order": order,
+        **empty.empty_detect(int(s_times.size), p["spkTh"], p["nt0"], reader.n_channels),
+        "snippet_time": s_times.astype(np.int64),
+        "snippet_channel": s_chans.astype(np.int64),
+    }

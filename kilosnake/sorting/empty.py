@@ -50,14 +50,24 @@ def empty_detect(n_snippets: int, spkTh: float, nt0: int, n_channels: int) -> di
         ``wTEMP``, ``wPCA`` (zeros), ``dWU`` (no templates), ``seed_time``, ``seed_channel``
         (empty).
     """
-    logger.warning("%s: only %d isolated threshold crossings (spkTh %g), too few to learn the "
-                   "universal waveforms (%d needed); every later stage writes an empty result "
-                   "and the Phy folder has no spikes (is the recording silent, or spkTh too "
-                   "strict?)", NO_SPIKES, n_snippets, spkTh, waveforms.N_UNIVERSAL)
+    logger.warning(
+        "%s: only %d isolated threshold crossings (spkTh %g), too few to learn the "
+        "universal waveforms (%d needed); every later stage writes an empty result "
+        "and the Phy folder has no spikes (is the recording silent, or spkTh too "
+        "strict?)",
+        NO_SPIKES,
+        n_snippets,
+        spkTh,
+        waveforms.N_UNIVERSAL,
+    )
     zeros = np.zeros((nt0, waveforms.N_UNIVERSAL), np.float32)
-    return {"wTEMP": zeros, "wPCA": zeros.copy(),
-            "dWU": np.zeros((nt0, n_channels, 0), np.float64),
-            "seed_time": np.zeros(0, np.int64), "seed_channel": np.zeros(0, np.int64)}
+    return {
+        "wTEMP": zeros,
+        "wPCA": zeros.copy(),
+        "dWU": np.zeros((nt0, n_channels, 0), np.float64),
+        "seed_time": np.zeros(0, np.int64),
+        "seed_channel": np.zeros(0, np.int64),
+    }
 
 
 def empty_templates(det: dict, nt0: int, n_channels: int, rank: int = 3) -> dict:
@@ -71,9 +81,12 @@ def empty_templates(det: dict, nt0: int, n_channels: int, rank: int = 3) -> dict
     rank : int
         Rank of the template factors.
     """
-    logger.warning("%s: template learning ended with no templates (no spikes above Th[0]); the "
-                   "final pass, curation and export write empty results (is the recording "
-                   "silent, or Th too strict?)", NO_SPIKES)
+    logger.warning(
+        "%s: template learning ended with no templates (no spikes above Th[0]); the "
+        "final pass, curation and export write empty results (is the recording "
+        "silent, or Th too strict?)",
+        NO_SPIKES,
+    )
     iC = np.asarray(det["iC"]).astype(np.int64)
     wPCA = np.asarray(det["wPCA"]).astype(np.float32)
     return {

@@ -19,21 +19,32 @@ import logging
 
 import numpy as np
 
+from kilosnake.io.blocks import block_attrs
+from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.prefetch import WritingBehind
+from kilosnake.io.store import AppendableArray, open_store, read_arrays, write_array, writing_store
+from kilosnake.io.traces import (
+    BatchWindow,
+    batch_window,
+    block_batches,
+    n_batches,
+    prefetching,
+    read_batch,
+)
 from kilosnake.runtime import gpu_memory
 from kilosnake.runtime.backend import Backend, get_backend
-from kilosnake.io.prefetch import WritingBehind
 from kilosnake.runtime.progress import Progress
-from kilosnake.io.store import AppendableArray, open_store, read_arrays, write_array, writing_store
 from kilosnake.sorting import batches, empty, matching
-from kilosnake.io.blocks import block_attrs
-from kilosnake.io.traces import block_batches
-from kilosnake.io.corrected_traces import open_reader
-from kilosnake.io.traces import BatchWindow, batch_window, n_batches, prefetching, read_batch
 
 logger = logging.getLogger(__name__)
 
-SPIKE_COLUMNS = {"time": np.uint64, "template": np.uint32, "amplitude": np.float32,
-                 "score": np.float32, "batch": np.uint32}
+SPIKE_COLUMNS = {
+    "time": np.uint64,
+    "template": np.uint32,
+    "amplitude": np.float32,
+    "score": np.float32,
+    "batch": np.uint32,
+}
 
 
 @dataclasses.dataclass
@@ -58,8 +69,9 @@ def frozen_templates(be: Backend, tpl: dict, nPCs: int, nt0min: int) -> FrozenTe
     pc_channels = xp.asarray(tpl["pc_channels"])
     dense = xp.take_along_axis(tset.dense(be), pc_channels[:, None, :], axis=2)
     template_pcs = xp.einsum("fsc,sk->fkc", dense, wPCA)
-    return FrozenTemplates(tset, wPCA, xp.asarray(tpl["template_neighbours"]), pc_channels,
-                           template_pcs, nt0min)
+    return FrozenTemplates(
+        tset, wPCA, xp.asarray(tpl["template_neighbours"]), pc_channels, template_pcs, nt0min
+    )
 
 
 def spike_features(be: Backend, result: matching.PeelResult, ft: FrozenTemplates):
@@ -69,17 +81,17 @@ def spike_features(be: Backend, result: matching.PeelResult, ft: FrozenTemplates
     lag0 = tset.nt0 - 1
     neighbours = ft.feature_templates[result.template]  # (n, K)
     own = tset.ctc[result.template, lag0][xp.arange(result.n_spikes)[:, None], neighbours]
-    tfeat = result.projections[result.onset[:, None], neighbours] + \
-        result.amplitude[:, None] * own
+    tfeat = result.projections[result.onset[:, None], neighbours] + result.amplitude[:, None] * own
     channels = ft.pc_channels[result.template]  # (n, C)
     windows = matching.residual_windows(be, result, tset.nt0, channels)  # (n, nt0, C)
-    pcfeat = xp.einsum("nsc,sk->nkc", windows, ft.wPCA) + \
-        result.amplitude[:, None, None] * ft.template_pcs[result.template]
+    pcfeat = (
+        xp.einsum("nsc,sk->nkc", windows, ft.wPCA)
+        + result.amplitude[:, None, None] * ft.template_pcs[result.template]
+    )
     return tfeat.astype(xp.float32), pcfeat.astype(xp.float32)
 
 
-def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: BatchWindow,
-                        nt0min: int):
+def owned_spikes_sorted(be: Backend, result: matching.PeelResult, window: BatchWindow, nt0min: int):
     """Keep the spikes the batch owns, sorted by (time, template); return absolute times too."""
     xp = be.xp
     peaks = result.onset + nt0min + window.read_start
@@ -99,14 +111,20 @@ def match_batch(be: Backend, reader, ft: FrozenTemplates, b: int, p: dict):
     tfeat, pcfeat = spike_features(be, result, ft)
     h = be.to_host
     n = result.n_spikes
-    return {"time": h(peaks).astype(np.uint64), "template": h(result.template).astype(np.uint32),
-            "amplitude": h(result.amplitude), "score": h(result.score),
-            "batch": np.full(n, b, dtype=np.uint32), "template_features": h(tfeat),
-            "pc_features": h(pcfeat)}
+    return {
+        "time": h(peaks).astype(np.uint64),
+        "template": h(result.template).astype(np.uint32),
+        "amplitude": h(result.amplitude),
+        "score": h(result.score),
+        "batch": np.full(n, b, dtype=np.uint32),
+        "template_features": h(tfeat),
+        "pc_features": h(pcfeat),
+    }
 
 
-def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None,
-                   block: tuple[int, int] = (0, 1)) -> None:
+def run_final_pass(
+    preprocessed, templates_store, out, p: dict, drift=None, block: tuple[int, int] = (0, 1)
+) -> None:
     """The ``final_pass`` stage: ``preprocessed.zarr`` + ``templates.zarr`` → ``spikes.zarr``.
 
     Parameters
@@ -128,11 +146,17 @@ def run_final_pass(preprocessed, templates_store, out, p: dict, drift=None,
     be = get_backend(p["device"])
     reader = open_reader(preprocessed, drift, be)
     tg = open_store(templates_store)
-    tpl = read_arrays(tg, ("W", "U", "mu", "wPCA_all", "template_neighbours", "pc_channels",
-                           "similar_templates"))
+    tpl = read_arrays(
+        tg, ("W", "U", "mu", "wPCA_all", "template_neighbours", "pc_channels", "similar_templates")
+    )
     nt0, nt0min = int(tg.attrs["nt0"]), int(tg.attrs["nt0min"])
-    attrs = {"nt0": nt0, "nt0min": nt0min, "NT": reader.NT, "sample_rate": reader.sample_rate,
-             "n_samples": reader.n_samples}
+    attrs = {
+        "nt0": nt0,
+        "nt0min": nt0min,
+        "NT": reader.NT,
+        "sample_rate": reader.sample_rate,
+        "n_samples": reader.n_samples,
+    }
     nb = n_batches(reader.n_samples, reader.NT)
     batch_range = block_batches(nb, n_blocks=block[1], block=block[0])
     if block[1] > 1:
@@ -147,8 +171,9 @@ def _append_columns(columns: dict, spikes: dict) -> None:
         arr.append(spikes[name])
 
 
-def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group,
-                     batch_range: range | None = None) -> int:
+def write_final_pass(
+    be: Backend, reader, tpl: dict, nt0min: int, p: dict, group, batch_range: range | None = None
+) -> int:
     """Match every batch (or those of ``batch_range``) and append their spikes to ``group``;
     return the spike count."""
     if tpl["W"].shape[1] == 0:  # template learning found no spikes
@@ -156,25 +181,31 @@ def write_final_pass(be: Backend, reader, tpl: dict, nt0min: int, p: dict, group
     ft = frozen_templates(be, tpl, int(p["nPCs"]), nt0min)
     n_filt = ft.tset.n_templates
     k, c = ft.feature_templates.shape[1], ft.pc_channels.shape[1]
-    columns = {name: AppendableArray(group, name, (), dtype, buffered=True)
-               for name, dtype in SPIKE_COLUMNS.items()}
-    columns["template_features"] = AppendableArray(group, "template_features", (k,), np.float32,
-                                                   buffered=True)
-    columns["pc_features"] = AppendableArray(group, "pc_features", (int(p["nPCs"]), c),
-                                             np.float32, buffered=True)
+    columns = {
+        name: AppendableArray(group, name, (), dtype, buffered=True)
+        for name, dtype in SPIKE_COLUMNS.items()
+    }
+    columns["template_features"] = AppendableArray(
+        group, "template_features", (k,), np.float32, buffered=True
+    )
+    columns["pc_features"] = AppendableArray(
+        group, "pc_features", (int(p["nPCs"]), c), np.float32, buffered=True
+    )
     if batch_range is None:
         batch_range = range(n_batches(reader.n_samples, reader.NT))
     progress = Progress(len(batch_range), "final pass", logger)
     total = 0
     margin = batches.read_margin(ft.tset.nt0)
     gpu_memory.size_blocks_for(matching.projection_scratch_bytes(reader.NT + 2 * margin), n_filt)
-    reader = prefetching(reader, [batch_window(b, reader.n_samples, reader.NT,
-                                                               margin) for b in batch_range], be)
+    reader = prefetching(
+        reader, [batch_window(b, reader.n_samples, reader.NT, margin) for b in batch_range], be
+    )
     # spike columns are encoded and written on a background thread, in batch order
     with WritingBehind(depth=2, workers=1) as behind:
         for b in batch_range:
-            spikes = gpu_memory.retry_on_out_of_memory(f"final pass, batch {b}", match_batch,
-                                                       be, reader, ft, b, p)
+            spikes = gpu_memory.retry_on_out_of_memory(
+                f"final pass, batch {b}", match_batch, be, reader, ft, b, p
+            )
             behind.call(_append_columns, columns, spikes)
             total += spikes["time"].size
             progress.update(spikes=total)

@@ -1,10 +1,12 @@
-"""Rule gather_spikes: the final-pass block stores' spikes appended in time order into spikes.zarr."""
+"""Rule gather_spikes: the final-pass block stores' spikes, appended in time order into
+spikes.zarr."""
 
 from __future__ import annotations
 
 import logging
-from kilosnake.io.store import AppendableArray, write_array, writing_store
+
 from kilosnake.io.blocks import _sorted_blocks, stage_attrs
+from kilosnake.io.store import AppendableArray, write_array, writing_store
 from kilosnake.sorting.final_pass import SPIKE_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -31,14 +33,16 @@ def gather_spikes(block_paths, out, p: dict, device: str = "cpu") -> int:
     attrs.pop("n_spikes", None)
     per_spike = list(SPIKE_COLUMNS) + ["template_features", "pc_features"]
     with writing_store(out, "final_pass", p, device, p.get("seed"), attrs) as g:
-        columns = {name: AppendableArray(g, name, tuple(first[name].shape[1:]),
-                                         first[name].dtype) for name in per_spike}
+        columns = {
+            name: AppendableArray(g, name, tuple(first[name].shape[1:]), first[name].dtype)
+            for name in per_spike
+        }
         total = 0
         for block in groups:
             n = int(block["time"].shape[0])
             for name, column in columns.items():
                 for start in range(0, n, COPY_ROWS):
-                    column.append(block[name][start:min(start + COPY_ROWS, n)])
+                    column.append(block[name][start : min(start + COPY_ROWS, n)])
             total += n
         for name in ("template_feature_ind", "pc_feature_ind", "similar_templates"):
             write_array(g, name, first[name][...])

@@ -74,7 +74,7 @@ def summed_score_weights(n_sum: int):
     return np.array([np.float32(1.0 / (j + 1)) for j in range(n_sum)], dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(name: str, source: str, options: tuple = ()):
     import cupy
 
@@ -110,11 +110,24 @@ def best_summed_scores(F, iC_sum):
     score = cupy.empty(L, dtype=cupy.float32)
     channel = cupy.empty(L, dtype=cupy.int64)
     source = _SUMMED_SCORES.replace("MAX_PROTO", str(MAX_PROTO)).replace(
-        "GROUPS", str(SUMMED_SCORE_GROUPS))
+        "GROUPS", str(SUMMED_SCORE_GROUPS)
+    )
     kernel = _kernel("best_summed_scores", source)
-    kernel(((L + 31) // 32,), (32, SUMMED_SCORE_GROUPS),
-           (F, iC, weight, cupy.int32(n_proto), cupy.int32(n_chan), cupy.int32(iC.shape[0]),
-            cupy.int64(L), score, channel))
+    kernel(
+        ((L + 31) // 32,),
+        (32, SUMMED_SCORE_GROUPS),
+        (
+            F,
+            iC,
+            weight,
+            cupy.int32(n_proto),
+            cupy.int32(n_chan),
+            cupy.int32(iC.shape[0]),
+            cupy.int64(L),
+            score,
+            channel,
+        ),
+    )
     return score, channel
 
 
@@ -179,9 +192,19 @@ def best_prior_scores(C, mu, lam: float, out=None):
     threads = 256
     blocks = (n_rows * 32 + threads - 1) // threads
     _kernel("best_prior_scores", _PRIOR_SCORES)(
-        (blocks,), (threads,),
-        (C, mu, np.float32(lam), np.float32(1.0 + lam), np.int64(n_rows), np.int32(n_filt),
-         best, best_id))
+        (blocks,),
+        (threads,),
+        (
+            C,
+            mu,
+            np.float32(lam),
+            np.float32(1.0 + lam),
+            np.int64(n_rows),
+            np.int32(n_filt),
+            best,
+            best_id,
+        ),
+    )
     return best, best_id
 
 
@@ -262,9 +285,11 @@ def local_maxima(best, threshold: float, half: int):
     threads = 256
     grid = ((n + threads - 1) // threads,)
     _kernel("peak_candidates", _PEAKS)(
-        grid, (threads,), (best, np.int64(n), np.int32(half), np.float32(threshold), candidate))
+        grid, (threads,), (best, np.int64(n), np.int32(half), np.float32(threshold), candidate)
+    )
     _kernel("first_of_close_candidates", _PEAKS)(
-        grid, (threads,), (candidate, np.int64(n), np.int32(half), keep))
+        grid, (threads,), (candidate, np.int64(n), np.int32(half), keep)
+    )
     return cupy.flatnonzero(keep).astype(cupy.int64)
 
 
@@ -278,9 +303,20 @@ def subtract_templates(residual, onsets, ids, amps, channels, T_local) -> None:
         return
     nt0, n_near = int(T_local.shape[1]), int(T_local.shape[2])
     _kernel("subtract_templates", _SUBTRACT)(
-        (n,), (128,), (residual, np.int64(residual.shape[1]), onsets, ids,
-                       amps.astype(np.float32, copy=False), channels, T_local,
-                       np.int32(nt0), np.int32(n_near)))
+        (n,),
+        (128,),
+        (
+            residual,
+            np.int64(residual.shape[1]),
+            onsets,
+            ids,
+            amps.astype(np.float32, copy=False),
+            channels,
+            T_local,
+            np.int32(nt0),
+            np.int32(n_near),
+        ),
+    )
 
 
 def subtract_cross_correlations(Cpad, ctc, onsets, ids, amps) -> None:
@@ -297,9 +333,20 @@ def subtract_cross_correlations(Cpad, ctc, onsets, ids, amps) -> None:
         blocks = (n - parity + 1) // 2
         if blocks:
             _kernel("subtract_cross_correlations", _SUBTRACT)(
-                (blocks,), (256,), (Cpad, np.int64(Cpad.shape[1]), onsets, ids,
-                                    amps.astype(np.float32, copy=False), ctc, np.int32(n_lags),
-                                    np.int64(n), np.int32(parity)))
+                (blocks,),
+                (256,),
+                (
+                    Cpad,
+                    np.int64(Cpad.shape[1]),
+                    onsets,
+                    ids,
+                    amps.astype(np.float32, copy=False),
+                    ctc,
+                    np.int32(n_lags),
+                    np.int64(n),
+                    np.int32(parity),
+                ),
+            )
 
 
 _WINDOW_SUMS = r"""
@@ -332,14 +379,17 @@ def sum_windows_per_template(residual, onsets, templates, n_templates: int, nt0:
 
     n_chan = int(residual.shape[1])
     counts = cupy.bincount(templates, minlength=n_templates)[:n_templates]
-    first = cupy.concatenate([cupy.zeros(1, dtype=cupy.int64),
-                              cupy.cumsum(counts).astype(cupy.int64)])
+    first = cupy.concatenate(
+        [cupy.zeros(1, dtype=cupy.int64), cupy.cumsum(counts).astype(cupy.int64)]
+    )
     sums = cupy.empty((n_templates, nt0, n_chan), dtype=cupy.float64)
     if n_templates == 0:
         return sums
     threads = 256
     grid = ((nt0 * n_chan + threads - 1) // threads, n_templates)
     _kernel("sum_windows_per_template", _WINDOW_SUMS)(
-        grid, (threads,), (residual, np.int64(n_chan), cupy.ascontiguousarray(onsets),
-                           first, np.int32(nt0), sums))
+        grid,
+        (threads,),
+        (residual, np.int64(n_chan), cupy.ascontiguousarray(onsets), first, np.int32(nt0), sums),
+    )
     return sums

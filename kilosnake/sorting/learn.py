@@ -29,14 +29,14 @@ import math
 
 import numpy as np
 
+from kilosnake.io.corrected_traces import open_reader
+from kilosnake.io.store import open_store, read_arrays, write_array, writing_store
+from kilosnake.io.traces import batch_window, prefetching, read_batch
 from kilosnake.runtime import gpu_memory
 from kilosnake.runtime.backend import Backend, get_backend
 from kilosnake.runtime.progress import Progress
-from kilosnake.io.store import open_store, read_arrays, write_array, writing_store
 from kilosnake.sorting import batches, empty, kernels, matching, svd
 from kilosnake.sorting.detect import detect_new_spikes, new_template_waveforms
-from kilosnake.io.corrected_traces import open_reader
-from kilosnake.io.traces import batch_window, prefetching, read_batch
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,17 @@ class LearnerState:
     def n_templates(self) -> int:
         return int(self.dWU.shape[0])
 
-    def keep(self, mask) -> "LearnerState":
+    def keep(self, mask) -> LearnerState:
         return LearnerState(self.dWU[mask], self.nsp[mask])
 
-    def add(self, be: Backend, dWU_new, nsp_value: float, cap: int) -> "LearnerState":
+    def add(self, be: Backend, dWU_new, nsp_value: float, cap: int) -> LearnerState:
         xp = be.xp
         room = max(0, cap - self.n_templates)
         dWU_new = dWU_new[:room]
         nsp_new = xp.full(dWU_new.shape[0], nsp_value, dtype=xp.float64)
-        return LearnerState(xp.concatenate([self.dWU, dWU_new]),
-                            xp.concatenate([self.nsp, nsp_new]))
+        return LearnerState(
+            xp.concatenate([self.dWU, dWU_new]), xp.concatenate([self.nsp, nsp_new])
+        )
 
 
 def momentum_schedule(momentum, n_iter: int) -> np.ndarray:
@@ -132,8 +133,9 @@ def accumulate_spikes(be: Backend, result: matching.PeelResult, tset: matching.T
     n_filt, nt0 = tset.n_templates, tset.nt0
     order = xp.lexsort(xp.stack([result.onset, result.template]))
     sums, counts = residual_sums(be, result, order, n_filt, nt0)
-    amp_sums, _ = matching.segment_sum(be, result.amplitude[order].astype(xp.float64),
-                                       result.template[order], n_filt)
+    amp_sums, _ = matching.segment_sum(
+        be, result.amplitude[order].astype(xp.float64), result.template[order], n_filt
+    )
     sums += amp_sums[:, None, None] * tset.dense(be).astype(xp.float64)
     return sums, counts
 
@@ -144,15 +146,17 @@ def residual_sums(be: Backend, result: matching.PeelResult, order, n_filt: int, 
     spikes in that order; otherwise :func:`kilosnake.sorting.matching.segment_sum` in chunks."""
     xp = be.xp
     if be.name == "gpu":
-        sums = kernels.sum_windows_per_template(result.residual, result.onset[order],
-                                                result.template[order], n_filt, nt0)
+        sums = kernels.sum_windows_per_template(
+            result.residual, result.onset[order], result.template[order], n_filt, nt0
+        )
         return sums, xp.bincount(result.template, minlength=n_filt)[:n_filt].astype(xp.int64)
     sums = xp.zeros((n_filt, nt0, result.residual.shape[1]))
     counts = xp.zeros(n_filt, dtype=xp.int64)
     for s0 in range(0, result.n_spikes, _AVERAGE_CHUNK):
-        part = result.select(order[s0:s0 + _AVERAGE_CHUNK])
-        s, c = matching.segment_sum(be, matching.residual_windows(be, part, nt0),
-                                    part.template, n_filt)
+        part = result.select(order[s0 : s0 + _AVERAGE_CHUNK])
+        s, c = matching.segment_sum(
+            be, matching.residual_windows(be, part, nt0), part.template, n_filt
+        )
         sums += s
         counts += c
     return sums, counts
@@ -195,15 +199,25 @@ def learn_batch(be: Backend, state: LearnerState, X, owned, det: dict, p: dict, 
     return state, result, lr, tset
 
 
-def add_templates_from_residual(be: Backend, state: LearnerState, residual, owned, dev: dict,
-                                wPCA3, p: dict, m0: float, cap: int) -> LearnerState:
+def add_templates_from_residual(
+    be: Backend,
+    state: LearnerState,
+    residual,
+    owned,
+    dev: dict,
+    wPCA3,
+    p: dict,
+    m0: float,
+    cap: int,
+) -> LearnerState:
     """Append templates seeded by the residual's unexplained spikes (up to ``cap`` in all).
 
     New templates start as the clips projected on the first three PCs, with the running spike
     count ``m0`` (so they are dropped at the next triage unless they catch spikes).
     """
-    t, _ = detect_new_spikes(be, residual, dev["wTEMP"], dev["iC"], p["Th"][0], p["nt0min"],
-                             owned=owned)
+    t, _ = detect_new_spikes(
+        be, residual, dev["wTEMP"], dev["iC"], p["Th"][0], p["nt0min"], owned=owned
+    )
     waveforms = new_template_waveforms(be, residual, t, wPCA3, p["nt0min"])
     return state.add(be, waveforms, m0, cap)
 
@@ -247,14 +261,14 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
         residual = X
         if state.n_templates:
             state, result, lr, tset = gpu_memory.retry_on_out_of_memory(
-                f"learn, batch {w.index}", learn_batch, be, state, X, owned, dev, p, pms[i])
+                f"learn, batch {w.index}", learn_batch, be, state, X, owned, dev, p, pms[i]
+            )
             residual = result.residual
             n_spikes += result.n_spikes
             if i % TRIAGE_EVERY == 0:
                 state = state.keep(triage(be, state.nsp, lr.mu, tset.ctc, m0))
         if i > 0 or state.n_templates == 0:  # the first batch gave the detect stage's seeds
-            state = add_templates_from_residual(be, state, residual, owned, dev, wPCA3, p, m0,
-                                                cap)
+            state = add_templates_from_residual(be, state, residual, owned, dev, wPCA3, p, m0, cap)
         progress.update(templates=state.n_templates, spikes=n_spikes)
     progress.close()
     reader.close()
@@ -322,11 +336,15 @@ def run_learn(preprocessed, detect_store, out, p: dict, drift=None) -> None:
     reader = open_reader(preprocessed, drift, be)
     det = read_arrays(open_store(detect_store), DETECT_ARRAYS)
     result = learn_templates(be, reader, det, p)
-    attrs = {"nt0": p["nt0"], "nt0min": p["nt0min"], "NT": reader.NT,
-             "sample_rate": reader.sample_rate, "n_samples": reader.n_samples,
-             "n_templates": int(result["mu"].size),
-             "layouts": {"W": "nt0,Nfilt,rank", "U": "Nchan,Nfilt,rank",
-                         "dWU": "nt0,Nchan,Nfilt"}}
+    attrs = {
+        "nt0": p["nt0"],
+        "nt0min": p["nt0min"],
+        "NT": reader.NT,
+        "sample_rate": reader.sample_rate,
+        "n_samples": reader.n_samples,
+        "n_templates": int(result["mu"].size),
+        "layouts": {"W": "nt0,Nfilt,rank", "U": "Nchan,Nfilt,rank", "dWU": "nt0,Nchan,Nfilt"},
+    }
     with writing_store(out, "learn", p, be.name, p.get("seed"), attrs) as g:
         for name, value in result.items():
             write_array(g, name, value)

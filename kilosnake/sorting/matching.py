@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-
 from kilosnake.runtime import gpu_memory
 from kilosnake.runtime.backend import Backend
 from kilosnake.sorting import kernels, svd
@@ -85,10 +84,16 @@ class PeelResult:
     def n_spikes(self) -> int:
         return int(self.onset.shape[0])
 
-    def select(self, keep) -> "PeelResult":
+    def select(self, keep) -> PeelResult:
         """The spikes where ``keep`` is true (residual and projections shared)."""
-        return PeelResult(self.onset[keep], self.template[keep], self.amplitude[keep],
-                          self.score[keep], self.residual, self.projections)
+        return PeelResult(
+            self.onset[keep],
+            self.template[keep],
+            self.amplitude[keep],
+            self.score[keep],
+            self.residual,
+            self.projections,
+        )
 
 
 def make_template_set(be: Backend, W, U, mu, n_near: int = 32) -> TemplateSet:
@@ -113,7 +118,7 @@ def make_template_set(be: Backend, W, U, mu, n_near: int = 32) -> TemplateSet:
     U = xp.asarray(U, dtype=xp.float32)
     mu = xp.asarray(mu, dtype=xp.float32)
     n_near = min(int(n_near), U.shape[1])
-    energy = (U ** 2).sum(axis=2)
+    energy = (U**2).sum(axis=2)
     channels = xp.argsort(-energy, axis=1, kind="stable")[:, :n_near].astype(xp.int64)
     U_local = xp.take_along_axis(U, channels[:, :, None], axis=1)  # (Nfilt, n_near, rank)
     T_local = W @ U_local.transpose(0, 2, 1)
@@ -137,8 +142,7 @@ def current_blocks(be: Backend, tset: TemplateSet) -> list:
     return tset.blocks
 
 
-def projection_blocks(be: Backend, W, U, channels, block_size: int = 32,
-                      segment: int = SEGMENT):
+def projection_blocks(be: Backend, W, U, channels, block_size: int = 32, segment: int = SEGMENT):
     """Templates grouped by peak channel, with their channel unions and filter spectra.
 
     Returns
@@ -152,7 +156,7 @@ def projection_blocks(be: Backend, W, U, channels, block_size: int = 32,
     order = xp.argsort(channels[:, 0], kind="stable") if n_filt else xp.zeros(0, xp.int64)
     blocks = []
     for b0 in range(0, n_filt, block_size):
-        idx = order[b0:b0 + block_size]
+        idx = order[b0 : b0 + block_size]
         used = xp.zeros(U.shape[1], dtype=bool)
         used[channels[idx].ravel()] = True
         chans = xp.flatnonzero(used)  # the sorted union (a mask costs less than a sort)
@@ -184,7 +188,7 @@ def project(be: Backend, X, tset: TemplateSet):
     n_seg = -(-n_out // step)
     rows = xp.arange(n_seg)[:, None] * step + xp.arange(segment)[None, :]
     Xt = xp.zeros((X.shape[1], n_seg * step + nt0 - 1), dtype=xp.float32)
-    Xt[:, :X.shape[0]] = X.T  # channel-major, zero-padded to whole segments
+    Xt[:, : X.shape[0]] = X.T  # channel-major, zero-padded to whole segments
     for idx, chans, spectra in blocks:
         Ub = tset.U[idx][:, chans, :].transpose(0, 2, 1).reshape(-1, chans.shape[0])
         P = Ub @ Xt[chans]  # (b*rank, T)
@@ -211,8 +215,7 @@ def best_scores(be: Backend, C, mu, lam: float):
     return cf.max(axis=1), cf.argmax(axis=1)
 
 
-def _update_best_scores(be: Backend, C, mu, lam: float, onsets, half: int, best,
-                        best_id) -> None:
+def _update_best_scores(be: Backend, C, mu, lam: float, onsets, half: int, best, best_id) -> None:
     """Refresh ``best`` and ``best_id`` after spikes at ``onsets`` changed ``C`` within
     ±``half`` rows of them: those rows only on the CPU; every row on the GPU, where one pass
     over ``C`` costs less than gathering the changed rows (same values either way)."""
@@ -233,8 +236,9 @@ def local_maxima(be: Backend, best, threshold: float, half_width: int):
     if be.name == "gpu":
         return kernels.local_maxima(best, threshold, half_width)
     xp = be.xp
-    running = be.ndimage.maximum_filter1d(best, size=2 * half_width + 1, mode="constant",
-                                          cval=-xp.inf)
+    running = be.ndimage.maximum_filter1d(
+        best, size=2 * half_width + 1, mode="constant", cval=-xp.inf
+    )
     onsets = xp.nonzero((best > threshold) & (best >= running))[0]
     if onsets.shape[0] > 1:
         gap_ok = xp.concatenate([xp.ones(1, dtype=bool), xp.diff(onsets) > half_width])
@@ -242,8 +246,9 @@ def local_maxima(be: Backend, best, threshold: float, half_width: int):
     return onsets.astype(xp.int64)
 
 
-def peel(be: Backend, X, tset: TemplateSet, Th: float, lam: float,
-         max_rounds: int = MAX_ROUNDS) -> PeelResult:
+def peel(
+    be: Backend, X, tset: TemplateSet, Th: float, lam: float, max_rounds: int = MAX_ROUNDS
+) -> PeelResult:
     """Matching pursuit of the templates in one batch.
 
     Parameters
@@ -275,8 +280,8 @@ def peel(be: Backend, X, tset: TemplateSet, Th: float, lam: float,
         return empty
     # projections padded by nt0-1 rows on each side so that updates need no clipping
     Cpad = xp.zeros((n_out + 2 * half, tset.n_templates), dtype=xp.float32)
-    Cpad[half:half + n_out] = project(be, X, tset)
-    C = Cpad[half:half + n_out]
+    Cpad[half : half + n_out] = project(be, X, tset)
+    C = Cpad[half : half + n_out]
     best, best_id = best_scores(be, C, tset.mu, lam)
     found = []
     threshold = float(Th) ** 2
@@ -295,15 +300,26 @@ def peel(be: Backend, X, tset: TemplateSet, Th: float, lam: float,
     if not found:
         return empty
     onset, template, amplitude, score = (xp.concatenate(parts) for parts in zip(*found))
-    return PeelResult(onset, template.astype(xp.int64), amplitude.astype(xp.float32),
-                      score.astype(xp.float32), residual, C)
+    return PeelResult(
+        onset,
+        template.astype(xp.int64),
+        amplitude.astype(xp.float32),
+        score.astype(xp.float32),
+        residual,
+        C,
+    )
 
 
 def _empty_result(be: Backend, residual, n_out: int, n_filt: int) -> PeelResult:
     xp = be.xp
-    return PeelResult(xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.int64),
-                      xp.zeros(0, dtype=xp.float32), xp.zeros(0, dtype=xp.float32), residual,
-                      xp.zeros((max(n_out, 0), n_filt), dtype=xp.float32))
+    return PeelResult(
+        xp.zeros(0, dtype=xp.int64),
+        xp.zeros(0, dtype=xp.int64),
+        xp.zeros(0, dtype=xp.float32),
+        xp.zeros(0, dtype=xp.float32),
+        residual,
+        xp.zeros((max(n_out, 0), n_filt), dtype=xp.float32),
+    )
 
 
 def _subtract_from_data(be: Backend, residual, tset: TemplateSet, onsets, ids, amps) -> None:
@@ -318,8 +334,9 @@ def _subtract_from_data(be: Backend, residual, tset: TemplateSet, onsets, ids, a
         sl = slice(s0, s0 + chunk)
         rows = onsets[sl, None] + xp.arange(nt0)[None, :]
         chans = tset.channels[ids[sl]]
-        residual[rows[:, :, None], chans[:, None, :]] -= amps[sl, None, None] * \
-            tset.T_local[ids[sl]]
+        residual[rows[:, :, None], chans[:, None, :]] -= (
+            amps[sl, None, None] * tset.T_local[ids[sl]]
+        )
 
 
 def _subtract_from_projections(be: Backend, Cpad, ctc, onsets, ids, amps) -> None:

@@ -41,8 +41,9 @@ def peak_channels(be: Backend, dWU, nt0min: int):
     return be.xp.argmax(be.xp.abs(dWU[:, nt0min, :]), axis=1).astype(be.xp.int64)
 
 
-def factorise_templates(be: Backend, dWU, iC, Ka, Kb, nt0min: int,
-                        rank: int = RANK) -> LowRankTemplates:
+def factorise_templates(
+    be: Backend, dWU, iC, Ka, Kb, nt0min: int, rank: int = RANK
+) -> LowRankTemplates:
     """Rank-``rank`` factors of every template, restricted to its peak channel's neighbourhood.
 
     For each template the channels outside ``iC[:, iW]`` are ignored, the (nt0 × n_near)
@@ -82,7 +83,7 @@ def factorise_templates(be: Backend, dWU, iC, Ka, Kb, nt0min: int,
     W = align_peaks(be, W, xp.asarray(Ka), xp.asarray(Kb), nt0min)
     W, Uloc = orthonormalise(be, W, Uloc)
     W, Uloc = sign_factors(be, W, Uloc, nt0min)
-    mu = xp.sqrt((Uloc ** 2).sum(axis=(1, 2)))
+    mu = xp.sqrt((Uloc**2).sum(axis=(1, 2)))
     Uloc = Uloc / xp.maximum(mu, 1e-12)[:, None, None]
     U = xp.zeros((n_filt, n_chan, rank))
     rows = xp.arange(n_filt)[:, None]
@@ -160,7 +161,7 @@ def orthonormalise(be: Backend, W, Uloc):
         for i in range(j):
             R[:, i, j] = (Q[:, :, i] * W[:, :, j]).sum(axis=1)
             v = v - R[:, i, j][:, None] * Q[:, :, i]
-        norm = xp.sqrt((v ** 2).sum(axis=1))
+        norm = xp.sqrt((v**2).sum(axis=1))
         R[:, j, j] = norm
         Q[:, :, j] = v / xp.maximum(norm, 1e-12)[:, None]
     # W Uᵀ = Q R Uᵀ = Q (U Rᵀ)ᵀ
@@ -218,9 +219,12 @@ def template_cross_correlations(be: Backend, W, U, dtype=None):
     block = max(1, gpu_memory.blocks.ctc_bytes // max(1, n_filt * nf * 16))
     for j0 in range(0, n_filt, block):
         j1 = min(n_filt, j0 + block)
-        # spatial overlaps of templates j (rows) with all templates i, per rank pair (k of i, l of j)
-        gram = U[j0:j1].transpose(0, 2, 1).reshape(-1, n_chan) @ \
-            U.transpose(0, 2, 1).reshape(-1, n_chan).T  # ((b, l), (Nfilt, k))
+        # spatial overlaps of templates j (rows) with all templates i, per rank pair
+        # (k of i, l of j)
+        gram = (
+            U[j0:j1].transpose(0, 2, 1).reshape(-1, n_chan)
+            @ U.transpose(0, 2, 1).reshape(-1, n_chan).T
+        )  # ((b, l), (Nfilt, k))
         utu = gram.reshape(j1 - j0, rank, n_filt, rank).transpose(0, 2, 3, 1)
         acc = xp.zeros((j1 - j0, n_filt, nf), dtype=spectra.dtype)
         for k in range(rank):

@@ -39,35 +39,50 @@ def linear_probe(n_channels: int, pitch: float = 20.0) -> Probe:
 def temporal_shape(nt0: int, nt0min: int, width: float = 2.5) -> np.ndarray:
     """A biphasic spike shape: negative peak of -1 at ``nt0min`` and a slower positive lobe."""
     t = np.arange(nt0, dtype=np.float64) - nt0min
-    trough = -np.exp(-t ** 2 / (2 * (width / 2.0) ** 2))
-    lobe = 0.35 * np.exp(-(t - 3 * width) ** 2 / (2 * (1.5 * width) ** 2))
+    trough = -np.exp(-(t**2) / (2 * (width / 2.0) ** 2))
+    lobe = 0.35 * np.exp(-((t - 3 * width) ** 2) / (2 * (1.5 * width) ** 2))
     return trough + lobe
 
 
-def unit_waveform(probe: Probe, channel: int, amplitude: float, nt0: int, nt0min: int,
-                  width: float = 2.5, spread_um: float = 25.0) -> np.ndarray:
+def unit_waveform(
+    probe: Probe,
+    channel: int,
+    amplitude: float,
+    nt0: int,
+    nt0min: int,
+    width: float = 2.5,
+    spread_um: float = 25.0,
+) -> np.ndarray:
     """(nt0, Nchan) waveform centred on ``channel`` with peak ``-amplitude`` there."""
     d = np.hypot(probe.xc - probe.xc[channel], probe.yc - probe.yc[channel])
-    spatial = np.exp(-d ** 2 / (2 * spread_um ** 2))
+    spatial = np.exp(-(d**2) / (2 * spread_um**2))
     return amplitude * np.outer(temporal_shape(nt0, nt0min, width), spatial)
 
 
-def add_spikes(traces: np.ndarray, waveforms: np.ndarray, times, units, scales,
-               nt0min: int) -> None:
+def add_spikes(
+    traces: np.ndarray, waveforms: np.ndarray, times, units, scales, nt0min: int
+) -> None:
     """Add ``scale · waveform[unit]`` with its peak at each time (clipped at the edges)."""
     nt0 = waveforms.shape[1]
     for t, u, a in zip(times, units, scales):
         start = int(t) - nt0min
         lo, hi = max(start, 0), min(start + nt0, traces.shape[0])
         if hi > lo:
-            traces[lo:hi] += a * waveforms[u, lo - start:hi - start]
+            traces[lo:hi] += a * waveforms[u, lo - start : hi - start]
 
 
-def make_toy_recording(n_channels: int = 16, duration_s: float = 4.0,
-                       sample_rate: float = 30000.0, n_units: int = 4,
-                       amplitudes=(14.0, 18.0, 22.0, 26.0), rate_hz: float = 12.0,
-                       nt0: int = 61, nt0min: int = 20, seed: int = 0,
-                       noise: float = 1.0) -> ToyRecording:
+def make_toy_recording(
+    n_channels: int = 16,
+    duration_s: float = 4.0,
+    sample_rate: float = 30000.0,
+    n_units: int = 4,
+    amplitudes=(14.0, 18.0, 22.0, 26.0),
+    rate_hz: float = 12.0,
+    nt0: int = 61,
+    nt0min: int = 20,
+    seed: int = 0,
+    noise: float = 1.0,
+) -> ToyRecording:
     """Unit-variance white noise plus ``n_units`` units firing as refractory Poisson trains.
 
     Units sit on channels spread evenly along the probe, with widths differing slightly so that
@@ -80,14 +95,15 @@ def make_toy_recording(n_channels: int = 16, duration_s: float = 4.0,
     channels = np.linspace(1, n_channels - 2, n_units).round().astype(int)
     amps = np.resize(np.asarray(amplitudes, dtype=np.float64), n_units)
     widths = 2.0 + 1.2 * (np.arange(n_units) % 3) / 2.0
-    waveforms = np.stack([unit_waveform(probe, c, a, nt0, nt0min, w)
-                          for c, a, w in zip(channels, amps, widths)])
+    waveforms = np.stack(
+        [unit_waveform(probe, c, a, nt0, nt0min, w) for c, a, w in zip(channels, amps, widths)]
+    )
     times, units = [], []
     refractory = int(0.002 * sample_rate)
     for u in range(n_units):
         n = rng.poisson(rate_hz * duration_s)
         t = np.sort(rng.integers(nt0, n_samples - nt0, size=n))
-        t = t[np.concatenate([[True], np.diff(t) > refractory])[:t.size]]
+        t = t[np.concatenate([[True], np.diff(t) > refractory])[: t.size]]
         times.append(t)
         units.append(np.full(t.size, u))
     times, units = np.concatenate(times), np.concatenate(units)
@@ -95,21 +111,40 @@ def make_toy_recording(n_channels: int = 16, duration_s: float = 4.0,
     times, units = times[order], units[order]
     scales = rng.uniform(0.9, 1.1, size=times.size)
     add_spikes(traces, waveforms, times, units, scales, nt0min)
-    return ToyRecording(traces.astype(np.float32), probe, sample_rate, times.astype(np.int64),
-                        units.astype(np.int64), scales, waveforms)
+    return ToyRecording(
+        traces.astype(np.float32),
+        probe,
+        sample_rate,
+        times.astype(np.int64),
+        units.astype(np.int64),
+        scales,
+        waveforms,
+    )
 
 
-def write_preprocessed_store(path, traces: np.ndarray, probe: Probe, sample_rate: float,
-                             NT: int, scaleproc: float = 200.0) -> None:
+def write_preprocessed_store(
+    path, traces: np.ndarray, probe: Probe, sample_rate: float, NT: int, scaleproc: float = 200.0
+) -> None:
     """A ``preprocessed.zarr`` with the layout of ``docs/stores.md`` from whitened traces."""
     data = np.clip(np.rint(np.asarray(traces) * scaleproc), -32768, 32767).astype(np.int16)
-    attrs = {"scaleproc": scaleproc, "NT": int(NT), "sample_rate": float(sample_rate),
-             "n_samples": int(data.shape[0]), "n_channels_total": probe.n_channels,
-             "dat": "toy", "dtype": "int16"}
+    attrs = {
+        "scaleproc": scaleproc,
+        "NT": int(NT),
+        "sample_rate": float(sample_rate),
+        "n_samples": int(data.shape[0]),
+        "n_channels_total": probe.n_channels,
+        "dat": "toy",
+        "dtype": "int16",
+    }
     with writing_store(path, "preprocess", {"NT": int(NT)}, "cpu", 0, attrs) as g:
-        arr = g.create_array("traces", shape=data.shape, dtype="int16",
-                             chunks=(int(NT), data.shape[1]), compressors=TRACE_CODEC,
-                             fill_value=0)
+        arr = g.create_array(
+            "traces",
+            shape=data.shape,
+            dtype="int16",
+            chunks=(int(NT), data.shape[1]),
+            compressors=TRACE_CODEC,
+            fill_value=0,
+        )
         arr[...] = data
         write_array(g, "chan_map", probe.chan_map)
         write_array(g, "xc", probe.xc)

@@ -63,8 +63,7 @@ def isolated_peaks(be: Backend, X, spkTh: float, loc_range, long_range, edge: in
     running_min = be.ndimage.minimum_filter(X, size=size_loc, mode="nearest")
     peaks = (X < running_min + PEAK_TOLERANCE) & (X < spkTh)
     size_long = (2 * int(long_range[0]) + 1, 2 * int(long_range[1]) + 1)
-    density = be.ndimage.uniform_filter(peaks.astype(xp.float32), size=size_long,
-                                        mode="constant")
+    density = be.ndimage.uniform_filter(peaks.astype(xp.float32), size=size_long, mode="constant")
     n_near = density * float(size_long[0] * size_long[1])
     isolated = peaks & (n_near < 1.2)
     isolated[:edge] = False
@@ -90,8 +89,13 @@ def extract_snippets(be: Backend, X, times, channels, nt0: int, nt0min: int):
 # universal waveforms
 
 
-def scaled_kmeans_prototypes(be: Backend, snippets, n_prototypes: int = N_UNIVERSAL,
-                             n_iter: int = 10, nt0min: int | None = None):
+def scaled_kmeans_prototypes(
+    be: Backend,
+    snippets,
+    n_prototypes: int = N_UNIVERSAL,
+    n_iter: int = 10,
+    nt0min: int | None = None,
+):
     """Prototype waveforms of the snippets by scaled k-means (Kilosort's ``wTEMP``).
 
     Starting from evenly spaced snippets, each iteration assigns every snippet to the prototype
@@ -194,8 +198,8 @@ def closest_channels(xc, yc, n_near: int, sigma_mask: float):
     order = np.argsort(C2C + np.eye(xc.size) * -1e-9, axis=0, kind="stable")
     iC = order[:n_near].astype(np.int64)
     d = np.take_along_axis(C2C, iC, axis=0)
-    mask = np.exp(-d ** 2 / (2 * sigma_mask ** 2))
-    mask = mask / np.sqrt(1e-3 + (mask ** 2).sum(axis=0, keepdims=True))
+    mask = np.exp(-(d**2) / (2 * sigma_mask**2))
+    mask = mask / np.sqrt(1e-3 + (mask**2).sum(axis=0, keepdims=True))
     return iC, mask.astype(np.float32), C2C
 
 
@@ -203,8 +207,7 @@ def closest_channels(xc, yc, n_near: int, sigma_mask: float):
 # sub-sample alignment
 
 
-def kriging_kernels(nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0,
-                    ridge: float = 0.01):
+def kriging_kernels(nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0, ridge: float = 0.01):
     """Kriging kernels resampling an ``nt0``-sample waveform at ``nup`` sub-sample phases.
 
     A squared-exponential kernel ``exp(-d²/sig²)`` on a circular time axis interpolates the
@@ -231,4 +234,4 @@ def kriging_kernels(nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0,
 def _circular_gaussian(a, b, period: int, sig: float):
     d = np.abs(a - b) % period
     d = np.minimum(d, period - d)
-    return np.exp(-d ** 2 / sig ** 2)
+    return np.exp(-(d**2) / sig**2)

@@ -14,14 +14,19 @@ is allowed and the fix, e.g.::
 from __future__ import annotations
 
 import difflib
+
 from kilosnake.errors import InputError
 from kilosnake.params import PARAMS_BY_NAME, Param, config_schema
 
 
 def allowed_values(param: Param) -> str:
     """What ``param`` accepts, in words (e.g. "a number from 0 to 1, or null")."""
-    kind = {"number": "a number", "integer": "an integer", "string": "a string",
-            "boolean": "true or false"}
+    kind = {
+        "number": "a number",
+        "integer": "an integer",
+        "string": "a string",
+        "boolean": "true or false",
+    }
     if param.choices is not None:
         text = "one of " + ", ".join(repr(c) for c in param.choices)
     elif param.type.endswith("_pair"):
@@ -49,15 +54,18 @@ def config_error(key: str, value, reason: str) -> InputError:
     if param is None:
         close = difflib.get_close_matches(key, PARAMS_BY_NAME, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        return InputError(f"config key {key!r} is unknown{hint}",
-                          f"remove {key!r} from the config (config/config.yaml or --config) or "
-                          "correct its name; every key is listed in docs/parameters.md")
+        return InputError(
+            f"config key {key!r} is unknown{hint}",
+            f"remove {key!r} from the config (config/config.yaml or --config) or "
+            "correct its name; every key is listed in docs/parameters.md",
+        )
     units = f"; {param.units}" if param.units else ""
     allowed = allowed_values(param)
     return InputError(
         f"config value {key}={value!r} is not allowed: {reason} (allowed: {allowed}{units})",
         f"set {key} to {allowed} in config/config.yaml or with --config {key}=<value> (the "
-        f"default is {_yaml_text(param.default)})")
+        f"default is {_yaml_text(param.default)})",
+    )
 
 
 def _yaml_text(value) -> str:
@@ -104,5 +112,6 @@ def check_config(config: dict) -> None:
     if len(errors) == 1:
         raise errors[0]
     if errors:
-        raise InputError("\n".join(e.problem for e in errors),
-                         "\n  fix: ".join(e.fix for e in errors))
+        raise InputError(
+            "\n".join(e.problem for e in errors), "\n  fix: ".join(e.fix for e in errors)
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from kilosnake.workflow.shanks import probe_shank_count
-from kilosnake.groundtruth.presets import preset_config
 
+from kilosnake.groundtruth.presets import preset_config
+from kilosnake.workflow.shanks import probe_shank_count
 
 DEMO_FOLDER = "resources/demo"
 
@@ -16,8 +16,9 @@ TABLE_COLUMNS = ("name", "dat", "probe", "n_channels", "sample_rate", "dtype", "
 #: Columns every table must have (the others may be left out or left empty).
 REQUIRED_COLUMNS = ("name", "dat")
 #: JSON schema of one table row, shipped with the workflow.
-TABLE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / \
-    "recordings.schema.yaml"
+TABLE_SCHEMA = (
+    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "recordings.schema.yaml"
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -28,8 +29,12 @@ class RecordingsTableError(ValueError):
 def demo_paths(preset: str) -> dict:
     """Where the generated demo recording of ``preset`` and its ground truth live."""
     base = Path(DEMO_FOLDER) / preset
-    return {"dat": f"{base}.bin", "probe": f"{base}.probe.json", "gt": f"{base}_gt.npz",
-            "meta": f"{base}.meta.json"}
+    return {
+        "dat": f"{base}.bin",
+        "probe": f"{base}.probe.json",
+        "gt": f"{base}_gt.npz",
+        "meta": f"{base}.meta.json",
+    }
 
 
 def recording_name(dat: str) -> str:
@@ -104,17 +109,21 @@ def read_recordings_table(path, schema_path=None) -> dict:
     if missing:
         raise RecordingsTableError(
             f"{path}: missing column(s) {', '.join(missing)} in the header row "
-            f"(columns are tab-separated: {', '.join(TABLE_COLUMNS)})")
+            f"(columns are tab-separated: {', '.join(TABLE_COLUMNS)})"
+        )
     unknown = [c for c in header if c not in TABLE_COLUMNS]
     if unknown:
-        raise RecordingsTableError(f"{path}: unknown column(s) {', '.join(unknown)}; "
-                                   f"known: {', '.join(TABLE_COLUMNS)}")
+        raise RecordingsTableError(
+            f"{path}: unknown column(s) {', '.join(unknown)}; known: {', '.join(TABLE_COLUMNS)}"
+        )
     schema = _load_schema(schema_path or TABLE_SCHEMA)
     rows = {}
     for lineno, raw in enumerate(reader, start=2):
         if None in raw:
-            raise RecordingsTableError(f"{path}, row {lineno}: more cells than columns "
-                                       "(are the columns separated by tabs?)")
+            raise RecordingsTableError(
+                f"{path}, row {lineno}: more cells than columns "
+                "(are the columns separated by tabs?)"
+            )
         row = {k.strip(): _parse_cell(k.strip(), v or "") for k, v in raw.items()}
         row = {k: v for k, v in row.items() if v is not None}
         try:
@@ -126,7 +135,8 @@ def read_recordings_table(path, schema_path=None) -> dict:
         if not _NAME.match(name):
             raise RecordingsTableError(
                 f"{path}, row {lineno}: name {name!r} must start with a letter or digit and "
-                "hold only letters, digits, '_', '.' and '-' (it names the results folder)")
+                "hold only letters, digits, '_', '.' and '-' (it names the results folder)"
+            )
         if name in rows:
             raise RecordingsTableError(f"{path}, row {lineno}: name {name!r} used twice")
         rows[name] = {c: row.get(c) for c in TABLE_COLUMNS}
@@ -151,23 +161,43 @@ def recording_sources(config: dict) -> dict:
     if table:
         rows = read_recordings_table(table)
         shared = ("probe", "n_channels", "dtype", "sample_rate", "uv_per_bit")
-        return {name: {
-            "dat": row["dat"],
-            **{k: row[k] if row[k] is not None else config.get(k) for k in shared},
-            "gt": None, "demo": None} for name, row in rows.items()}
+        return {
+            name: {
+                "dat": row["dat"],
+                **{k: row[k] if row[k] is not None else config.get(k) for k in shared},
+                "gt": None,
+                "demo": None,
+            }
+            for name, row in rows.items()
+        }
     dat = config.get("dat")
     if not dat:
-
         preset = config.get("demo_preset", "demo")
         paths, synth = demo_paths(preset), preset_config(preset)
-        return {preset: {"dat": paths["dat"], "probe": paths["probe"],
-                         "n_channels": synth.n_channels + int(synth.sync_channel),
-                         "dtype": "int16", "sample_rate": synth.sample_rate,
-                         "uv_per_bit": synth.uv_per_bit, "gt": paths["gt"], "demo": preset}}
-    return {recording_name(dat): {
-        "dat": str(dat), "probe": config.get("probe"), "n_channels": config.get("n_channels"),
-        "dtype": config.get("dtype", "int16"), "sample_rate": config.get("sample_rate"),
-        "uv_per_bit": config.get("uv_per_bit"), "gt": None, "demo": None}}
+        return {
+            preset: {
+                "dat": paths["dat"],
+                "probe": paths["probe"],
+                "n_channels": synth.n_channels + int(synth.sync_channel),
+                "dtype": "int16",
+                "sample_rate": synth.sample_rate,
+                "uv_per_bit": synth.uv_per_bit,
+                "gt": paths["gt"],
+                "demo": preset,
+            }
+        }
+    return {
+        recording_name(dat): {
+            "dat": str(dat),
+            "probe": config.get("probe"),
+            "n_channels": config.get("n_channels"),
+            "dtype": config.get("dtype", "int16"),
+            "sample_rate": config.get("sample_rate"),
+            "uv_per_bit": config.get("uv_per_bit"),
+            "gt": None,
+            "demo": None,
+        }
+    }
 
 
 def shank_counts(recordings: dict) -> dict:

@@ -31,10 +31,10 @@ import contextlib
 import re
 import shutil
 from pathlib import Path
-from kilosnake.io.shank_sets import SHANK_SET, shard
-from kilosnake.io.probe import load_probe
-from kilosnake.io.store import publish
 
+from kilosnake.io.probe import load_probe
+from kilosnake.io.shank_sets import SHANK_SET, shard
+from kilosnake.io.store import publish
 
 _SUB = re.compile(r"^(?P<recording>[^/]+)/shank(?P<shank>[0-9]+)$")
 
@@ -74,8 +74,9 @@ def stack_images(paths, out) -> None:
 
     images = [mpimg.imread(p) for p in paths]
     width = max(im.shape[1] for im in images)
-    padded = [np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=1.0)
-              for im in images]
+    padded = [
+        np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=1.0) for im in images
+    ]
     mpimg.imsave(out, np.concatenate(padded, axis=0))
 
 
@@ -109,10 +110,11 @@ def per_shank(n_shanks: int | None, p: dict, inputs: dict, stores: dict, figures
         return
     import zarr
 
-
     tmps = {name: Path(f"{path}.tmp") for name, path in stores.items()}
-    parts = {name: [Path(f"{path}.shank{k}.png") for k in range(n_shanks)]
-             for name, path in figures.items()}
+    parts = {
+        name: [Path(f"{path}.shank{k}.png") for k in range(n_shanks)]
+        for name, path in figures.items()
+    }
     for tmp in tmps.values():
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -121,15 +123,21 @@ def per_shank(n_shanks: int | None, p: dict, inputs: dict, stores: dict, figures
     for k in range(n_shanks):
         outputs = {name: str(tmp / f"shank{k}") for name, tmp in tmps.items()}
         outputs.update({name: str(files[k]) for name, files in parts.items()})
-        calls.append(({name: shard(v, k, n_shanks) for name, v in inputs.items()}, outputs,
-                      {**p, "seed": shank_seed(p["seed"], k)}))
+        calls.append(
+            (
+                {name: shard(v, k, n_shanks) for name, v in inputs.items()},
+                outputs,
+                {**p, "seed": shank_seed(p["seed"], k)},
+            )
+        )
     try:
         yield calls
         for name, files in parts.items():
             stack_images(files, figures[name])
         for name, tmp in tmps.items():
             zarr.open_group(str(tmp), mode="r+").attrs.update(
-                {SHANK_SET: int(n_shanks), "complete": True})
+                {SHANK_SET: int(n_shanks), "complete": True}
+            )
             publish(tmp, Path(stores[name]))
     except BaseException:
         for tmp in tmps.values():

@@ -15,7 +15,6 @@ import io
 import sys
 from pathlib import Path
 
-
 #: Stages in pipeline order, with the output that marks each as complete (stores are written to a
 #: temporary path and renamed, so an existing output is a complete one).
 STAGES = (
@@ -72,8 +71,9 @@ def stage_log(logs: Path, stage: str) -> Path | None:
     patterns = (f"{stage}.log",) + SCATTERED_LOGS.get(stage, ())
     found = sorted({p for pattern in patterns for p in logs.glob(pattern)})
     for log in found:
-        if _last_error_line(log) and any(w in _last_error_line(log).lower()
-                                         for w in ("error", "exception")):
+        if _last_error_line(log) and any(
+            w in _last_error_line(log).lower() for w in ("error", "exception")
+        ):
             return log
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
@@ -93,8 +93,11 @@ def recording_status(name: str, results="results") -> dict:
     if not shanks:
         stopped = first_unfinished(folder, STAGES)
     else:  # one job per shank and stage: the input check, each shank's stages, the export
-        stopped = first_unfinished(folder, STAGES[:1]) or first_shank_unfinished(shanks) or \
-            first_unfinished(folder, STAGES[-1:])
+        stopped = (
+            first_unfinished(folder, STAGES[:1])
+            or first_shank_unfinished(shanks)
+            or first_unfinished(folder, STAGES[-1:])
+        )
     if stopped is None:
         row["status"], row["stage"] = "incomplete", "export_phy"
         return row
@@ -111,16 +114,21 @@ def shank_folders(folder: Path) -> list:
     shank order; ``scatter_shanks``); empty for any other recording. (A recording whose stage
     jobs loop over the shanks has only the shanks' ``input.json`` there, its stores on top.)"""
     found = [p for p in folder.glob("shank*") if p.is_dir() and p.name[5:].isdigit()]
-    if not any((p / "whitening.zarr").exists() or (p / "logs" / "whitening.log").exists()
-               for p in found):
+    if not any(
+        (p / "whitening.zarr").exists() or (p / "logs" / "whitening.log").exists() for p in found
+    ):
         return []
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def first_shank_unfinished(shanks) -> tuple[str, Path | None] | None:
     """Of the shanks' first unfinished stages (``shank<k>/<stage>``), a failed one if any."""
-    found = [(f"{shank.name}/{stage}", log) for shank in shanks
-             for stage, log in [first_unfinished(shank, STAGES[1:-1]) or (None, None)] if stage]
+    found = [
+        (f"{shank.name}/{stage}", log)
+        for shank in shanks
+        for stage, log in [first_unfinished(shank, STAGES[1:-1]) or (None, None)]
+        if stage
+    ]
     failed = [f for f in found if f[1] is not None]
     return (failed or found or [None])[0]
 

@@ -9,7 +9,6 @@ from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
-
 config.update(kparams.coerce_config(config))
 check_config(config)  # names the key, the bad value, what is allowed and the fix
 
@@ -61,16 +60,21 @@ def stage_info(wildcards):
     """The input.json a stage job reads: its recording's (or shank's), or each shank's for a
     job that loops over the shanks."""
     if shank_loop(wildcards):
-        return [out("input.json").format(recording=sub_recording(wildcards.recording, k))
-                for k in range(SHANKS[wildcards.recording])]
+        return [
+            out("input.json").format(recording=sub_recording(wildcards.recording, k))
+            for k in range(SHANKS[wildcards.recording])
+        ]
     return out("input.json").format(recording=wildcards.recording)
 
 
 def shank_infos(wildcards):
     """The input.json of each shank of a multi-shank recording (of the recording otherwise)."""
     n = SHANKS[wildcards.recording]
-    names = [wildcards.recording] if n == 1 else [sub_recording(wildcards.recording, k)
-                                                 for k in range(n)]
+    names = (
+        [wildcards.recording]
+        if n == 1
+        else [sub_recording(wildcards.recording, k) for k in range(n)]
+    )
     return [out("input.json").format(recording=name) for name in names]
 
 
@@ -82,8 +86,7 @@ def per_shank(name):
         n = SHANKS[wildcards.recording]
         if n == 1 or not SCATTER_SHANKS:
             return [out(name).format(recording=wildcards.recording)]
-        return [out(name).format(recording=sub_recording(wildcards.recording, k))
-                for k in range(n)]
+        return [out(name).format(recording=sub_recording(wildcards.recording, k)) for k in range(n)]
 
     return paths
 
@@ -95,8 +98,12 @@ def single_shank_inputs(**names):
     def paths(wildcards):
         if SHANKS[wildcards.recording] > 1:
             return {}
-        return {key: value(wildcards) if callable(value) else
-                value.format(recording=wildcards.recording) for key, value in names.items()}
+        return {
+            key: (
+                value(wildcards) if callable(value) else value.format(recording=wildcards.recording)
+            )
+            for key, value in names.items()
+        }
 
     return paths
 
@@ -141,8 +148,11 @@ def block_stores(name):
     """Input function: every block store of a scattered stage, in block order."""
 
     def paths(wildcards):
-        return expand(out(f"blocks/{name}.{{block}}.zarr"), recording=wildcards.recording,
-                      block=range(SCATTER_BLOCKS))
+        return expand(
+            out(f"blocks/{name}.{{block}}.zarr"),
+            recording=wildcards.recording,
+            block=range(SCATTER_BLOCKS),
+        )
 
     return paths
 
@@ -195,8 +205,11 @@ def get_probe(wildcards):
 def report_scorecard(wildcards):
     """The scorecard of a generated recording (it has ground truth), else nothing."""
     rec = RECORDINGS[wildcards.recording]
-    return {"scorecard": out("scorecard.txt").format(recording=wildcards.recording)} if rec.get(
-        "gt") else {}
+    return (
+        {"scorecard": out("scorecard.txt").format(recording=wildcards.recording)}
+        if rec.get("gt")
+        else {}
+    )
 
 
 def get_recording_params(wildcards):
@@ -207,5 +220,6 @@ def final_targets():
     """What `snakemake` builds by default: every recording's Phy folder, input check picture and
     QC report, plus the scorecard of each generated recording (those with ground truth)."""
     scored = [name for name, rec in RECORDINGS.items() if rec.get("gt")]
-    return expand([out("phy"), out("input_check.png"), out("report.html")],
-                  recording=list(RECORDINGS)) + expand(out("scorecard.txt"), recording=scored)
+    return expand(
+        [out("phy"), out("input_check.png"), out("report.html")], recording=list(RECORDINGS)
+    ) + expand(out("scorecard.txt"), recording=scored)

@@ -14,12 +14,12 @@ rule drift:
         log_path("drift"),
     benchmark:
         bench_path("drift")
+    conda:
+        conda_env()
+    resources:
+        gpu=gpu_jobs(),
     params:
         p=stage_params("drift"),
         shanks=shank_loop,
-    resources:
-        gpu=gpu_jobs(),
-    conda:
-        conda_env()
     script:
         "../../scripts/drift.py"

@@ -1,5 +1,4 @@
-# Phy export (validated with phylib before it is published) and, for the generated demo, the
-# scorecard against its ground truth.
+# Phy export, validated with phylib before it is published.
 
 
 rule export_phy:
@@ -19,25 +18,9 @@ rule export_phy:
         log_path("export_phy"),
     benchmark:
         bench_path("export_phy")
+    conda:
+        "../../envs/cpu.yaml"
     params:
         p=stage_params("export"),
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../../scripts/export_phy.py"
-
-
-rule scorecard:
-    input:
-        phy=out("phy"),
-        gt=lookup(dpath="{recording}/gt", within=RECORDINGS),
-    output:
-        whole_out("scorecard.txt"),
-    log:
-        log_path("scorecard"),
-    benchmark:
-        bench_path("scorecard")
-    conda:
-        "../../envs/cpu.yaml"
-    script:
-        "../../scripts/scorecard.py"

@@ -1,20 +1,4 @@
-# Input check, demo recording, whitening matrix and the preprocessed (filtered, whitened) traces.
-
-
-rule demo_recording:
-    output:
-        dat="resources/demo/{preset}.bin",
-        probe="resources/demo/{preset}.probe.json",
-        gt="resources/demo/{preset}_gt.npz",
-        meta="resources/demo/{preset}.meta.json",
-    log:
-        "resources/demo/{preset}.log",
-    params:
-        seed=config["seed"],
-    conda:
-        "../../envs/cpu.yaml"
-    script:
-        "../../scripts/demo_recording.py"
+# Input check, whitening matrix and the preprocessed (filtered, whitened) traces.
 
 
 rule check_input:
@@ -27,11 +11,11 @@ rule check_input:
         log_path("check_input"),
     benchmark:
         bench_path("check_input")
+    conda:
+        "../../envs/cpu.yaml"
     params:
         recording=get_recording_params,
         p=stage_params("input", extra=["NT"]),
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../../scripts/check_input.py"
 
@@ -45,10 +29,10 @@ rule shank_input:
         "results/{recording,[^/]+}/shank{shank,[0-9]+}/input.json",
     log:
         "results/{recording}/shank{shank}/logs/shank_input.log",
-    params:
-        p=stage_params(),
     conda:
         "../../envs/cpu.yaml"
+    params:
+        p=stage_params(),
     script:
         "../../scripts/shank_input.py"
 
@@ -63,13 +47,13 @@ rule whitening:
         log_path("whitening"),
     benchmark:
         bench_path("whitening")
+    conda:
+        conda_env()
+    resources:
+        gpu=gpu_jobs(),
     params:
         p=stage_params("preprocess", "whitening"),
         shanks=shank_loop,
-    resources:
-        gpu=gpu_jobs(),
-    conda:
-        conda_env()
     script:
         "../../scripts/whitening.py"
 
@@ -87,13 +71,13 @@ if SCATTER_BLOCKS == 1:
             log_path("preprocess"),
         benchmark:
             bench_path("preprocess")
+        conda:
+            conda_env()
+        resources:
+            gpu=gpu_jobs(),
         params:
             p=stage_params("preprocess"),
             shanks=shank_loop,
-        resources:
-            gpu=gpu_jobs(),
-        conda:
-            conda_env()
         script:
             "../../scripts/preprocess.py"
 
@@ -112,14 +96,14 @@ else:
             log_path("preprocess_block.{block}"),
         benchmark:
             bench_path("preprocess_block.{block}")
+        conda:
+            conda_env()
+        resources:
+            gpu=gpu_jobs(),
         params:
             p=stage_params("preprocess"),
             shanks=shank_loop,
             block=block_of,
-        resources:
-            gpu=gpu_jobs(),
-        conda:
-            conda_env()
         script:
             "../../scripts/preprocess.py"
 
@@ -132,10 +116,10 @@ else:
             log_path("gather_preprocessed"),
         benchmark:
             bench_path("gather_preprocessed")
+        conda:
+            "../../envs/cpu.yaml"
         params:
             p=stage_params("preprocess"),
             shanks=shank_loop,
-        conda:
-            "../../envs/cpu.yaml"
         script:
             "../../scripts/gather_preprocessed.py"

@@ -18,11 +18,11 @@ rule input_report:
         log_path("input_report"),
     benchmark:
         bench_path("input_report")
-    params:
-        p=stage_params(),
     priority: 50
     conda:
         "../../envs/cpu.yaml"
+    params:
+        p=stage_params(),
     script:
         "../../scripts/input_report.py"
 
@@ -32,10 +32,15 @@ rule report:
         unpack(report_scorecard),
         # the traces, drift and spikes sections show a recording sorted whole (a multi-shank
         # recording's report has the input check, the units and the run)
-        unpack(single_shank_inputs(preprocessed=out("preprocessed.zarr"),
-                                   preprocessed_blocks=preprocessed_blocks,
-                                   drift=out("drift.zarr"), drift_plot=out("drift.png"),
-                                   spikes=out("spikes.zarr"))),
+        unpack(
+            single_shank_inputs(
+                preprocessed=out("preprocessed.zarr"),
+                preprocessed_blocks=preprocessed_blocks,
+                drift=out("drift.zarr"),
+                drift_plot=out("drift.png"),
+                spikes=out("spikes.zarr"),
+            )
+        ),
         dat=get_raw,
         info=out("input.json"),
         input_check=out("input_check.png"),
@@ -51,10 +56,10 @@ rule report:
         log_path("report"),
     benchmark:
         bench_path("report")
-    params:
-        p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
-    threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
     conda:
         "../../envs/cpu.yaml"
+    threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
+    params:
+        p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
     script:
         "../../scripts/report.py"

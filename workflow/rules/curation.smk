@@ -13,11 +13,11 @@ rule merge:
         log_path("merge"),
     benchmark:
         bench_path("merge")
+    conda:
+        "../../envs/cpu.yaml"
     params:
         p=stage_params("merge"),
         shanks=shank_loop,
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../../scripts/merge.py"
 
@@ -34,12 +34,12 @@ rule split:
         log_path("split"),
     benchmark:
         bench_path("split")
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 8  # processes fitting clusters (Snakemake lowers it to --cores)
     params:
         p=stage_params("split"),
         shanks=shank_loop,
-    threads: 8  # processes fitting clusters (Snakemake lowers it to --cores)
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../../scripts/split.py"
 
@@ -56,11 +56,11 @@ rule cutoff:
         log_path("cutoff"),
     benchmark:
         bench_path("cutoff")
+    conda:
+        "../../envs/cpu.yaml"
+    threads: 8  # processes running the per-cluster score cutoffs (lowered to --cores)
     params:
         p=stage_params("cutoff", extra=["Th"]),
         shanks=shank_loop,
-    threads: 8  # processes running the per-cluster score cutoffs (lowered to --cores)
-    conda:
-        "../../envs/cpu.yaml"
     script:
         "../../scripts/cutoff.py"

@@ -14,13 +14,13 @@ rule detect:
         log_path("detect"),
     benchmark:
         bench_path("detect")
+    conda:
+        conda_env()
+    resources:
+        gpu=gpu_jobs(),
     params:
         p=stage_params("detect", "learn"),
         shanks=shank_loop,
-    resources:
-        gpu=gpu_jobs(),
-    conda:
-        conda_env()
     script:
         "../../scripts/detect.py"
 
@@ -37,13 +37,13 @@ rule learn:
         log_path("learn"),
     benchmark:
         bench_path("learn")
+    conda:
+        conda_env()
+    resources:
+        gpu=gpu_jobs(),
     params:
         p=stage_params("detect", "learn"),
         shanks=shank_loop,
-    resources:
-        gpu=gpu_jobs(),
-    conda:
-        conda_env()
     script:
         "../../scripts/learn.py"
 
@@ -62,13 +62,13 @@ if SCATTER_BLOCKS == 1:
             log_path("final_pass"),
         benchmark:
             bench_path("final_pass")
+        conda:
+            conda_env()
+        resources:
+            gpu=gpu_jobs(),
         params:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
-        resources:
-            gpu=gpu_jobs(),
-        conda:
-            conda_env()
         script:
             "../../scripts/final_pass.py"
 
@@ -87,14 +87,14 @@ else:
             log_path("final_pass_block.{block}"),
         benchmark:
             bench_path("final_pass_block.{block}")
+        conda:
+            conda_env()
+        resources:
+            gpu=gpu_jobs(),
         params:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
             block=block_of,
-        resources:
-            gpu=gpu_jobs(),
-        conda:
-            conda_env()
         script:
             "../../scripts/final_pass.py"
 
@@ -107,10 +107,10 @@ else:
             log_path("gather_spikes"),
         benchmark:
             bench_path("gather_spikes")
+        conda:
+            "../../envs/cpu.yaml"
         params:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
-        conda:
-            "../../envs/cpu.yaml"
         script:
             "../../scripts/gather_spikes.py"
