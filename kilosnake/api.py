@@ -281,6 +281,7 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
     from snakemake.settings.types import (
         ConfigSettings,
         DAGSettings,
+        ExecutionSettings,
         OutputSettings,
         ResourceSettings,
     )
@@ -297,7 +298,10 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
             snakefile=snakefile,
             workdir=workdir,
         )
-        workflow.dag(DAGSettings(targets=frozenset(targets))).execute_workflow(executor="local")
+        # stages run as threads of this process, as the workflow's default profile has it
+        workflow.dag(DAGSettings(targets=frozenset(targets))).execute_workflow(
+            executor="local", execution_settings=ExecutionSettings(use_threads=True)
+        )
 
 
 def read_benchmark_seconds(results_dir: Path) -> dict:

@@ -235,6 +235,17 @@ PARAMS: tuple[Param, ...] = (
         "stage, side by side; false = one job per stage that sorts the shanks one after the "
         "other. The result does not change",
     ),
+    _P(
+        "in_process",
+        True,
+        "boolean",
+        "workflow",
+        "",
+        "run each stage inside the Snakemake process: no interpreter start, imports or CUDA "
+        "context per job. false: each job in a Python process of its own (as with --use-conda, "
+        "a cluster job, or several GPUs on one machine, which always do). The result does not "
+        "change",
+    ),
     # --- batches -------------------------------------------------------------------------
     _P(
         "NT",

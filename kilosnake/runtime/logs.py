@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -204,6 +205,30 @@ def log_closing(stage: str, wall_s: float, cpu_s: float) -> None:
     )
 
 
+#: threads running a stage now (several stages may run side by side in one process)
+_stage_threads: set[int] = set()
+
+
+class StageThreadFilter(logging.Filter):
+    """Keep the records of the stage started on this thread, for that stage's handlers.
+
+    Stages run as threads of one process share the ``kilosnake`` logger: each stage's log file
+    receives the records of its own thread, and those of threads that run no stage (the
+    read-ahead and write-behind helpers a stage starts).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.ident = threading.get_ident()
+        _stage_threads.add(self.ident)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident or record.thread not in _stage_threads
+
+    def close(self) -> None:
+        _stage_threads.discard(self.ident)
+
+
 @contextlib.contextmanager
 def stage_logging(
     log_path, stage: str, params: dict | None = None, exit_on_error: bool = True, inputs=None
@@ -223,8 +248,11 @@ def stage_logging(
     inputs : iterable of paths, optional
         Inputs to describe (a rule script passes its rule's inputs).
     """
+    this_stage = StageThreadFilter()
     handlers = [add_default_handler("INFO", log_path)] if log_path else []
     handlers.append(add_default_handler("INFO"))
+    for h in handlers:
+        h.addFilter(this_stage)
     params = params or {}
     log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
@@ -245,6 +273,7 @@ def stage_logging(
     else:
         log_closing(stage, time.perf_counter() - t0, cpu_time_s() - c0)
     finally:
+        this_stage.close()
         for h in handlers:
             logger.removeHandler(h)
             h.close()

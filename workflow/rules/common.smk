@@ -1,4 +1,6 @@
 # Path helpers, config handling and input functions shared by every rule file.
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -7,6 +9,7 @@ import kilosnake.params as kparams
 from kilosnake.workflow.config_check import check_config
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
+from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
 config.update(kparams.coerce_config(config))
@@ -166,6 +169,54 @@ def preprocessed_blocks(wildcards):
 def block_of(wildcards):
     """``(block, n_blocks)`` of a block job, as the library functions take it."""
     return (int(wildcards.block), SCATTER_BLOCKS)
+
+
+#: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
+IN_PROCESS = bool(config["in_process"])
+#: a machine with several GPUs and none assigned: each GPU job claims one in its own process
+SEVERAL_LOCAL_GPUS = (
+    config.get("device") != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ and gpu_count() > 1
+)
+
+
+def stage_job(rule_name, input, output, params, wildcards, threads, log):
+    """The job of a rule as plain data, for kilosnake.workflow.stages.run_stage."""
+    # imported when a job runs, not when the workflow is read: it brings every stage's code
+    from kilosnake.workflow.stages import StageJob
+
+    def plain(value):
+        return value if isinstance(value, (str, int, float, type(None))) else list(value)
+
+    return StageJob(
+        rule_name,  # the rule
+        input={k: plain(v) for k, v in input.items()},
+        output={k: plain(v) for k, v in output.items()},
+        inputs=[str(v) for v in input],
+        outputs=[str(v) for v in output],
+        params={k: v for k, v in params.items()},
+        log=str(log[0]) if log else None,
+        threads=int(threads),
+        wildcards=dict(wildcards.items()),
+    )
+
+
+def run_stage_job(rule_name, input, output, params, wildcards, threads, resources, log, conda_env):
+    """Run a rule's stage: here, inside the Snakemake process, or in a Python of its own when
+    the job has a conda environment (--use-conda), uses a GPU on a machine with several, or
+    in_process is false. Same stage function, same log file, same result."""
+    job = stage_job(rule_name, input, output, params, wildcards, threads, log)
+    own = conda_env or not IN_PROCESS or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
+    if not own:
+        from kilosnake.workflow.stages import run_stage
+
+        run_stage(job)
+        return
+    job_file = Path(job.log).with_name(f"{rule_name}.job.json")
+    job.write_json(job_file)
+    python = "python" if conda_env else sys.executable
+    script = Path(workflow.basedir) / "scripts" / "run_stage.py"
+    shell(f"{python} {script} {job_file}", conda_env=conda_env, threads=threads)
+    job_file.unlink()
 
 
 def gpu_jobs():

@@ -18,8 +18,8 @@ rule merge:
     params:
         p=stage_params("merge"),
         shanks=shank_loop,
-    script:
-        "../../scripts/merge.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule split:
@@ -40,8 +40,8 @@ rule split:
     params:
         p=stage_params("split"),
         shanks=shank_loop,
-    script:
-        "../../scripts/split.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule cutoff:
@@ -62,5 +62,5 @@ rule cutoff:
     params:
         p=stage_params("cutoff", extra=["Th"]),
         shanks=shank_loop,
-    script:
-        "../../scripts/cutoff.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

@@ -21,5 +21,5 @@ rule drift:
     params:
         p=stage_params("drift"),
         shanks=shank_loop,
-    script:
-        "../../scripts/drift.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

@@ -22,5 +22,5 @@ rule export_phy:
         "../../envs/cpu.yaml"
     params:
         p=stage_params("export"),
-    script:
-        "../../scripts/export_phy.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

@@ -14,8 +14,8 @@ rule demo_recording:
         "../../envs/cpu.yaml"
     params:
         seed=config["seed"],
-    script:
-        "../../scripts/demo_recording.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule scorecard:
@@ -30,5 +30,5 @@ rule scorecard:
         bench_path("scorecard")
     conda:
         "../../envs/cpu.yaml"
-    script:
-        "../../scripts/scorecard.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

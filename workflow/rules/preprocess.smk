@@ -16,8 +16,8 @@ rule check_input:
     params:
         recording=get_recording_params,
         p=stage_params("input", extra=["NT"]),
-    script:
-        "../../scripts/check_input.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule shank_input:
@@ -33,8 +33,8 @@ rule shank_input:
         "../../envs/cpu.yaml"
     params:
         p=stage_params(),
-    script:
-        "../../scripts/shank_input.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule whitening:
@@ -54,8 +54,8 @@ rule whitening:
     params:
         p=stage_params("preprocess", "whitening"),
         shanks=shank_loop,
-    script:
-        "../../scripts/whitening.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 if SCATTER_BLOCKS == 1:
@@ -78,8 +78,8 @@ if SCATTER_BLOCKS == 1:
         params:
             p=stage_params("preprocess"),
             shanks=shank_loop,
-        script:
-            "../../scripts/preprocess.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 else:
     # scatter_blocks > 1: one job per time block, then a small store pointing at the blocks
@@ -104,8 +104,8 @@ else:
             p=stage_params("preprocess"),
             shanks=shank_loop,
             block=block_of,
-        script:
-            "../../scripts/preprocess.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
     rule gather_preprocessed:
         input:
@@ -121,5 +121,5 @@ else:
         params:
             p=stage_params("preprocess"),
             shanks=shank_loop,
-        script:
-            "../../scripts/gather_preprocessed.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

@@ -23,8 +23,8 @@ rule input_report:
         "../../envs/cpu.yaml"
     params:
         p=stage_params(),
-    script:
-        "../../scripts/input_report.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule report:
@@ -61,5 +61,5 @@ rule report:
     threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
     params:
         p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
-    script:
-        "../../scripts/report.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

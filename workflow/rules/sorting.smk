@@ -21,8 +21,8 @@ rule detect:
     params:
         p=stage_params("detect", "learn"),
         shanks=shank_loop,
-    script:
-        "../../scripts/detect.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 rule learn:
@@ -44,8 +44,8 @@ rule learn:
     params:
         p=stage_params("detect", "learn"),
         shanks=shank_loop,
-    script:
-        "../../scripts/learn.py"
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
 if SCATTER_BLOCKS == 1:
@@ -69,8 +69,8 @@ if SCATTER_BLOCKS == 1:
         params:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
-        script:
-            "../../scripts/final_pass.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 else:
     # scatter_blocks > 1: one job per time block, then their spikes appended in time order.
@@ -95,8 +95,8 @@ else:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
             block=block_of,
-        script:
-            "../../scripts/final_pass.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
     rule gather_spikes:
         input:
@@ -112,5 +112,5 @@ else:
         params:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
-        script:
-            "../../scripts/gather_spikes.py"
+        run:
+            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
