@@ -79,7 +79,9 @@ if SCATTER_BLOCKS == 1:
             p=stage_params("preprocess"),
             shanks=shank_loop,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )
 
 else:
     # scatter_blocks > 1: one job per time block, then a small store pointing at the blocks
@@ -105,7 +107,9 @@ else:
             shanks=shank_loop,
             block=block_of,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )
 
     rule gather_preprocessed:
         input:
@@ -122,4 +126,6 @@ else:
             p=stage_params("preprocess"),
             shanks=shank_loop,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )

@@ -70,7 +70,9 @@ if SCATTER_BLOCKS == 1:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )
 
 else:
     # scatter_blocks > 1: one job per time block, then their spikes appended in time order.
@@ -96,7 +98,9 @@ else:
             shanks=shank_loop,
             block=block_of,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )
 
     rule gather_spikes:
         input:
@@ -113,4 +117,6 @@ else:
             p=stage_params("learn", "final_pass"),
             shanks=shank_loop,
         run:
-            run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+            run_stage_job(
+                rule, input, output, params, wildcards, threads, resources, log, conda_env
+            )
