@@ -39,6 +39,31 @@ STAGES = (
 )
 
 
+#: the rules that read the parameters of each stage, unless a parameter names its own
+GPU_RULES = ("whitening", "preprocess", "preprocess_block", "drift", "detect", "learn",
+             "final_pass", "final_pass_block")  # fmt: skip
+STAGE_RULES = {
+    "input": ("check_input",),
+    "run": (),
+    "workflow": (),  # how the jobs run, never what they compute
+    "whitening": ("whitening",),
+    "preprocess": ("whitening", "preprocess", "preprocess_block"),
+    "drift": ("drift",),
+    "detect": ("detect",),
+    "learn": ("learn",),
+    "final_pass": ("final_pass", "final_pass_block"),
+    "merge": ("merge",),
+    "split": ("split",),
+    "cutoff": ("cutoff",),
+    "export": ("export_phy",),
+}
+#: rules that keep the seed in their store's provenance (every stage that writes a store)
+SEEDED_RULES = GPU_RULES + ("gather_preprocessed", "gather_spikes", "merge", "split", "cutoff")
+#: parameters a stage reads at run time that do not change its result: handed to the job, not
+#: listed under any rule's params:, so they never trigger a rerun
+RUN_TIME_SETTINGS = ("gpu_memory_gb",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """One row of the parameter table."""
@@ -53,6 +78,14 @@ class Param:
     maximum: float | None = None
     choices: tuple | None = None
     nullable: bool = False
+    #: the rules whose results depend on this parameter (their ``params:`` list it, so changing
+    #: it reruns exactly them and what follows); None: the rules of its stage (STAGE_RULES)
+    rules: tuple[str, ...] | None = None
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """The rules that read this parameter (the report reads every one of them too)."""
+        return STAGE_RULES[self.stage] if self.rules is None else self.rules
 
     def json_schema(self) -> dict:
         """The JSON-schema fragment validating this parameter's value."""
@@ -155,6 +188,7 @@ PARAMS: tuple[Param, ...] = (
         "tab-separated table of recordings sorted in one run (header: name, dat, probe, "
         "n_channels, sample_rate, dtype; see config/recordings.tsv); replaces dat",
         nullable=True,
+        rules=(),
     ),
     _P(
         "demo_preset",
@@ -173,6 +207,7 @@ PARAMS: tuple[Param, ...] = (
             "drift_static",
             "shanks4",
         ),
+        rules=(),
     ),
     # --- how it runs ---------------------------------------------------------------------
     _P(
@@ -183,6 +218,7 @@ PARAMS: tuple[Param, ...] = (
         "",
         "array backend: cpu (NumPy), gpu (CuPy, error if none), auto (GPU when CuPy sees one)",
         choices=("auto", "cpu", "gpu"),
+        rules=GPU_RULES,
     ),
     _P(
         "seed",
@@ -192,6 +228,7 @@ PARAMS: tuple[Param, ...] = (
         "",
         "seed of every random choice; same seed, same output",
         minimum=0,
+        rules=SEEDED_RULES,
     ),
     _P(
         "gpu_memory_gb",
@@ -255,6 +292,7 @@ PARAMS: tuple[Param, ...] = (
         "samples",
         "batch length (Kilosort 2.5: 64*1024-64)",
         minimum=4096,
+        rules=("check_input", "whitening", "preprocess", "preprocess_block"),
     ),
     _P(
         "ntbuff",
@@ -321,6 +359,7 @@ PARAMS: tuple[Param, ...] = (
         "",
         "int16 scaling of the whitened data (whitened SD 1 -> 200 units)",
         minimum=1.0,
+        rules=("preprocess", "preprocess_block"),
     ),
     # --- drift -----------------------------------------------------------------------------
     _P(
@@ -369,7 +408,16 @@ PARAMS: tuple[Param, ...] = (
         "batch stride when collecting snippets for the universal waveforms",
         minimum=1,
     ),
-    _P("nt0", 61, "integer", "detect", "samples", "template length (odd)", minimum=21),
+    _P(
+        "nt0",
+        61,
+        "integer",
+        "detect",
+        "samples",
+        "template length (odd)",
+        minimum=21,
+        rules=("detect", "learn", "final_pass", "final_pass_block"),
+    ),
     _P(
         "nt0min",
         20,
@@ -378,6 +426,7 @@ PARAMS: tuple[Param, ...] = (
         "samples",
         "index of the negative peak inside the template window",
         minimum=1,
+        rules=("detect", "learn", "final_pass", "final_pass_block"),
     ),
     _P(
         "loc_range",
@@ -433,6 +482,7 @@ PARAMS: tuple[Param, ...] = (
         "whitened SD",
         "score thresholds: template learning (Th[0]) and final pass (Th[1]); also the cutoff range",
         minimum=0.0,
+        rules=("detect", "learn", "final_pass", "final_pass_block", "cutoff"),
     ),
     _P(
         "lam",
@@ -442,6 +492,7 @@ PARAMS: tuple[Param, ...] = (
         "",
         "weight of the amplitude prior in matching pursuit",
         minimum=0.0,
+        rules=("learn", "final_pass", "final_pass_block"),
     ),
     _P(
         "minFR",
@@ -645,6 +696,16 @@ PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 def defaults() -> dict:
     """Every parameter at its default value (pairs as lists, as YAML gives them)."""
     return {p.name: _jsonable(p.default) for p in PARAMS}
+
+
+def rule_param_names(rule: str) -> list[str]:
+    """Names of the parameters ``rule`` reads (its ``params:``), in table order."""
+    return [p.name for p in PARAMS if rule in p.readers]
+
+
+def run_time_settings(config: dict) -> dict:
+    """The run-time settings of a job (:data:`RUN_TIME_SETTINGS`) from a config."""
+    return resolve(config, RUN_TIME_SETTINGS)
 
 
 def stage_names(stage: str) -> list[str]:

@@ -56,6 +56,9 @@ class StageJob:
     log: str | None
     threads: int = 1
     wildcards: dict = dataclasses.field(default_factory=dict)
+    #: run-time settings (kilosnake.params.RUN_TIME_SETTINGS): how the job runs, not what it
+    #: computes, so no rule lists them under params: and changing them reruns nothing
+    settings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def p(self) -> dict:
@@ -80,7 +83,8 @@ def run_stage(job: StageJob, exit_on_error: bool = False) -> None:
         raise KeyError(f"no stage function for rule {job.rule!r}")
     params = job.params.get("p") or {k: job.params[k] for k in ("seed",) if k in job.params}
     inputs = () if job.rule == "demo_recording" else job.inputs
-    with stage_logging(job.log, job.rule, params, exit_on_error=exit_on_error, inputs=inputs):
+    logged = {**params, **job.settings}  # the GPU memory cap is applied as the stage starts
+    with stage_logging(job.log, job.rule, logged, exit_on_error=exit_on_error, inputs=inputs):
         STAGE_FUNCTIONS[job.rule](job)
 
 

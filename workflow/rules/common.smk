@@ -119,19 +119,31 @@ def bench_path(rule_name):
     return f"results/{{recording}}/benchmarks/{rule_name}.tsv"
 
 
-def stage_params(*stages, extra=()):
-    """Values of the parameters of ``stages`` (+ ``extra`` names), device and seed.
-
-    Rules list them under ``params:``, so Snakemake reruns a rule when one of them changes.
-    """
-    names = [n for s in ("run",) + stages for n in kparams.stage_names(s)] + list(extra)
+def rule_params(rule_name):
+    """Input function for ``params: p=``: the values of the parameters ``rule_name`` reads (the
+    parameter table says which), the seed made per shank for a shank's job. Snakemake reruns a
+    rule when one of them changes, and only then; the recording's own description (dat, probe,
+    ...) reaches check_input through ``params: recording``."""
+    names = [
+        n for n in kparams.rule_param_names(rule_name) if kparams.PARAMS_BY_NAME[n].stage != "input"
+    ]
     values = kparams.resolve(config, names)
 
     def for_job(wildcards):
         shank = split_name(wildcards.get("recording", ""))[1]
-        return values if shank is None else {**values, "seed": shank_seed(values["seed"], shank)}
+        if shank is None or "seed" not in values:
+            return values
+        return {**values, "seed": shank_seed(values["seed"], shank)}
 
     return for_job
+
+
+def report_params():
+    """The report lists every non-default parameter: it reads all of them but the workflow's
+    and the run-time settings, which change how jobs run, never what they compute."""
+    return kparams.resolve(
+        config, [p.name for p in kparams.PARAMS if p.readers or p.stage == "input"]
+    )
 
 
 def preprocessed_output():
@@ -194,6 +206,7 @@ def stage_job(rule_name, input, output, params, wildcards, threads, log):
         inputs=[str(v) for v in input],
         outputs=[str(v) for v in output],
         params={k: v for k, v in params.items()},
+        settings=kparams.run_time_settings(config),
         log=str(log[0]) if log else None,
         threads=int(threads),
         wildcards=dict(wildcards.items()),

@@ -16,7 +16,7 @@ rule merge:
     conda:
         "../../envs/cpu.yaml"
     params:
-        p=stage_params("merge"),
+        p=rule_params("merge"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
@@ -38,7 +38,7 @@ rule split:
         "../../envs/cpu.yaml"
     threads: 8  # processes fitting clusters (Snakemake lowers it to --cores)
     params:
-        p=stage_params("split"),
+        p=rule_params("split"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
@@ -60,7 +60,7 @@ rule cutoff:
         "../../envs/cpu.yaml"
     threads: 8  # processes running the per-cluster score cutoffs (lowered to --cores)
     params:
-        p=stage_params("cutoff", extra=["Th"]),
+        p=rule_params("cutoff"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

@@ -19,7 +19,7 @@ rule drift:
     resources:
         gpu=gpu_jobs(),
     params:
-        p=stage_params("drift"),
+        p=rule_params("drift"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

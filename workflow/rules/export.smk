@@ -21,6 +21,6 @@ rule export_phy:
     conda:
         "../../envs/cpu.yaml"
     params:
-        p=stage_params("export"),
+        p=rule_params("export_phy"),
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

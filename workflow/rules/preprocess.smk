@@ -15,7 +15,7 @@ rule check_input:
         "../../envs/cpu.yaml"
     params:
         recording=get_recording_params,
-        p=stage_params("input", extra=["NT"]),
+        p=rule_params("check_input"),
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
@@ -32,7 +32,7 @@ rule shank_input:
     conda:
         "../../envs/cpu.yaml"
     params:
-        p=stage_params(),
+        p=rule_params("shank_input"),
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
@@ -52,7 +52,7 @@ rule whitening:
     resources:
         gpu=gpu_jobs(),
     params:
-        p=stage_params("preprocess", "whitening"),
+        p=rule_params("whitening"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
@@ -76,7 +76,7 @@ if SCATTER_BLOCKS == 1:
         resources:
             gpu=gpu_jobs(),
         params:
-            p=stage_params("preprocess"),
+            p=rule_params("preprocess"),
             shanks=shank_loop,
         run:
             run_stage_job(
@@ -103,7 +103,7 @@ else:
         resources:
             gpu=gpu_jobs(),
         params:
-            p=stage_params("preprocess"),
+            p=rule_params("preprocess_block"),
             shanks=shank_loop,
             block=block_of,
         run:
@@ -123,7 +123,7 @@ else:
         conda:
             "../../envs/cpu.yaml"
         params:
-            p=stage_params("preprocess"),
+            p=rule_params("gather_preprocessed"),
             shanks=shank_loop,
         run:
             run_stage_job(

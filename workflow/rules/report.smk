@@ -22,7 +22,7 @@ rule input_report:
     conda:
         "../../envs/cpu.yaml"
     params:
-        p=stage_params(),
+        p=rule_params("input_report"),
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
@@ -60,6 +60,6 @@ rule report:
         "../../envs/cpu.yaml"
     threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
     params:
-        p=kparams.resolve(config),  # every parameter: the summary lists the non-default ones
+        p=report_params(),  # the summary lists the non-default ones
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)

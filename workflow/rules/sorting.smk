@@ -19,7 +19,7 @@ rule detect:
     resources:
         gpu=gpu_jobs(),
     params:
-        p=stage_params("detect", "learn"),
+        p=rule_params("detect"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
@@ -42,7 +42,7 @@ rule learn:
     resources:
         gpu=gpu_jobs(),
     params:
-        p=stage_params("detect", "learn"),
+        p=rule_params("learn"),
         shanks=shank_loop,
     run:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
@@ -67,7 +67,7 @@ if SCATTER_BLOCKS == 1:
         resources:
             gpu=gpu_jobs(),
         params:
-            p=stage_params("learn", "final_pass"),
+            p=rule_params("final_pass"),
             shanks=shank_loop,
         run:
             run_stage_job(
@@ -94,7 +94,7 @@ else:
         resources:
             gpu=gpu_jobs(),
         params:
-            p=stage_params("learn", "final_pass"),
+            p=rule_params("final_pass_block"),
             shanks=shank_loop,
             block=block_of,
         run:
@@ -114,7 +114,7 @@ else:
         conda:
             "../../envs/cpu.yaml"
         params:
-            p=stage_params("learn", "final_pass"),
+            p=rule_params("gather_spikes"),
             shanks=shank_loop,
         run:
             run_stage_job(

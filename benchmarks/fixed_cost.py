@@ -1,0 +1,118 @@
+"""Fixed cost of a sort: the same short recording sorted end to end with the stages run inside
+the Snakemake process (``in_process=true``, the default) and each in its own interpreter
+(``in_process=false``), alternately, in one call.
+
+    python benchmarks/fixed_cost.py                                  # CPU: the bundled demo
+    python benchmarks/fixed_cost.py --preset np --duration 10 --device gpu --cores 16
+    python benchmarks/fixed_cost.py --repeats 3 --record             # append to RESULTS.md
+
+The recording is generated once (:func:`kilosnake.groundtruth.generate.generate`) into
+``--workdir``; every sort runs ``snakemake --cores N`` in a fresh folder on it, so each is a
+first sort of that recording (no output reused). Printed: wall time of each sort (the Snakemake
+command, start to exit), the median per mode, and their difference: the per-job start-up that
+in-process stages remove. ``--warmup`` sorts once first, unrecorded (on a GPU, compiles CuPy's
+kernels into its cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results_table import append_row
+
+from kilosnake.groundtruth.generate import generate
+from kilosnake.groundtruth.presets import preset_config
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("true", "false")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--duration", type=float, default=None, help="seconds (preset's if unset)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu", "auto"))
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=2, help="sorts per mode")
+    ap.add_argument("--warmup", action="store_true", help="one unrecorded sort first")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--record", action="store_true", help="append the row to RESULTS.md")
+    return ap.parse_args(argv)
+
+
+def recording(args, folder: Path) -> dict:
+    """The generated recording's paths and column count."""
+    overrides = {} if args.duration is None else {"duration_s": float(args.duration)}
+    config = preset_config(args.preset, **overrides)
+    paths = generate(config, folder, name=f"{args.preset}_{config.duration_s:g}s", seed=0)
+    return {
+        "dat": paths.bin,
+        "probe": paths.probe,
+        "n_channels": config.n_channels_total,
+        "duration_s": config.duration_s,
+    }
+
+
+def sort_once(rec: dict, args, in_process: str, root: Path) -> float:
+    """Wall seconds of one sort of ``rec`` in a fresh folder under ``root``."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"sort-{in_process}-", dir=root))
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(run_dir), "--cores", str(args.cores), "--quiet", "all",
+        "--config", f"dat={rec['dat']}", f"probe={rec['probe']}",
+        f"n_channels={rec['n_channels']}", f"device={args.device}", f"in_process={in_process}",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"sort failed ({shlex.join(cmd)}):\n{done.stderr[-3000:]}")
+    return wall
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="fixed-cost-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rec = recording(args, root / "recording")
+    if args.warmup:
+        sort_once(rec, args, "true", root)
+    walls = {mode: [] for mode in MODES}
+    for _ in range(args.repeats):
+        for mode in MODES:  # alternately, so that a busy machine weighs on both alike
+            walls[mode].append(sort_once(rec, args, mode, root))
+            print(f"in_process={mode}: {walls[mode][-1]:.1f} s", flush=True)
+    med = {mode: statistics.median(w) for mode, w in walls.items()}
+    saved = med["false"] - med["true"]
+    print(
+        f"{args.preset} {rec['duration_s']:g} s, {rec['n_channels']} columns, device "
+        f"{args.device}, --cores {args.cores}: in-process {med['true']:.1f} s, own interpreter "
+        f"per job {med['false']:.1f} s (median of {args.repeats}); saved {saved:.1f} s"
+    )
+    figures = {"args": {k: str(v) for k, v in vars(args).items()}, "walls": walls, "median": med}
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    if args.record:
+        append_row(
+            "## Fixed cost of a sort (benchmarks/fixed_cost.py)",
+            f"| {datetime.date.today()} | {platform.node()} | `python benchmarks/fixed_cost.py "
+            f"{shlex.join(sys.argv[1:])}` | {med['true']:.1f} s in-process vs {med['false']:.1f} "
+            f"s own interpreter per job ({saved:.1f} s saved) |",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
