@@ -1,10 +1,14 @@
 """Fixed cost of a sort: the same short recording sorted end to end with the stages run inside
 the Snakemake process (``in_process=true``, the default) and each in its own interpreter
-(``in_process=false``), alternately, in one call.
+(``in_process=false``), and optionally by another checkout of kilosnake (``--baseline``, e.g.
+the version before in-process stages), alternately, in one call.
 
     python benchmarks/fixed_cost.py                                  # CPU: the bundled demo
     python benchmarks/fixed_cost.py --preset np --duration 10 --device gpu --cores 16
-    python benchmarks/fixed_cost.py --repeats 3 --record             # append to RESULTS.md
+    python benchmarks/fixed_cost.py --baseline ../kilosnake-old --repeats 3 --record
+
+A baseline checkout runs its own Snakefile with its own ``kilosnake`` package first on
+``PYTHONPATH``.
 
 The recording is generated once (:func:`kilosnake.groundtruth.generate.generate`) into
 ``--workdir``; every sort runs ``snakemake --cores N`` in a fresh folder on it, so each is a
@@ -35,7 +39,17 @@ from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("true", "false")
+
+
+def modes(args) -> dict:
+    """``{label: (checkout, extra config, PYTHONPATH first entry)}`` of the sorts compared."""
+    found = {
+        "in-process": (REPO, ["in_process=true"], None),
+        "own interpreter": (REPO, ["in_process=false"], None),
+    }
+    if args.baseline:
+        found["baseline"] = (args.baseline.resolve(), [], args.baseline.resolve())
+    return found
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2, help="sorts per mode")
     ap.add_argument("--warmup", action="store_true", help="one unrecorded sort first")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time too")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--record", action="store_true", help="append the row to RESULTS.md")
     return ap.parse_args(argv)
@@ -65,17 +80,23 @@ def recording(args, folder: Path) -> dict:
     }
 
 
-def sort_once(rec: dict, args, in_process: str, root: Path) -> float:
+def sort_once(rec: dict, args, mode: tuple, root: Path) -> float:
     """Wall seconds of one sort of ``rec`` in a fresh folder under ``root``."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"sort-{in_process}-", dir=root))
+    checkout, extra, path_first = mode
+    run_dir = Path(tempfile.mkdtemp(prefix="sort-", dir=root))
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
         "--directory", str(run_dir), "--cores", str(args.cores), "--quiet", "all",
         "--config", f"dat={rec['dat']}", f"probe={rec['probe']}",
-        f"n_channels={rec['n_channels']}", f"device={args.device}", f"in_process={in_process}",
+        f"n_channels={rec['n_channels']}", f"device={args.device}", *extra,
     ]  # fmt: skip
+    env = dict(os.environ)
+    if path_first:
+        env["PYTHONPATH"] = os.pathsep.join([str(path_first), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"sort failed ({shlex.join(cmd)}):\n{done.stderr[-3000:]}")
@@ -87,19 +108,19 @@ def main(argv=None) -> int:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="fixed-cost-"))
     root.mkdir(parents=True, exist_ok=True)
     rec = recording(args, root / "recording")
+    compared = modes(args)
     if args.warmup:
-        sort_once(rec, args, "true", root)
-    walls = {mode: [] for mode in MODES}
+        sort_once(rec, args, compared["in-process"], root)
+    walls = {label: [] for label in compared}
     for _ in range(args.repeats):
-        for mode in MODES:  # alternately, so that a busy machine weighs on both alike
-            walls[mode].append(sort_once(rec, args, mode, root))
-            print(f"in_process={mode}: {walls[mode][-1]:.1f} s", flush=True)
-    med = {mode: statistics.median(w) for mode, w in walls.items()}
-    saved = med["false"] - med["true"]
+        for label, mode in compared.items():  # alternately: a busy machine weighs on all alike
+            walls[label].append(sort_once(rec, args, mode, root))
+            print(f"{label}: {walls[label][-1]:.1f} s", flush=True)
+    med = {label: statistics.median(w) for label, w in walls.items()}
+    summary = ", ".join(f"{label} {s:.1f} s" for label, s in med.items())
     print(
         f"{args.preset} {rec['duration_s']:g} s, {rec['n_channels']} columns, device "
-        f"{args.device}, --cores {args.cores}: in-process {med['true']:.1f} s, own interpreter "
-        f"per job {med['false']:.1f} s (median of {args.repeats}); saved {saved:.1f} s"
+        f"{args.device}, --cores {args.cores} (median of {args.repeats}): {summary}"
     )
     figures = {"args": {k: str(v) for k, v in vars(args).items()}, "walls": walls, "median": med}
     if args.json:
@@ -108,8 +129,7 @@ def main(argv=None) -> int:
         append_row(
             "## Fixed cost of a sort (benchmarks/fixed_cost.py)",
             f"| {datetime.date.today()} | {platform.node()} | `python benchmarks/fixed_cost.py "
-            f"{shlex.join(sys.argv[1:])}` | {med['true']:.1f} s in-process vs {med['false']:.1f} "
-            f"s own interpreter per job ({saved:.1f} s saved) |",
+            f"{shlex.join(sys.argv[1:])}` | {summary} |",
         )
     return 0
 

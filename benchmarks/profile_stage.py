@@ -23,37 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-#: the parameter stages each rule reads (as in workflow/rules/*.smk)
-RULE_STAGES = {
-    "whitening": ("preprocess", "whitening"),
-    "preprocess": ("preprocess",),
-    "drift": ("drift",),
-    "detect": ("detect", "learn"),
-    "learn": ("detect", "learn"),
-    "final_pass": ("learn", "final_pass"),
-    "merge": ("merge",),
-    "split": ("split",),
-    "cutoff": ("cutoff",),
-    "export_phy": ("export",),
-    "report": (
-        "preprocess",
-        "whitening",
-        "drift",
-        "detect",
-        "learn",
-        "final_pass",
-        "merge",
-        "split",
-        "cutoff",
-        "export",
-    ),
-}
+#: the stages this script can rerun (named like their rules)
+STAGES = ("whitening", "preprocess", "drift", "detect", "learn", "final_pass", "merge", "split",
+          "cutoff", "export_phy", "report")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="a recording's results folder")
-    parser.add_argument("stage", choices=sorted(RULE_STAGES))
+    parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--device", default="gpu", choices=("cpu", "gpu"))
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--sync", action="store_true", help="CUDA_LAUNCH_BLOCKING=1")
@@ -67,10 +45,9 @@ def stage_parameters(stage: str, device: str, overrides: list[str]) -> dict:
 
     config = dict(item.split("=", 1) for item in overrides)
     config["device"] = device
-    names = [n for s in ("run",) + RULE_STAGES[stage] for n in kparams.stage_names(s)]
-    if stage == "cutoff":
-        names.append("Th")
-    return kparams.resolve(config, names)
+    if stage == "report":
+        return kparams.resolve(config)
+    return kparams.resolve(config, kparams.rule_param_names(stage))  # the rule's params: p
 
 
 def stage_call(stage: str, results: Path, p: dict, out: Path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 logger = logging.getLogger(__name__)
 
@@ -261,5 +260,7 @@ def hungarian_pairs(agreement: np.ndarray, min_agreement: float = 0.0) -> dict:
     """
     if agreement.size == 0:
         return {}
+    from scipy.optimize import linear_sum_assignment  # scoring only: not on every stage's start
+
     rows, cols = linear_sum_assignment(agreement, maximize=True)
     return {int(r): int(c) for r, c in zip(rows, cols) if agreement[r, c] > min_agreement}

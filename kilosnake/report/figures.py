@@ -3,18 +3,31 @@
 Every ``plot_*`` function draws one panel on an ``Axes`` it is given, from plain arrays; the
 ``*_figure`` functions assemble panels into a figure; :func:`png_bytes` renders a figure to PNG
 bytes and closes it. Nothing here reads files (that is :mod:`kilosnake.report`), and nothing
-needs a display: the Agg backend is selected before pyplot is imported.
+needs a display: the Agg backend is selected before pyplot is imported (:func:`pyplot`, on
+the first picture).
 """
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import matplotlib
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
-matplotlib.use("Agg")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (imported when a picture is first drawn: a stage
+    that draws none does not pay for it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 #: above this many channels traces are drawn as an image instead of one line per channel
 MAX_TRACE_LINES = 64
@@ -33,6 +46,7 @@ FLAG_STYLE = {  # how flagged channels are marked on the probe and the per-chann
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
     """Render ``fig`` to PNG bytes and close it."""
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
@@ -41,6 +55,7 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
 
 def shank_colours(kcoords) -> np.ndarray:
     """One RGBA colour per channel, by shank (tab10 cycle)."""
+    plt = pyplot()
     shanks = np.unique(kcoords)
     index = np.searchsorted(shanks, kcoords)
     return plt.get_cmap("tab10")(index % 10)
@@ -348,7 +363,7 @@ def plot_amplitudes(
     ax.set_title("amplitude over time", fontsize=9)
 
 
-def unit_figure(unit) -> plt.Figure:
+def unit_figure(unit) -> Figure:
     """The panel of one unit: waveform, autocorrelogram, amplitude over time.
 
     Parameters
@@ -359,6 +374,7 @@ def unit_figure(unit) -> plt.Figure:
     -------
     matplotlib Figure
     """
+    plt = pyplot()
     # a fixed layout: constrained layout would cost more than the drawing (100 panels a report)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 1.2, 2]})
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.16, top=0.84, wspace=0.3)
@@ -387,7 +403,7 @@ def unit_figure(unit) -> plt.Figure:
 # assembled figures
 
 
-def input_check_figure(view) -> plt.Figure:
+def input_check_figure(view) -> Figure:
     """Probe, per-channel RMS and saturation, and a raw snippet, on one figure.
 
     Parameters
@@ -398,6 +414,7 @@ def input_check_figure(view) -> plt.Figure:
     -------
     matplotlib Figure
     """
+    plt = pyplot()
     fig = plt.figure(figsize=(15, 7.5), constrained_layout=True)
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 2, 2.2], height_ratios=[1, 1])
     plot_probe(
@@ -450,10 +467,9 @@ def input_check_figure(view) -> plt.Figure:
     return fig
 
 
-def traces_figure(
-    raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None
-) -> plt.Figure:
+def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None) -> Figure:
     """The same window, raw and preprocessed, side by side (channels in probe order)."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(15, 7), constrained_layout=True, sharey=True)
     if raw is not None:
         plot_traces(axes[0], raw, sample_rate, start_s, "raw (median removed)", unit)
@@ -471,8 +487,9 @@ def traces_figure(
     return fig
 
 
-def batches_figure(found, kept, batch_s: float, raster) -> plt.Figure:
+def batches_figure(found, kept, batch_s: float, raster) -> Figure:
     """Spikes per batch above the raster of sorted spikes at their unit's depth."""
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(14, 7), constrained_layout=True, height_ratios=[1, 1.6])
     plot_spikes_per_batch(axes[0], found, kept, batch_s)
     plot_unit_raster(axes[1], *raster)
