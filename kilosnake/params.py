@@ -57,8 +57,11 @@ STAGE_RULES = {
     "cutoff": ("cutoff",),
     "export": ("export_phy",),
 }
-#: rules that keep the seed in their store's provenance (every stage that writes a store)
-SEEDED_RULES = GPU_RULES + ("gather_preprocessed", "gather_spikes", "merge", "split", "cutoff")
+#: rules that keep the seed in their store's provenance (every stage that writes a store), and
+#: the generator of the demo recording, which draws it from the seed
+SEEDED_RULES = GPU_RULES + (
+    "gather_preprocessed", "gather_spikes", "merge", "split", "cutoff", "demo_recording"
+)  # fmt: skip
 #: parameters a stage reads at run time that do not change its result: handed to the job, not
 #: listed under any rule's params:, so they never trigger a rerun
 RUN_TIME_SETTINGS = ("gpu_memory_gb",)
