@@ -69,7 +69,7 @@ STAGES = (
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="np", help="kilosnake.synth preset (default np)")
+    parser.add_argument("--preset", default="np", help="kilosnake.groundtruth preset (default np)")
     parser.add_argument(
         "--duration", type=float, default=None, help="recording length in s (default: the preset's)"
     )
