@@ -12,8 +12,8 @@ Steps:
 1. The preset's recording (``kilosnake.groundtruth``; ``np`` = 384 channels + sync column, 300 s,
    150 units) is generated into ``--workdir`` unless it is already there. Noise blocks are
    independent random streams, so the chunks of the file are written by a pool of processes
-   (``--gen-workers``); the bytes are those of ``kilosnake.groundtruth.generate.generate``. Generation time is
-   reported on its own and is part of neither sorter's time.
+   (``--gen-workers``); the bytes are those of ``kilosnake.groundtruth.generate.generate``.
+   Generation time is reported on its own and is part of neither sorter's time.
 2. kilosnake: the whole workflow (what ``snakemake`` builds by default for the recording: Phy
    folder, input check picture, QC report; ``--target phy`` for the Phy folder only) runs with
    Snakemake in a subprocess, ``--cores`` all, in a fresh run folder every time. Measured: wall
@@ -27,8 +27,9 @@ Steps:
    otherwise, in a subprocess: wall time from start to exit (imports included), its own total and
    per-step runtimes (``ops['runtime_*']``), ``torch.cuda.max_memory_allocated``, the sampled
    device peak and the peak RSS of the process.
-4. Both Phy folders are scored against the ground truth with :mod:`kilosnake.groundtruth.score`: all units,
-   and only the units labelled ``good`` (``cluster_KSLabel.tsv``).
+4. Both Phy folders are scored against the ground truth with
+   :mod:`kilosnake.groundtruth.score`: all units, and only the units labelled ``good``
+   (``cluster_KSLabel.tsv``).
 5. One table is printed (per-stage times, total, x real time, speed-up, GPU and host memory,
    accuracy); ``--json`` writes it with every raw figure (rewritten after each sorter, so an
    interrupted run keeps what was measured), and ``--record`` appends the row to
