@@ -52,7 +52,7 @@ rec_info = json.loads(sys.argv[1])
 recording = si.read_binary(rec_info["dat"], sampling_frequency=rec_info["sample_rate"],
                            dtype="int16", num_channels=rec_info["n_channels"])
 probe = probeinterface.read_probeinterface(rec_info["probe"])
-recording = recording.set_probegroup(probe)
+recording = recording.set_probegroup(probe, in_place=False) or recording
 sorting = ss.run_sorter("mountainsort5", recording, folder=rec_info["folder"],
                         remove_existing_folder=True, verbose=False)
 times, units = [], []
