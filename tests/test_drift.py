@@ -9,8 +9,9 @@ from kilosnake.drift.registration import corrected_depths, register_shank
 from kilosnake.drift.suitability import registration_check
 from kilosnake.errors import KilosnakeError
 from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
-from kilosnake.groundtruth.generate import generate, load_ground_truth
+from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.io.corrected_traces import (
     DriftCorrectedReader,
     KrigingInterpolator,
@@ -26,8 +27,8 @@ from kilosnake.io.drift_store import (
 )
 from kilosnake.io.probe import Probe, load_probe, neuropixels_like
 from kilosnake.io.recording import RecordingInfo
-from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
-from kilosnake.io.traces import PreprocessedReader, write_probe_arrays
+from kilosnake.io.store import open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, create_traces, write_probe_arrays
 from kilosnake.params import resolve
 from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.preprocess.whitening import compute_whitening
@@ -281,15 +282,7 @@ def write_toy_preprocessed(path, traces, probe, nt=NT, scaleproc=200.0):
     data = np.clip(np.rint(traces * scaleproc), -32768, 32767).astype(np.int16)
     attrs = {"scaleproc": scaleproc, "NT": nt, "sample_rate": FS, "n_samples": data.shape[0]}
     with writing_store(path, "preprocess", {}, "cpu", 0, attrs) as g:
-        arr = g.create_array(
-            "traces",
-            shape=data.shape,
-            dtype="int16",
-            chunks=(nt, data.shape[1]),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-        )
-        arr[...] = data
+        create_traces(g, *data.shape, nt)[...] = data
         write_probe_arrays(g, probe)
     return path
 

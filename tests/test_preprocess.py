@@ -136,7 +136,7 @@ def test_preprocessed_noise_has_unit_variance(wavy):
     "NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096), (4096, 4096), (30001, 30001)]
 )
 def test_trace_chunks_divide_the_batch(NT, expected):
-    from kilosnake.io.store import trace_chunks
+    from kilosnake.io.traces import trace_chunks
 
     chunk, channels = trace_chunks(NT, 384)
     assert (chunk, channels) == (expected, 384) and NT % chunk == 0

@@ -35,7 +35,8 @@ import logging
 import numpy as np
 
 from kilosnake.curation.ccg import refractory_stats
-from kilosnake.curation.data import read_input_json, read_probe_geometry
+from kilosnake.curation.data import read_probe_geometry
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 from kilosnake.runtime.parallel import imap_ordered

@@ -10,9 +10,7 @@ other, build dense templates, group spikes by label and carry per-spike features
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -159,11 +157,6 @@ def read_probe_geometry(whitening_path) -> dict:
         "yc": np.asarray(g["yc"][...], dtype=np.float64),
         "kcoords": np.asarray(g["kcoords"][...], dtype=np.float64),
     }
-
-
-def read_input_json(path) -> dict:
-    """The recording description written by ``check_input``."""
-    return json.loads(Path(path).read_text())
 
 
 def check_template_counts(spikes: Spikes, templates: Templates, indices: dict) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 from kilosnake.errors import KilosnakeError
 from kilosnake.io.drift_store import KERNELS, KRIGING_KERNEL, KRIGING_RIDGE
 from kilosnake.io.probe import Probe
-from kilosnake.io.store import TRACE_CODEC, open_store, trace_chunks, writing_store
-from kilosnake.io.traces import PreprocessedReader, n_batches, write_probe_arrays
+from kilosnake.io.store import open_store, own_attrs, writing_store
+from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches, write_probe_arrays
 from kilosnake.runtime.backend import Backend, cpu_backend
 
 
@@ -268,22 +268,10 @@ def write_corrected_traces(
     """
 
     NT = reader.NT
-    attrs = {
-        k: reader.group.attrs[k]
-        for k in reader.group.attrs
-        if k not in ("complete", "stage", "kilosnake_version", "params", "device", "seed")
-    }
+    attrs = own_attrs(reader.group.attrs)
     attrs["drift"] = str(reader.drift_path)
     with writing_store(out, "drift_apply", p or {}, device, (p or {}).get("seed"), attrs) as g:
-        traces = g.create_array(
-            "traces",
-            shape=(reader.n_samples, reader.n_channels),
-            dtype="int16",
-            chunks=trace_chunks(NT, reader.n_channels),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-            dimension_names=("time", "channel"),
-        )
+        traces = create_traces(g, reader.n_samples, reader.n_channels, NT)
         write_probe_arrays(g, reader.probe)
         for start in range(0, reader.n_samples, NT):
             stop = min(start + NT, reader.n_samples)
