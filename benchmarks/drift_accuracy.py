@@ -47,10 +47,10 @@ from kilosnake.io.corrected_traces import (
     write_corrected_traces,
 )
 from kilosnake.io.drift_store import KERNELS, DriftEstimate, empty_spikes, write_drift_store
-from kilosnake.io.probe import load_probe, neuropixels_like
+from kilosnake.io.probe import load_probe, neuropixels_like, write_probe_arrays
 from kilosnake.io.recording import RecordingInfo
 from kilosnake.io.store import open_store, writing_store
-from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches, write_probe_arrays
+from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches
 from kilosnake.params import resolve
 from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.preprocess.whitening import compute_whitening

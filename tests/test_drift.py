@@ -25,10 +25,10 @@ from kilosnake.io.drift_store import (
     read_drift_store,
     write_drift_store,
 )
-from kilosnake.io.probe import Probe, load_probe, neuropixels_like
+from kilosnake.io.probe import Probe, load_probe, neuropixels_like, write_probe_arrays
 from kilosnake.io.recording import RecordingInfo
 from kilosnake.io.store import open_store, writing_store
-from kilosnake.io.traces import PreprocessedReader, create_traces, write_probe_arrays
+from kilosnake.io.traces import PreprocessedReader, create_traces
 from kilosnake.params import resolve
 from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.preprocess.whitening import compute_whitening

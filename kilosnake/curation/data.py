@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from kilosnake.errors import KilosnakeError
+from kilosnake.io.probe import probe_from_store
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import blocks
 
@@ -149,14 +150,9 @@ def read_templates(path) -> Templates:
 
 
 def read_probe_geometry(whitening_path) -> dict:
-    """``chan_map``, ``xc``, ``yc``, ``kcoords`` of the channels the sorter used."""
-    g = open_store(whitening_path)
-    return {
-        "chan_map": np.asarray(g["chan_map"][...], dtype=np.int64),
-        "xc": np.asarray(g["xc"][...], dtype=np.float64),
-        "yc": np.asarray(g["yc"][...], dtype=np.float64),
-        "kcoords": np.asarray(g["kcoords"][...], dtype=np.float64),
-    }
+    """``chan_map`` (int64), ``xc``, ``yc``, ``kcoords`` (float64) of the sorted channels."""
+    probe = probe_from_store(open_store(whitening_path))
+    return {"chan_map": probe.chan_map, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords}
 
 
 def check_template_counts(spikes: Spikes, templates: Templates, indices: dict) -> None:

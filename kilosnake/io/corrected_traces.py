@@ -14,9 +14,9 @@ import numpy as np
 
 from kilosnake.errors import KilosnakeError
 from kilosnake.io.drift_store import KERNELS, KRIGING_KERNEL, KRIGING_RIDGE
-from kilosnake.io.probe import Probe
+from kilosnake.io.probe import Probe, write_probe_arrays
 from kilosnake.io.store import open_store, own_attrs, writing_store
-from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches, write_probe_arrays
+from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches
 from kilosnake.runtime.backend import Backend, cpu_backend
 
 

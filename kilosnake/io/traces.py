@@ -14,11 +14,10 @@ import numpy as np
 from zarr.codecs import BloscCodec
 
 from kilosnake.io.prefetch import HostBuffers, Prefetching, to_device
-from kilosnake.io.probe import Probe
+from kilosnake.io.probe import probe_from_store
 from kilosnake.io.store import (
     open_store,
     read_rows_into,
-    write_array,
 )
 from kilosnake.runtime.backend import Backend
 
@@ -61,19 +60,6 @@ def create_traces(group, n_samples: int, n_channels: int, NT: int):
     )
 
 
-def write_probe_arrays(group, probe: Probe) -> None:
-    """Store the probe beside a stage's data so later stages need no other file."""
-    write_array(group, "chan_map", probe.chan_map)
-    write_array(group, "xc", probe.xc)
-    write_array(group, "yc", probe.yc)
-    write_array(group, "kcoords", probe.kcoords)
-
-
-def probe_from_group(group) -> Probe:
-    """Inverse of :func:`write_probe_arrays`."""
-    return Probe(group["chan_map"][...], group["xc"][...], group["yc"][...], group["kcoords"][...])
-
-
 class PreprocessedReader:
     """Windows of the preprocessed (whitened) traces as float32, zero-padded outside."""
 
@@ -87,7 +73,7 @@ class PreprocessedReader:
         self.NT = int(attrs["NT"])
         self.sample_rate = float(attrs["sample_rate"])
         self.n_samples, self.n_channels = self.traces.shape
-        self.probe = probe_from_group(self.group)
+        self.probe = probe_from_store(self.group)
         self._ring, self._ring_bytes, self._ring_lock = None, 0, threading.Lock()
 
     def read_int16(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -22,15 +22,10 @@ import numpy as np
 from kilosnake.io.blocks import block_attrs
 from kilosnake.io.input_json import info_from_input_json, read_input_json
 from kilosnake.io.prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
+from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import open_store, writing_store
-from kilosnake.io.traces import (
-    block_batches,
-    create_traces,
-    n_batches,
-    probe_from_group,
-    write_probe_arrays,
-)
+from kilosnake.io.traces import block_batches, create_traces, n_batches
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
 from kilosnake.runtime.backend import Backend, get_backend
 from kilosnake.runtime.progress import Progress
@@ -69,7 +64,7 @@ def preprocess_recording(
     """
 
     wg = open_store(whitening_path)
-    probe = probe_from_group(wg)
+    probe = probe_from_store(wg)
     w, offsets = wg["whitening"][...], wg["channel_offset"][...]
     rec = RawRecording(info)
     NT = p["NT"]

@@ -11,9 +11,9 @@ import dataclasses
 
 import numpy as np
 
-from kilosnake.io.probe import Probe
+from kilosnake.io.probe import Probe, write_probe_arrays
 from kilosnake.io.store import writing_store
-from kilosnake.io.traces import create_traces, write_probe_arrays
+from kilosnake.io.traces import create_traces
 
 
 @dataclasses.dataclass
