@@ -140,8 +140,7 @@ def read_templates(path) -> Templates:
     U = np.asarray(g["U"][...], dtype=np.float32)
     mu = np.asarray(g["mu"][...], dtype=np.float32)
     wPCA = np.asarray(g["wPCA"][...], dtype=np.float32)
-    nt0 = int(g.attrs.get("nt0", W.shape[0]))
-    nt0min = int(g.attrs.get("nt0min", 20))
+    nt0, nt0min = int(g.attrs["nt0"]), int(g.attrs["nt0min"])
     if W.shape[1] != U.shape[1] or W.shape[2] != U.shape[2] or mu.shape != (W.shape[1],):
         raise StoreMismatchError(f"{path}: W {W.shape}, U {U.shape} and mu {mu.shape} disagree")
     if wPCA.shape[0] != W.shape[0]:

@@ -171,7 +171,7 @@ class DriftCorrectedReader:
         # zero displacement everywhere: nothing to move
         self.enabled = bool(g.attrs.get("enabled", False)) and bool(self.dshift.any())
         self.be = backend or cpu_backend()
-        sig = float(g.attrs.get("sig_datashift", 20.0)) if sig is None else float(sig)
+        sig = float(g.attrs["sig_datashift"]) if sig is None else float(sig)
         kind = str(g.attrs.get("kernel", KRIGING_KERNEL))
         self.interpolator = KrigingInterpolator(self.probe, sig, kind) if self.enabled else None
         self._cache: dict[int, object] = {}

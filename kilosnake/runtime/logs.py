@@ -228,7 +228,7 @@ def stage_logging(
     params = params or {}
     log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
-    if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):
+    if params.get("gpu_memory_gb") and params["device"] != "cpu":
         if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for
             apply_cap(params["gpu_memory_gb"])
     t0, c0 = time.perf_counter(), cpu_time_s()
