@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from pictures import assert_picture, drift_size
 
 from kilosnake.drift.detection import unwhitening_matrix
 from kilosnake.drift.estimate import estimate_drift, run_drift
@@ -221,8 +222,7 @@ def test_store_and_plot(zigzag, tmp_path):
     assert g["dshift"].shape == (1, 32, 3) and g["yblk"].shape == (1, 3)
     assert g["spikes/time"].shape == g["spikes/depth"].shape == g["spikes/amplitude"].shape
     assert np.all(np.diff(g["spikes/time"][...]) >= 0)
-    png = (tmp_path / "drift.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert_picture(tmp_path / "drift.png", drift_size(n_shanks=1))
 
 
 def test_nblocks_zero_is_identity(zigzag, tmp_path):
@@ -244,7 +244,7 @@ def test_nblocks_zero_is_identity(zigzag, tmp_path):
         np.testing.assert_array_equal(
             corrected.read_int16(start, stop), plain.read_int16(start, stop)
         )
-    assert (tmp_path / "drift.png").exists()
+    assert_picture(tmp_path / "drift.png", drift_size(n_shanks=1))  # the spikes, uncorrected
 
 
 # --------------------------------------------------------------------------------------------
