@@ -157,7 +157,7 @@ def test_nonrigid_top_moves_more_than_bottom(nonrigid):
     assert error < rms_error_um(rigid, truth)
 
 
-@backends_agree(atol=1e-3)
+@backends_agree(atol=0.5)  # µm: the bound of the whole estimate's comparison
 def test_batches_without_spikes_get_interpolated_shifts(be, zigzag):
     est = estimate(zigzag)
     sp = est.spikes

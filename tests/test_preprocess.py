@@ -25,7 +25,7 @@ def sine(freq, n=30000, channels=3):
     return np.repeat(np.sin(2 * np.pi * freq * t)[:, None], channels, axis=1)
 
 
-@backends_agree(rtol=1e-9, atol=1e-9)
+@backends_agree(rtol=0, atol=1e-6)
 def test_filter_matches_scipy_in_float64(be):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20000, 4)).cumsum(axis=0)  # strong low frequencies
@@ -36,7 +36,7 @@ def test_filter_matches_scipy_in_float64(be):
     return got
 
 
-@backends_agree(rtol=1e-4, atol=1e-5)
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_highpass_removes_low_and_keeps_high_frequencies(be):
     sos = butterworth_sos(300, FS)
     middle = slice(5000, 25000)
@@ -47,7 +47,7 @@ def test_highpass_removes_low_and_keeps_high_frequencies(be):
     return low, high
 
 
-@backends_agree(rtol=1e-4, atol=1e-5)
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_bandpass_with_fslow(be):
     sos = butterworth_sos(300, FS, fslow=3000)
     y = be.to_host(filter_forward_backward(be.asarray(sine(8000), np.float32), sos, be))

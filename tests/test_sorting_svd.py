@@ -30,7 +30,7 @@ def _rank3_templates(n_chan=16, n_filt=5, seed=0, peak_shift=0):
     return out, iC
 
 
-@backends_agree(rtol=1e-4, atol=1e-4)
+@backends_agree(rtol=1e-3, atol=1e-3)
 def test_factorisation_reconstructs_rank3_templates(be):
     dWU, iC = _rank3_templates()
     Ka, Kb = _kernels()
@@ -52,7 +52,7 @@ def test_factorisation_reconstructs_rank3_templates(be):
     return recon, mu, iW  # the factors themselves only up to the signs of factors 2 and 3
 
 
-@backends_agree(rtol=1e-4, atol=1e-5)
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_factorisation_moves_the_peak_to_nt0min(be):
     dWU, iC = _rank3_templates(peak_shift=4)
     Ka, Kb = _kernels()
@@ -62,7 +62,10 @@ def test_factorisation_moves_the_peak_to_nt0min(be):
     return W[:, :, 0]  # the first factor's sign is fixed (negative trough)
 
 
-@backends_agree(rtol=1e-4, atol=1e-4)
+@backends_agree(
+    rtol={"ctc": 1e-4, "T": 1e-4, "similarity": 1e-4},
+    atol={"ctc": 1e-2, "T": 1e-4, "similarity": 1e-5},  # ctc: sums of ~1e5
+)
 def test_cross_correlations_match_dense_templates(be):
     dWU, iC = _rank3_templates(n_filt=4, seed=3)
     Ka, Kb = _kernels()
@@ -76,4 +79,4 @@ def test_cross_correlations_match_dense_templates(be):
         assert abs(ctc[j, tau + NT0 - 1, i] - (a * b).sum()) < 1e-4
     similarity = be.to_host(svd.similarity_scores(be.asarray(ctc)))
     np.testing.assert_allclose(similarity.diagonal(), 1, atol=1e-5)
-    return ctc, T, similarity
+    return {"ctc": ctc, "T": T, "similarity": similarity}
