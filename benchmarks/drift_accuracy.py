@@ -5,7 +5,7 @@
     python benchmarks/drift_accuracy.py --kernels             # exponential vs Gaussian kriging
     python benchmarks/drift_accuracy.py --read-cost --channels 384 --seconds 20
 
-Accuracy: each preset of :mod:`kilosnake.synth` is generated (once) under
+Accuracy: each preset of :mod:`kilosnake.groundtruth.generate` is generated (once) under
 ``resources/benchmark/drift/``, whitened and preprocessed, and the drift stage's estimate is
 compared with the ground truth: the true displacement is averaged over each batch at the block
 centres, and the RMS difference is taken after removing the mean difference (the estimate is

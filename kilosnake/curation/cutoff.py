@@ -145,9 +145,9 @@ def apply_cutoff(
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
-    Clusters are handled a few at a time (:func:`kilosnake.streaming.columns_by_label`), so
+    Clusters are handled a few at a time (:func:`kilosnake.io.streaming.columns_by_label`), so
     ``times``, ``scores`` and ``labels`` may be Zarr arrays, read in blocks. The threshold
-    descents run in ``workers`` processes (:func:`kilosnake.parallel.imap_ordered`; at most
+    descents run in ``workers`` processes (:func:`kilosnake.runtime.parallel.imap_ordered`; at most
     ``2 * workers`` clusters are read ahead of the result being collected), with the same result
     whatever the number.
 

@@ -94,7 +94,7 @@ def read_spikes(path) -> Spikes:
 @dataclasses.dataclass
 class SpikeArrays:
     """The per-spike columns of ``spikes.zarr`` left in the store, read in blocks or by rows
-    (:mod:`kilosnake.streaming`), so that curation memory does not grow with the recording."""
+    (:mod:`kilosnake.io.streaming`), so that curation memory does not grow with the recording."""
 
     time: object  # (n,) uint64, sorted
     template: object  # (n,) uint32

@@ -1,9 +1,7 @@
-"""Batch geometry: which samples a batch owns, which it reads, and the learning order.
-
-Batch ``b`` owns the samples ``[b·NT, min((b+1)·NT, n_samples))``: a spike belongs to the batch
-that owns its peak sample, so every sample is searched by exactly one batch. A batch is read
-with ``margin`` extra samples on each side (zero outside the recording) so that spikes near its
-edges are scored with full context and overlapping spikes just outside are subtracted too.
+"""Drift-corrected traces: the reader of ``preprocessed.zarr`` with the displacement of
+``drift.zarr`` taken out on every read (kriging interpolation across channels), a wrapper around
+:class:`kilosnake.io.traces.PreprocessedReader`; :func:`open_reader` gives the plain or the
+corrected reader; :func:`write_corrected_traces` writes the corrected traces as a new store.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ def open_reader(preprocessed, drift=None, be=None):
     preprocessed : str or Path
         ``preprocessed.zarr``.
     drift : str or Path, optional
-        ``drift.zarr``; reads then go through :class:`kilosnake.drift.DriftCorrectedReader`.
+        ``drift.zarr``; reads then go through :class:`DriftCorrectedReader`.
     be : Backend, optional
         Where the drift correction's matrix products run.
 
@@ -121,7 +119,7 @@ class KrigingInterpolator:
 class DriftCorrectedReader:
     """Windows of the preprocessed traces with the drift taken out.
 
-    Same interface as :class:`~kilosnake.preprocess.PreprocessedReader` (``read``,
+    Same interface as :class:`~kilosnake.io.traces.PreprocessedReader` (``read``,
     ``read_int16``, ``n_samples``, ``n_channels``, ``NT``, ``probe``, ``sample_rate``,
     ``scaleproc``). Every sample is multiplied by the kriging matrix
     (:class:`KrigingInterpolator`) of the batch that owns it: a window spanning several

@@ -1,6 +1,11 @@
 """preprocessed.zarr's traces: the layout of the ``traces`` array and the one helper that creates
 it (:func:`create_traces`), readers that serve whitened int16 traces as float32 windows from one
 store or from the block stores of a scattered run, and batch geometry.
+
+Batch ``b`` owns the samples ``[b·NT, min((b+1)·NT, n_samples))``: a spike belongs to the batch
+that owns its peak sample, so every sample is searched by exactly one batch. A batch is read
+with ``margin`` extra samples on each side (zero outside the recording) so that spikes near its
+edges are scored with full context and overlapping spikes just outside are subtracted too.
 """
 
 from __future__ import annotations
@@ -197,7 +202,7 @@ def read_batch(reader, window: BatchWindow):
 
 def prefetching(reader, windows, be=None):
     """``reader`` reading ``windows`` (batch windows or ``(start, stop)`` pairs, in that order)
-    one ahead on a background thread (:class:`kilosnake.prefetch.Prefetching`); with ``be``,
+    one ahead on a background thread (:class:`kilosnake.io.prefetch.Prefetching`); with ``be``,
     its reads return arrays of that backend (``read_device``: int16 moved, scaled there)."""
     import functools
 

@@ -454,7 +454,7 @@ def check_input(
     dat : path
         The raw binary file.
     probe_source : path, dict or Probe
-        The probe (see :func:`kilosnake.probe.load_probe`).
+        The probe (see :func:`kilosnake.io.probe.load_probe`).
     n_channels, dtype, sample_rate, uv_per_bit
         The recording's description (a SpikeGLX ``.meta`` fills what is not given).
     NT : int

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
     """``round((x @ w) * scaleproc)`` clipped to int16, on the host (on a GPU copied into
-    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
+    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.io.prefetch.HostBuffers`)."""
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
     y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
     if out is None or be.name != "gpu":
@@ -59,8 +59,8 @@ def preprocess_recording(
     """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
 
     ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
-    (:func:`kilosnake.scatter.block_batches`): a block store whose traces start at its first
-    batch, which :func:`kilosnake.scatter.gather_preprocessed` joins without a copy.
+    (:func:`kilosnake.io.traces.block_batches`): a block store whose traces start at its first
+    batch, which :func:`kilosnake.preprocess.gather.gather_preprocessed` joins without a copy.
     """
 
     wg = open_store(whitening_path)

@@ -353,7 +353,7 @@ def unit_figure(unit) -> plt.Figure:
 
     Parameters
     ----------
-    unit : kilosnake.report.UnitView
+    unit : kilosnake.report.units.UnitView
 
     Returns
     -------
@@ -392,7 +392,7 @@ def input_check_figure(view) -> plt.Figure:
 
     Parameters
     ----------
-    view : kilosnake.report.InputView
+    view : kilosnake.report.input_check.InputView
 
     Returns
     -------

@@ -106,7 +106,7 @@ def visible_gpus_text() -> str:
     uses the first of them, so a SLURM job that got GPU 3 (``--gpus=1``; SLURM sets
     ``CUDA_VISIBLE_DEVICES=3``) computes on GPU 3, which CuPy calls device 0. Without the
     variable a job on a machine with several GPUs takes a free one itself
-    (:func:`kilosnake.gpus.claim_gpu`) and sets the variable.
+    (:func:`kilosnake.runtime.gpus.claim_gpu`) and sets the variable.
     """
     import os
 
