@@ -145,3 +145,20 @@ def test_raw_path_relative_to_the_workflow_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(info.parent)
     assert resolve_raw_path("resources/r.bin", info) == tmp_path / "resources" / "r.bin"
     assert resolve_raw_path("resources/missing.bin", info) is None
+
+
+def test_run_table_reads_each_stage_backend_from_its_log(tmp_path, caplog):
+    import logging
+
+    from kilosnake.report.run_log import stage_table
+    from kilosnake.runtime.backend import get_backend
+
+    with caplog.at_level(logging.INFO, logger="kilosnake"):
+        get_backend("cpu")
+    (tmp_path / "logs").mkdir()
+    lines = [f"12:00:00 INFO {r.name}: {r.getMessage()}" for r in caplog.records]
+    lines.append(
+        "12:00:01 INFO kilosnake.runtime.logs: done in 1.5 s (CPU 1.2 s), peak host memory 99 MB"
+    )
+    (tmp_path / "logs" / "whitening.log").write_text("\n".join(lines) + "\n")
+    assert stage_table(tmp_path) == [["whitening", "1.5", "1.2", "99", "—", "cpu (NumPy)"]]
