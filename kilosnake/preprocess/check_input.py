@@ -39,6 +39,7 @@ from kilosnake.errors import InputError
 from kilosnake.io.input_json import write_json_atomic
 from kilosnake.io.probe import Probe, load_probe, validate_probe
 from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
+from kilosnake.params import PARAMS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -441,10 +442,10 @@ def check_input(
     dat,
     probe_source,
     n_channels=None,
-    dtype="int16",
+    dtype=PARAMS_BY_NAME["dtype"].default,
     sample_rate=None,
     uv_per_bit=None,
-    NT=65472,
+    NT=PARAMS_BY_NAME["NT"].default,
     out=None,
 ) -> dict:
     """Check a recording and its probe; write ``input.json`` atomically to ``out``.
