@@ -5,7 +5,7 @@
     python benchmarks/drift_accuracy.py --kernels             # exponential vs Gaussian kriging
     python benchmarks/drift_accuracy.py --read-cost --channels 384 --seconds 20
 
-Accuracy: each preset of :mod:`kilosnake.groundtruth` is generated (once) under
+Accuracy: each preset of :mod:`kilosnake.groundtruth.generate` is generated (once) under
 ``resources/benchmark/drift/``, whitened and preprocessed, and the drift stage's estimate is
 compared with the ground truth: the true displacement is averaged over each batch at the block
 centres, and the RMS difference is taken after removing the mean difference (the estimate is
@@ -37,8 +37,9 @@ from kilosnake.drift.detection import unwhitening_matrix
 from kilosnake.drift.estimate import estimate_drift
 from kilosnake.drift.plot import plot_drift
 from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
-from kilosnake.groundtruth.generate import generate, load_ground_truth
+from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.groundtruth.units import draw_units, unit_template
 from kilosnake.io.corrected_traces import (
     DriftCorrectedReader,
@@ -46,10 +47,10 @@ from kilosnake.io.corrected_traces import (
     write_corrected_traces,
 )
 from kilosnake.io.drift_store import KERNELS, DriftEstimate, empty_spikes, write_drift_store
-from kilosnake.io.probe import load_probe, neuropixels_like
+from kilosnake.io.probe import load_probe, neuropixels_like, write_probe_arrays
 from kilosnake.io.recording import RecordingInfo
-from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
-from kilosnake.io.traces import PreprocessedReader, n_batches, write_probe_arrays
+from kilosnake.io.store import open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches
 from kilosnake.params import resolve
 from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.preprocess.whitening import compute_whitening
@@ -216,14 +217,7 @@ def write_noise_store(path: Path, n_channels: int, seconds: float, NT: int):
     rng = np.random.default_rng(0)
     attrs = {"scaleproc": 200.0, "NT": NT, "sample_rate": 30000.0, "n_samples": n}
     with writing_store(path, "preprocess", {}, "cpu", 0, attrs) as g:
-        arr = g.create_array(
-            "traces",
-            shape=(n, n_channels),
-            dtype="int16",
-            chunks=(NT, n_channels),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-        )
+        arr = create_traces(g, n, n_channels, NT)
         for s in range(0, n, NT):
             m = min(NT, n - s)
             arr[s : s + m] = np.rint(rng.normal(0, 200, (m, n_channels))).astype(np.int16)

@@ -9,11 +9,12 @@
 
 Steps:
 
-1. The preset's recording (``kilosnake.groundtruth``; ``np`` = 384 channels + sync column, 300 s,
-   150 units) is generated into ``--workdir`` unless it is already there. Noise blocks are
-   independent random streams, so the chunks of the file are written by a pool of processes
-   (``--gen-workers``); the bytes are those of ``kilosnake.groundtruth.generate.generate``.
-   Generation time is reported on its own and is part of neither sorter's time.
+1. The preset's recording (``kilosnake.groundtruth.generate``; ``np`` = 384 channels + sync
+   column, 300 s, 150 units) is generated into ``--workdir`` unless it is already there. Noise
+   blocks are independent random streams, so the chunks of the file are written by a pool of
+   processes (``--gen-workers``); the bytes are those of
+   ``kilosnake.groundtruth.generate.generate``. Generation time is reported on its own and is
+   part of neither sorter's time.
 2. kilosnake: the whole workflow (what ``snakemake`` builds by default for the recording: Phy
    folder, input check picture, QC report; ``--target phy`` for the Phy folder only) runs with
    Snakemake in a subprocess, ``--cores`` all, in a fresh run folder every time. Measured: wall
@@ -27,9 +28,8 @@ Steps:
    otherwise, in a subprocess: wall time from start to exit (imports included), its own total and
    per-step runtimes (``ops['runtime_*']``), ``torch.cuda.max_memory_allocated``, the sampled
    device peak and the peak RSS of the process.
-4. Both Phy folders are scored against the ground truth with
-   :mod:`kilosnake.groundtruth.score`: all units, and only the units labelled ``good``
-   (``cluster_KSLabel.tsv``).
+4. Both Phy folders are scored against the ground truth with :mod:`kilosnake.groundtruth.score`:
+   all units, and only the units labelled ``good`` (``cluster_KSLabel.tsv``).
 5. One table is printed (per-stage times, total, x real time, speed-up, GPU and host memory,
    accuracy); ``--json`` writes it with every raw figure (rewritten after each sorter, so an
    interrupted run keeps what was measured), and ``--record`` appends the row to
@@ -95,7 +95,7 @@ KS4_STEPS = (
 )
 #: settings run_kilosort accepts besides those of kilosort.parameters.DEFAULT_SETTINGS
 KS4_EXTRA_SETTINGS = ("filename", "data_dir", "results_dir", "probe_name", "probe_path")
-#: closing line of a kilosnake rule log (kilosnake.logs.log_closing)
+#: closing line of a kilosnake rule log (kilosnake.runtime.logs.log_closing)
 CLOSING = re.compile(
     r"(?P<stage>\S+) done in (?P<wall>[\d.]+) s \(CPU (?P<cpu>[\d.]+) s\), "
     r"peak host memory (?P<host>\d+) MB(?:, peak GPU pool (?P<pool>\d+) MB)?"
@@ -125,7 +125,7 @@ SCORE_KEYS = (
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="np", help="kilosnake.groundtruth preset (default np)")
+    parser.add_argument("--preset", default="np", help="generator preset (default np)")
     parser.add_argument(
         "--duration", type=float, default=None, help="recording length in s (default: the preset's)"
     )

@@ -3,7 +3,7 @@
     python benchmarks/memory.py --minutes 10 30 --cores 2 --workdir /tmp/kilosnake-memory
     python benchmarks/memory.py --preset np --minutes 2 --device gpu --workdir /tmp/np-disk
 
-For each length it generates a recording (``kilosnake.groundtruth`` preset, 32 channels for
+For each length it generates a recording (``kilosnake.groundtruth.generate`` preset, 32 channels for
 ``small``), sorts it up to the Phy folder and the QC report, scores the Phy folder against the
 ground truth, and reads back, for every rule, the wall time and peak resident memory
 (``max_rss``) that Snakemake's ``benchmark:`` directive recorded, and the size on disk of every
@@ -157,7 +157,7 @@ def score(results: Path, dat: Path) -> None:
     gt = dat.with_name(f"{dat.stem}_gt.npz")
     out = results / "scorecard.txt"
     code = (
-        "from kilosnake.export import write_scorecard; "
+        "from kilosnake.groundtruth.score import write_scorecard; "
         f"print(write_scorecard({str(results / 'phy')!r}, {str(gt)!r}, {str(out)!r}))"
     )
     t0 = time.perf_counter()

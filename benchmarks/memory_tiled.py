@@ -150,13 +150,13 @@ def stage_code(stage: str, d: Path, gt: Path | None) -> str:
         "cutoff": p + "from kilosnake.curation.cutoff import run_cutoff; "
         f"run_cutoff({s['spikes']}, {s['split']}, {s['whitening']}, {s['info']}, "
         f"p, p['Th'], {s['cutoff']})",
-        "export_phy": p + "from kilosnake.export import export_phy; "
+        "export_phy": p + "from kilosnake.export.writer import export_phy; "
         f"export_phy({s['spikes']}, {s['templates']}, {s['whitening']}, "
         f"{s['info']}, {s['split']}, {s['cutoff']}, p, {s['phy']})",
-        "report": p + "from kilosnake.report import write_report; "
+        "report": p + "from kilosnake.report.build import write_report; "
         f"write_report({s['html']}, {s['info']}, {s['phy']}, "
         f"spikes={s['spikes']}, params=p)",
-        "scorecard": "from kilosnake.export import write_scorecard; "
+        "scorecard": "from kilosnake.groundtruth.score import write_scorecard; "
         f"write_scorecard({s['phy']}, {str(gt)!r}, {s['card']})",
     }[stage]
 

@@ -14,8 +14,9 @@ Steps:
    file with a pool of processes).
 2. For every ``G`` of ``--gpus`` the workflow sorts it up to the Phy folder in a fresh run folder:
    ``snakemake --cores C --resources gpu=G --config scatter_blocks=B``. Nothing sets
-   ``CUDA_VISIBLE_DEVICES``, so each GPU job takes a free GPU itself (``kilosnake.gpus``); the
-   block jobs of preprocess and final pass run ``G`` at a time, one per GPU.
+   ``CUDA_VISIBLE_DEVICES``, so each GPU job takes a free GPU itself
+   (``kilosnake.runtime.gpus``); the block jobs of preprocess and final pass run ``G`` at a time,
+   one per GPU.
 3. Per rule, the wall time of each job (``benchmark:`` files) and, for the scattered stages, the
    stage's span: from the first block job's start to its gather's end (job start = end − wall
    time, end = the benchmark file's modification time). Which GPU each job used comes from its
@@ -69,7 +70,7 @@ STAGES = (
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="np", help="kilosnake.groundtruth preset (default np)")
+    parser.add_argument("--preset", default="np", help="generator preset (default np)")
     parser.add_argument(
         "--duration", type=float, default=None, help="recording length in s (default: the preset's)"
     )

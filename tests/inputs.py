@@ -1,4 +1,4 @@
-"""Small recordings and probes written for tests."""
+"""Small recordings, probes and recordings tables written for tests."""
 
 from pathlib import Path
 
@@ -34,3 +34,13 @@ def write_probe_json(folder: Path, probe: Probe | None = None, n_channels=32) ->
 def write_probe_folder(folder: Path, probe: Probe) -> Path:
     write_npy_folder(probe, folder)
     return Path(folder)
+
+
+#: columns of a recordings table (config/recordings.tsv)
+TABLE_HEADER = "name\tdat\tprobe\tn_channels\tsample_rate\tdtype\n"
+
+
+def write_table(path: Path, *rows, header=TABLE_HEADER) -> Path:
+    """A recordings table: ``header`` then one tab-separated line per row."""
+    path.write_text(header + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    return path

@@ -2,13 +2,12 @@
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from inputs import write_noise_recording, write_probe_folder, write_probe_json
+from workflow_runs import snakemake
 
 import kilosnake.params as kparams
 from kilosnake.errors import InputError
@@ -24,7 +23,6 @@ from kilosnake.preprocess.check_input import (
 from kilosnake.preprocess.traces import run_preprocess
 from kilosnake.preprocess.whitening import run_whitening
 
-ROOT = Path(__file__).resolve().parents[1]
 NT = 8192
 #: samples of the structured recordings: a multiple of 32, so 33-column data also fit 32 columns
 STRUCTURED_SAMPLES = 4 * 30000
@@ -478,21 +476,9 @@ def test_spikeglx_meta_fills_channels_rate_and_gain(tmp_path):
 
 
 def run_workflow(workdir: Path, *config: str, target="results/rec/input.json"):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "1",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        target,
-        "--config",
-        *config,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    """Run the workflow towards ``target``, expected to stop early (the result is checked by the
+    caller)."""
+    return snakemake(workdir, target, config=config, cores=1, check=False, timeout=300)
 
 
 def assert_no_outputs(workdir: Path):

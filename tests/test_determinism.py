@@ -4,7 +4,7 @@ was made (seed, version, device)."""
 import shutil
 
 import pytest
-from workflow_runs import differing, fresh_run, output_digests, output_files, reference_run, results
+from workflow_runs import differing, fresh_run, output_digests, output_files, results
 
 import kilosnake
 from kilosnake.io.store import open_store
@@ -21,11 +21,13 @@ STORES = (
     "cutoff.zarr",
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(demo_sort, tmp_path_factory):
     """Two independent sorts of the demo recording, each in its own folder."""
-    return reference_run(tmp_path_factory), fresh_run(tmp_path_factory.mktemp("second"))
+    return demo_sort, fresh_run(tmp_path_factory.mktemp("second"))
 
 
 def test_every_stage_wrote_its_outputs(runs):

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from backends import backends_agree
+from pictures import assert_picture, drift_size
 
 from kilosnake.drift.detection import unwhitening_matrix
 from kilosnake.drift.estimate import estimate_drift, run_drift
@@ -9,8 +11,9 @@ from kilosnake.drift.registration import corrected_depths, register_shank
 from kilosnake.drift.suitability import registration_check
 from kilosnake.errors import KilosnakeError
 from kilosnake.groundtruth.drift_error import rms_error_um, true_displacement_per_batch
-from kilosnake.groundtruth.generate import generate, load_ground_truth
+from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.io.corrected_traces import (
     DriftCorrectedReader,
     KrigingInterpolator,
@@ -24,10 +27,10 @@ from kilosnake.io.drift_store import (
     read_drift_store,
     write_drift_store,
 )
-from kilosnake.io.probe import Probe, load_probe, neuropixels_like
+from kilosnake.io.probe import Probe, load_probe, neuropixels_like, write_probe_arrays
 from kilosnake.io.recording import RecordingInfo
-from kilosnake.io.store import TRACE_CODEC, open_store, writing_store
-from kilosnake.io.traces import PreprocessedReader, write_probe_arrays
+from kilosnake.io.store import open_store, writing_store
+from kilosnake.io.traces import PreprocessedReader, create_traces
 from kilosnake.params import resolve
 from kilosnake.preprocess.traces import preprocess_recording
 from kilosnake.preprocess.whitening import compute_whitening
@@ -98,33 +101,40 @@ def truth_of(folder, est, shank=0):
 # accuracy
 
 
-def test_rigid_zigzag_is_recovered(zigzag, be):
+@backends_agree(atol={"depth": 1e-2, "dshift": 0.5})
+def test_rigid_zigzag_is_recovered(be, zigzag):
+    """Detection finds the same spikes on both backends; registration the same shifts to well
+    under a micrometre."""
     est = estimate(zigzag, nblocks=1, be=be)
     truth = truth_of(zigzag, est)
     assert est.enabled and est.dshift.shape == (1, 32, 1)
     assert rms_error_um(est.dshift[0], truth) < RMS_BOUND_UM
     # the sign: positive = units at larger y, as in the ground truth
     assert np.corrcoef(est.dshift[0, :, 0], truth[:, 0])[0, 1] > 0.95
+    return {
+        "time": est.spikes["time"],
+        "channel": est.spikes["channel"],
+        "depth": est.spikes["depth"],
+        "dshift": est.dshift,
+    }
 
 
-def test_gpu_matches_cpu(zigzag, be, tmp_path):
-    if be.name == "cpu":
-        pytest.skip("compares the CuPy backend with NumPy")
-    cpu, gpu = estimate(zigzag, be=cpu_backend()), estimate(zigzag, be=be)
-    np.testing.assert_array_equal(gpu.spikes["time"], cpu.spikes["time"])
-    np.testing.assert_array_equal(gpu.spikes["channel"], cpu.spikes["channel"])
-    np.testing.assert_allclose(gpu.spikes["depth"], cpu.spikes["depth"], atol=1e-2)
-    assert np.abs(gpu.dshift - cpu.dshift).max() <= 0.5
-    write_drift_store(tmp_path / "drift.zarr", cpu, resolve({"nblocks": 1}), "cpu")
-    pre = zigzag / "preprocessed.zarr"
-    on_cpu = DriftCorrectedReader(pre, tmp_path / "drift.zarr").read(NT - 500, NT + 500)
-    gpu_reader = DriftCorrectedReader(pre, tmp_path / "drift.zarr", be)
-    on_gpu = gpu_reader.read(NT - 500, NT + 500)
-    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)
-    # read straight into GPU arrays: the same values as the host reads of the same reader
-    np.testing.assert_array_equal(
-        be.to_host(gpu_reader.read_device(be, NT - 500, NT + 500)), on_gpu
-    )
+@pytest.fixture(scope="module")
+def zigzag_drift(zigzag, tmp_path_factory):
+    """drift.zarr of the zigzag recording, estimated on the CPU."""
+    path = tmp_path_factory.mktemp("zigzag_drift") / "drift.zarr"
+    write_drift_store(path, estimate(zigzag, be=cpu_backend()), resolve({"nblocks": 1}), "cpu")
+    return path
+
+
+@backends_agree(atol=1e-4)
+def test_corrected_reads_agree(be, zigzag, zigzag_drift):
+    """Drift-corrected windows (kriging interpolation) on either backend; read straight into
+    device arrays they equal the host reads of the same reader."""
+    reader = DriftCorrectedReader(zigzag / "preprocessed.zarr", zigzag_drift, be)
+    on_host = reader.read(NT - 500, NT + 500)
+    np.testing.assert_array_equal(be.to_host(reader.read_device(be, NT - 500, NT + 500)), on_host)
+    return on_host
 
 
 def test_random_walk_is_recovered(randomwalk):
@@ -147,7 +157,8 @@ def test_nonrigid_top_moves_more_than_bottom(nonrigid):
     assert error < rms_error_um(rigid, truth)
 
 
-def test_batches_without_spikes_get_interpolated_shifts(zigzag):
+@backends_agree(atol=0.5)  # µm: the bound of the whole estimate's comparison
+def test_batches_without_spikes_get_interpolated_shifts(be, zigzag):
     est = estimate(zigzag)
     sp = est.spikes
     keep = (sp["batch"] < 10) | (sp["batch"] > 12)  # batches 10-12 lose their spikes
@@ -160,12 +171,13 @@ def test_batches_without_spikes_get_interpolated_shifts(zigzag):
         reader.probe.yc,
         8.0,
         1,
-        cpu_backend(),
+        be,
     )
     assert list(counts[10:13]) == [0, 0, 0]
     expected = np.interp([10, 11, 12], [9, 13], dshift[[9, 13], 0])
     np.testing.assert_allclose(dshift[10:13, 0], expected)
     assert rms_error_um(dshift, truth_of(zigzag, est)) < RMS_BOUND_UM
+    return dshift, counts
 
 
 def test_estimate_is_deterministic(randomwalk):
@@ -220,8 +232,7 @@ def test_store_and_plot(zigzag, tmp_path):
     assert g["dshift"].shape == (1, 32, 3) and g["yblk"].shape == (1, 3)
     assert g["spikes/time"].shape == g["spikes/depth"].shape == g["spikes/amplitude"].shape
     assert np.all(np.diff(g["spikes/time"][...]) >= 0)
-    png = (tmp_path / "drift.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert_picture(tmp_path / "drift.png", drift_size(n_shanks=1))
 
 
 def test_nblocks_zero_is_identity(zigzag, tmp_path):
@@ -243,7 +254,7 @@ def test_nblocks_zero_is_identity(zigzag, tmp_path):
         np.testing.assert_array_equal(
             corrected.read_int16(start, stop), plain.read_int16(start, stop)
         )
-    assert (tmp_path / "drift.png").exists()
+    assert_picture(tmp_path / "drift.png", drift_size(n_shanks=1))  # the spikes, uncorrected
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,15 +292,7 @@ def write_toy_preprocessed(path, traces, probe, nt=NT, scaleproc=200.0):
     data = np.clip(np.rint(traces * scaleproc), -32768, 32767).astype(np.int16)
     attrs = {"scaleproc": scaleproc, "NT": nt, "sample_rate": FS, "n_samples": data.shape[0]}
     with writing_store(path, "preprocess", {}, "cpu", 0, attrs) as g:
-        arr = g.create_array(
-            "traces",
-            shape=data.shape,
-            dtype="int16",
-            chunks=(nt, data.shape[1]),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-        )
-        arr[...] = data
+        create_traces(g, *data.shape, nt)[...] = data
         write_probe_arrays(g, probe)
     return path
 

@@ -2,55 +2,37 @@
 
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from curation_fixtures import Unit, build_fixture, refractory_train
+from workflow_runs import planned_rules, snakemake
 
-from kilosnake.api import SNAKEFILE
 from kilosnake.export.validate import validate_phy
 
 MY_RULES = ["merge", "split", "cutoff", "export_phy"]
 
 
-def snakemake(workdir, *args, config=()):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
+def run_rules(workdir, *args, config=()):
+    """Run the curation and export rules (only those) towards the Phy folder; the caller checks
+    the result."""
+    return snakemake(
+        workdir,
         "results/rec/phy",
         *args,
-        "--snakefile",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "1",
         "--allowed-rules",
         *MY_RULES,
-        "--config",
-        f"dat={workdir / 'rec.bin'}",
-        f"probe={workdir / 'probe'}",
-        "n_channels=17",
-        *config,
-    ]
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
+        config=(
+            f"dat={workdir / 'rec.bin'}",
+            f"probe={workdir / 'probe'}",
+            "n_channels=17",
+            *config,
+        ),
+        cores=1,
+        check=False,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-
-
-def planned_rules(output: str) -> set:
-    """Rule names of the jobs a dry run lists."""
-    return {
-        line.split()[-1].rstrip(":")
-        for line in output.splitlines()
-        if line.startswith(("rule ", "localrule "))
-    }
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +50,7 @@ def workdir(tmp_path_factory):
     (tmp / "probe").mkdir()
     text = fx.input_json.read_text().replace(str(fx.dat), str(tmp / "rec.bin"))
     (results / "input.json").write_text(text)
-    done = snakemake(tmp)
+    done = run_rules(tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp
 
@@ -94,11 +76,11 @@ def test_rules_write_every_store_and_a_valid_phy_folder(workdir):
     ],
 )
 def test_a_parameter_change_reruns_its_stage_and_what_follows(workdir, change, expected):
-    dry = snakemake(workdir, "-n", config=[change])
+    dry = run_rules(workdir, "-n", config=[change])
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert planned_rules(dry.stdout + dry.stderr) == expected
+    assert planned_rules(dry.output) == expected
 
 
 def test_nothing_to_do_when_nothing_changed(workdir):
-    nothing = snakemake(workdir, "-n")
-    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+    nothing = run_rules(workdir, "-n")
+    assert "Nothing to be done" in nothing.output

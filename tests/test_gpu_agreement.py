@@ -10,12 +10,11 @@ Without a usable GPU the test is skipped.
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_runs import snakemake
 
 from kilosnake.groundtruth.score import score_phy_folder
 from kilosnake.io.store import open_store
@@ -23,7 +22,6 @@ from kilosnake.runtime.backend import _gpu_backend_or_reason
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESET = os.environ.get("KILOSNAKE_AGREEMENT_PRESET", "demo")
 #: fraction of the CPU's spike times the GPU must find at exactly the same sample
 SAME_SAMPLE_FRACTION = 0.99
@@ -36,23 +34,8 @@ MIN_UNIT_SPIKES = 50
 def sort_on(device: str, workdir: Path) -> Path:
     """Sort the generated recording up to its scorecard on ``device``; return its results."""
     target = f"results/{PRESET}/scorecard.txt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "4",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        target,
-        "--config",
-        f"device={device}",
-        f"demo_preset={PRESET}",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    config = (f"device={device}", f"demo_preset={PRESET}")
+    snakemake(workdir, target, config=config, cores=4, timeout=3600)
     return workdir / "results" / PRESET
 
 

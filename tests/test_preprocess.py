@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.signal
+from backends import backends_agree
 
 from kilosnake.io.probe import neuropixels_like
 from kilosnake.io.recording import RecordingInfo
@@ -24,6 +25,7 @@ def sine(freq, n=30000, channels=3):
     return np.repeat(np.sin(2 * np.pi * freq * t)[:, None], channels, axis=1)
 
 
+@backends_agree(rtol=0, atol=1e-6)
 def test_filter_matches_scipy_in_float64(be):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20000, 4)).cumsum(axis=0)  # strong low frequencies
@@ -31,8 +33,10 @@ def test_filter_matches_scipy_in_float64(be):
     expected = scipy.signal.sosfilt(sos, scipy.signal.sosfilt(sos, x, axis=0)[::-1], axis=0)[::-1]
     got = be.to_host(filter_forward_backward(be.asarray(x), sos, be))
     np.testing.assert_allclose(got, expected, atol=1e-8 * np.abs(expected).max())
+    return got
 
 
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_highpass_removes_low_and_keeps_high_frequencies(be):
     sos = butterworth_sos(300, FS)
     middle = slice(5000, 25000)
@@ -40,14 +44,18 @@ def test_highpass_removes_low_and_keeps_high_frequencies(be):
     high = be.to_host(filter_forward_backward(be.asarray(sine(2000), np.float32), sos, be))
     assert np.abs(low[middle]).max() < 0.01
     assert np.abs(high[middle]).max() > 0.95
+    return low, high
 
 
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_bandpass_with_fslow(be):
     sos = butterworth_sos(300, FS, fslow=3000)
     y = be.to_host(filter_forward_backward(be.asarray(sine(8000), np.float32), sos, be))
     assert np.abs(y[5000:25000]).max() < 0.05
+    return y
 
 
+@backends_agree(rtol=1e-12, atol=1e-12)
 def test_common_median_reference_removes_shared_signal(be):
     rng = np.random.default_rng(2)
     shared = rng.normal(size=(1000, 1)) * 50
@@ -55,6 +63,7 @@ def test_common_median_reference_removes_shared_signal(be):
     y = be.to_host(common_median_reference(be.asarray(x), be))
     assert np.abs(np.median(y, axis=1)).max() < 1e-9
     assert y.std() < 1.5
+    return y
 
 
 def test_local_whitening_whitens_correlated_noise():
@@ -136,7 +145,7 @@ def test_preprocessed_noise_has_unit_variance(wavy):
     "NT, expected", [(65600, 8200), (65472, 8184), (8192, 4096), (4096, 4096), (30001, 30001)]
 )
 def test_trace_chunks_divide_the_batch(NT, expected):
-    from kilosnake.io.store import trace_chunks
+    from kilosnake.io.traces import trace_chunks
 
     chunk, channels = trace_chunks(NT, 384)
     assert (chunk, channels) == (expected, 384) and NT % chunk == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kilosnake.io.store import write_array, writing_store
+from kilosnake.io.traces import create_traces
 from kilosnake.runtime import logs
 from kilosnake.runtime.progress import Progress, eta_seconds, format_duration, format_rate
 
@@ -130,7 +131,7 @@ def test_a_bar_keeps_the_log_lines_complete(tmp_path):
 
 def make_store(path):
     with writing_store(path, "preprocess") as g:
-        write_array(g, "traces", np.zeros((1000, 8), np.int16))
+        create_traces(g, 1000, 8, NT=1000)
         write_array(g, "xc", np.zeros(8))
 
 

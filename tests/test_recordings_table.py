@@ -1,11 +1,13 @@
-"""Many recordings in one run: the recordings table, and --keep-going with a broken recording."""
+"""Many recordings in one run: the recordings table and the run summary (a whole run with a
+broken recording: ``test_reliability_workflow.py``)."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from inputs import TABLE_HEADER as HEADER
+from inputs import write_table
+from workflow_runs import snakemake
 
 from kilosnake.workflow.recordings import (
     RecordingsTableError,
@@ -15,12 +17,6 @@ from kilosnake.workflow.recordings import (
 from kilosnake.workflow.summary import COLUMNS, format_table, recording_status
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = "name\tdat\tprobe\tn_channels\tsample_rate\tdtype\n"
-
-
-def write_table(path, *rows, header=HEADER):
-    path.write_text(header + "".join("\t".join(map(str, r)) + "\n" for r in rows))
-    return path
 
 
 def test_shipped_example_table_is_valid():
@@ -72,7 +68,11 @@ def test_comments_and_blank_lines_are_skipped(tmp_path):
     [
         ([("a", "a.bin", "", "", "", "")], "name\tprobe\n", "missing column"),
         ([("a", "a.bin")], "name\tdat\tgain\n", "unknown column"),
-        ([("a", "a.bin", "", "", "", ""), ("a", "b.bin", "", "", "", "")], HEADER, "used twice"),
+        (
+            [("a", "a.bin", "", "", "", ""), ("a", "b.bin", "", "", "", "")],
+            HEADER,
+            "used twice",
+        ),
         ([("a", "a.bin", "", "", "", "int8")], HEADER, "row 2, dtype"),
         ([("a", "a.bin", "", "0", "", "")], HEADER, "row 2, n_channels"),
         ([("a", "a.bin", "", "3.5", "", "")], HEADER, "row 2, n_channels"),
@@ -106,56 +106,6 @@ def test_summary_reads_stage_outputs_and_logs(tmp_path):
     assert tuple(parsed[0]) == COLUMNS and parsed[2]["stage"] == "check_input"
 
 
-@pytest.mark.slow
-def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_ones(tmp_path):
-    from kilosnake.groundtruth.generate import generate
-    from kilosnake.groundtruth.presets import preset_config
-
-    cfg = preset_config("demo", duration_s=3.0)
-    good = generate(cfg, tmp_path / "data", name="good", seed=1)
-    broken = tmp_path / "data" / "broken.bin"
-    broken.write_bytes(good.bin.read_bytes()[:-3])  # not a whole number of samples
-    missing = tmp_path / "data" / "missing.bin"  # never written
-    n_channels = cfg.n_channels + int(cfg.sync_channel)
-    table = write_table(
-        tmp_path / "recordings.tsv",
-        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
-        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"),
-        ("missing", missing, good.probe, n_channels, cfg.sample_rate, "int16"),
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--keep-going",
-        "--config",
-        f"recordings={table}",
-        "device=cpu",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out[-3000:]  # a failed recording fails the run ...
-    assert (tmp_path / "results/good/phy/params.py").is_file(), out[-3000:]  # ... not the others
-    summary = tmp_path / "results/summary.tsv"
-    assert summary.is_file(), out[-3000:]
-    rows = {r["recording"]: r for r in csv.DictReader(summary.open(), delimiter="\t")}
-    assert list(rows) == ["good", "broken", "missing"]
-    assert rows["good"]["status"] == "done" and int(rows["good"]["n_units"]) > 0
-    for name in ("broken", "missing"):
-        assert rows[name]["status"] == "failed" and rows[name]["stage"] == "check_input", rows
-        assert rows[name]["message"] and rows[name]["log"].endswith("check_input.log")
-    # the missing file's own job says what is wrong and what to do
-    log = (tmp_path / "results/missing/logs/check_input.log").read_text()
-    assert "missing.bin" in log and "does not exist" in log and "fix" in log.lower(), log
-    assert "1 of 3 recordings done" in out
-
-
 def test_missing_raw_file_does_not_stop_the_dag_of_the_others(tmp_path):
     """A dry run plans the missing recording's input check and the other recording's sort."""
     from kilosnake.groundtruth.generate import generate
@@ -176,23 +126,8 @@ def test_missing_raw_file_does_not_stop_the_dag_of_the_others(tmp_path):
             "int16",
         ),
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "1",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--dry-run",
-        "--config",
-        f"recordings={table}",
-        "device=cpu",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-3000:]
+    out = snakemake(
+        tmp_path, "--dry-run", config=(f"recordings={table}", "device=cpu"), cores=1, timeout=300
+    ).output
     assert "MissingInputException" not in out
     assert "results/gone/input.json" in out and "results/good/phy" in out

@@ -1,15 +1,16 @@
 """Awkward inputs through the whole workflow: a raw file in a folder whose name holds quotes and
-spaces, with a dead and a saturated channel; a recording of pure noise."""
+spaces, with a dead and a saturated channel; a recording of pure noise; a recordings table with
+a broken and a missing recording (--keep-going)."""
 
 import ast
+import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from inputs import write_noise_recording, write_probe_json
+from inputs import write_noise_recording, write_probe_json, write_table
+from workflow_runs import snakemake
 
 from kilosnake.export.tables import params_py_text
 from kilosnake.export.validate import validate_phy
@@ -17,33 +18,23 @@ from kilosnake.io.phy import read_params_py
 from kilosnake.io.store import open_store
 from kilosnake.workflow.recordings import recording_name
 
-ROOT = Path(__file__).resolve().parents[1]
 DEAD_ROW, STUCK_ROW = 5, 9
+
+
+pytestmark = pytest.mark.slow
 
 
 def sort(workdir: Path, dat: Path, probe: Path, n_channels: int, *config: str, targets=("phy",)):
     """Sort ``dat`` up to its Phy folder (or ``targets``); return the finished process and the
     results folder."""
     out = Path("results") / recording_name(str(dat))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
+    done = snakemake(
+        workdir,
         *(str(out / t) for t in targets),
-        "--config",
-        "device=cpu",
-        f"dat={dat}",
-        f"probe={probe}",
-        f"n_channels={n_channels}",
-        *config,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900), workdir / out
+        config=("device=cpu", f"dat={dat}", f"probe={probe}", f"n_channels={n_channels}", *config),
+        check=False,
+    )
+    return done, workdir / out
 
 
 def assert_only_literal_assignments(text: str) -> dict:
@@ -152,3 +143,43 @@ def test_pure_noise_gives_an_empty_valid_phy_folder_and_report(tmp_path):
     for stage in ("detect", "learn", "final_pass", "merge", "split", "cutoff", "export_phy"):
         assert "no spikes found" in (results / "logs" / f"{stage}.log").read_text(), stage
     assert "no spikes found" in (results / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# many recordings, one of them broken
+
+
+def test_keep_going_sorts_the_good_recording_and_reports_the_broken_and_missing_ones(tmp_path):
+    from kilosnake.groundtruth.generate import generate
+    from kilosnake.groundtruth.presets import preset_config
+
+    cfg = preset_config("demo", duration_s=3.0)
+    good = generate(cfg, tmp_path / "data", name="good", seed=1)
+    broken = tmp_path / "data" / "broken.bin"
+    broken.write_bytes(good.bin.read_bytes()[:-3])  # not a whole number of samples
+    missing = tmp_path / "data" / "missing.bin"  # never written
+    n_channels = cfg.n_channels + int(cfg.sync_channel)
+    table = write_table(
+        tmp_path / "recordings.tsv",
+        ("good", good.bin, good.probe, n_channels, cfg.sample_rate, "int16"),
+        ("broken", broken, good.probe, n_channels, cfg.sample_rate, "int16"),
+        ("missing", missing, good.probe, n_channels, cfg.sample_rate, "int16"),
+    )
+    result = snakemake(
+        tmp_path, "--keep-going", config=(f"recordings={table}", "device=cpu"), check=False
+    )
+    out = result.output
+    assert result.returncode != 0, out[-3000:]  # a failed recording fails the run ...
+    assert (tmp_path / "results/good/phy/params.py").is_file(), out[-3000:]  # ... not the others
+    summary = tmp_path / "results/summary.tsv"
+    assert summary.is_file(), out[-3000:]
+    rows = {r["recording"]: r for r in csv.DictReader(summary.open(), delimiter="\t")}
+    assert list(rows) == ["good", "broken", "missing"]
+    assert rows["good"]["status"] == "done" and int(rows["good"]["n_units"]) > 0
+    for name in ("broken", "missing"):
+        assert rows[name]["status"] == "failed" and rows[name]["stage"] == "check_input", rows
+        assert rows[name]["message"] and rows[name]["log"].endswith("check_input.log")
+    # the missing file's own job says what is wrong and what to do
+    log = (tmp_path / "results/missing/logs/check_input.log").read_text()
+    assert "missing.bin" in log and "does not exist" in log and "fix" in log.lower(), log
+    assert "1 of 3 recordings done" in out

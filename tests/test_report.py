@@ -1,24 +1,14 @@
-"""The input check picture and the QC report: drawing pieces, then the rules on the demo sort,
-the page rendered in headless Chromium, and the progress lines of the long stages' logs."""
+"""The input check picture and the QC report's drawing pieces (the rules on the demo sort:
+``test_report_workflow.py``)."""
 
-import base64
-import html.parser
-import io
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pictures import INPUT_CHECK, assert_picture
 
-from kilosnake.io.phy import read_phy
 from kilosnake.io.probe import neuropixels_like
-from kilosnake.report.build import SECTIONS
 from kilosnake.report.input_check import (
     _ranges,
     channel_flags,
@@ -29,18 +19,10 @@ from kilosnake.report.input_check import (
 )
 from kilosnake.report.units import (
     FALLBACK_UNITS,
-    MAX_UNITS,
     busiest_window,
     nearest_channels,
-    unit_rows,
     units_to_draw,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-WINDOW = (1400, 4000)
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 # --------------------------------------------------------------------------------------------
 # pieces
@@ -134,13 +116,6 @@ def write_input_json(
     return path
 
 
-def png_size(data: bytes):
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
-
-
 @pytest.mark.parametrize("n_channels, n_shanks", [(32, 1), (192, 4)])
 def test_input_check_picture(tmp_path, n_channels, n_shanks):
     info = write_input_json(tmp_path, n_channels, n_shanks, flat=[3], noisy=[7], saturated=[11])
@@ -151,8 +126,7 @@ def test_input_check_picture(tmp_path, n_channels, n_shanks):
     assert np.all(view.raw[:, np.flatnonzero(view.order == 3)[0]] == 0)  # probe order applied
     out = tmp_path / "input_check.png"
     write_input_check(info, out)
-    data = out.read_bytes()
-    assert data.startswith(PNG_SIGNATURE) and png_size(data)[0] > 1000
+    assert_picture(out, INPUT_CHECK)
 
 
 def test_input_check_without_the_raw_file(tmp_path):
@@ -160,7 +134,7 @@ def test_input_check_without_the_raw_file(tmp_path):
     view = input_view(info)
     assert view.raw is None
     write_input_check(info, tmp_path / "input_check.png")
-    assert (tmp_path / "input_check.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert_picture(tmp_path / "input_check.png", INPUT_CHECK)  # probe and statistics drawn
 
 
 def test_raw_path_relative_to_the_workflow_folder(tmp_path, monkeypatch):
@@ -173,201 +147,18 @@ def test_raw_path_relative_to_the_workflow_folder(tmp_path, monkeypatch):
     assert resolve_raw_path("resources/missing.bin", info) is None
 
 
-# --------------------------------------------------------------------------------------------
-# the rules on the demo sort
+def test_run_table_reads_each_stage_backend_from_its_log(tmp_path, caplog):
+    import logging
 
+    from kilosnake.report.run_log import stage_table
+    from kilosnake.runtime.backend import get_backend
 
-def snakemake(workdir, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo recording sorted on the CPU, with its report."""
-    workdir = tmp_path_factory.mktemp("report_demo")
-    t0 = time.perf_counter()
-    snakemake(workdir, "results/demo/report.html", "--config", "device=cpu")
-    print(f"demo sort and report: {time.perf_counter() - t0:.0f} s")
-    return workdir
-
-
-def test_input_check_needs_only_the_input_check(tmp_path):
-    out = snakemake(tmp_path, "--dry-run", "results/demo/input_check.png", "--config", "device=cpu")
-    planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
-    assert planned == {"demo_recording", "check_input", "input_report"}
-
-
-class ReportParser(html.parser.HTMLParser):
-    """Section ids, images, external references and unit figures of a report page."""
-
-    def __init__(self):
-        super().__init__()
-        self.sections, self.images, self.external, self.unit_figures = [], [], [], []
-        self.table_rows = 0
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "section":
-            self.sections.append(a.get("id"))
-        if tag == "img":
-            self.images.append(a.get("src", ""))
-        if tag == "figure" and (a.get("id") or "").startswith("unit-"):
-            self.unit_figures.append(a["id"])
-        if tag == "tr":
-            self.table_rows += 1
-        for key in ("src", "href"):
-            value = a.get(key) or ""
-            if value and not value.startswith(("data:", "#")):
-                self.external.append(value)
-        if tag in ("script", "link", "iframe"):
-            self.external.append(tag)
-
-
-def test_report_has_every_section_and_embedded_images(demo):
-    page = (demo / "results/demo/report.html").read_text()
-    parser = ReportParser()
-    parser.feed(page)
-    assert parser.sections == list(SECTIONS)
-    assert parser.external == []  # self-contained
-    assert len(parser.images) >= 5
-    for src in parser.images:
-        assert src.startswith("data:image/png;base64,")
-        data = base64.b64decode(src.split(",", 1)[1], validate=True)
-        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
-        w, h = png_size(data)
-        assert w > 300 and h > 150
-    good = [
-        line.split("\t")[0]
-        for line in (demo / "results/demo/phy/cluster_KSLabel.tsv").read_text().splitlines()[1:]
-        if line.endswith("\tgood")
-    ]
-    assert 0 < len(good) <= MAX_UNITS
-    assert sorted(parser.unit_figures) == sorted(f"unit-{c}" for c in good)
-    for section in SECTIONS:  # every section has content besides its title
-        body = page.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
-        assert len(re.sub(r"<h2>.*?</h2>", "", body)) > 100, section
-    assert "Ground-truth scorecard" in page
-
-
-def test_unit_table_matches_the_phy_metrics(demo):
-    phy = demo / "results/demo/phy"
-    rows = unit_rows(read_phy(phy))
-    n_metrics = len((phy / "cluster_metrics.tsv").read_text().splitlines()) - 1
-    assert len(rows) == n_metrics
-    labels = [r["label"] for r in rows]
-    assert labels == sorted(labels, key=lambda s: s != "good")  # good units first
-    page = (demo / "results/demo/report.html").read_text()
-    units = page.split('<section id="units">', 1)[1].split("</section>", 1)[0]
-    assert units.count("<tr") == n_metrics + 1
-
-
-def test_snakemake_report_includes_the_page_and_the_input_check(demo):
-    import zipfile
-
-    snakemake(demo, "--config", "device=cpu", "--report", str(demo / "snakemake_report.zip"))
-    names = zipfile.ZipFile(demo / "snakemake_report.zip").namelist()
-    assert any(n.endswith("/report.html") and "/data/raw/" in n for n in names)
-    assert any(n.endswith("/input_check.png") for n in names)
-
-
-def ensure_chromium():
-    """/usr/bin/chromium, installed with apt-get when missing and running as root."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0:
-        pytest.skip(
-            "headless rendering needs /usr/bin/chromium: install Debian's chromium "
-            "package (the tests install it themselves only when run as root)"
-        )
-    if shutil.which("apt-get") is None:
-        pytest.skip("/usr/bin/chromium is missing and there is no apt-get to install it")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode != 0:  # package lists not fetched yet
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode != 0 or not CHROMIUM.exists():
-        pytest.skip(f"could not install chromium with apt-get: {result.stderr[-500:]}")
-    return CHROMIUM
-
-
-def screenshot(page: Path, out: Path, tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [
-        str(ensure_chromium()),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp}",
-        f"--screenshot={out}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        page.resolve().as_uri(),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-
-
-def test_report_renders_in_headless_chromium(demo, tmp_path_factory):
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("screenshot")
-    shot = folder / "report.png"
-    result = screenshot(demo / "results/demo/report.html", shot, folder / "profile")
-    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
-    print(f"screenshot: {shot}")
-    with Image.open(shot) as im:
-        assert im.size == WINDOW
-        pixels = np.asarray(im.convert("RGB"), dtype=np.float64)
-    assert pixels.std() > 20  # not a blank page
-    rows_with_ink = (pixels.std(axis=(1, 2)) > 5).mean()
-    assert rows_with_ink > 0.5  # the page is filled, not one strip of content
-    colours = np.unique(pixels[::7, ::7].reshape(-1, 3), axis=0)
-    assert len(colours) > 200  # pictures, not only text on a background
-
-
-def test_long_stages_log_progress_with_an_eta(demo):
-    line = re.compile(
-        r"INFO kilosnake\.\S+: (?P<label>[\w ]+): batch (?P<i>\d+)/(?P<n>\d+) "
-        r"\(\d+%\), [\d.]+ (batch/s|s/batch), elapsed \d.*, ETA \d"
+    with caplog.at_level(logging.INFO, logger="kilosnake"):
+        get_backend("cpu")
+    (tmp_path / "logs").mkdir()
+    lines = [f"12:00:00 INFO {r.name}: {r.getMessage()}" for r in caplog.records]
+    lines.append(
+        "12:00:01 INFO kilosnake.runtime.logs: done in 1.5 s (CPU 1.2 s), peak host memory 99 MB"
     )
-    for stage, label in [
-        ("preprocess", "preprocess"),
-        ("drift", "drift detection"),
-        ("learn", "learn"),
-        ("final_pass", "final pass"),
-    ]:
-        text = (demo / f"results/demo/logs/{stage}.log").read_text()
-        found = [m for m in map(line.search, text.splitlines()) if m]
-        assert found, f"no progress line in {stage}.log"
-        assert {m["label"] for m in found} == {label}
-        assert found[0]["i"] == "1" and found[-1]["i"] == found[-1]["n"]
-
-
-def test_every_log_opens_with_the_facts_and_closes_with_resources(demo):
-    for log in sorted((demo / "results/demo/logs").glob("*.log")):
-        lines = log.read_text().splitlines()
-        assert lines[0].split(": ", 1)[1].startswith("non-default parameters"), log.name
-        assert re.search(r"kilosnake \S+, stage \w+, Python", lines[1]), log.name
-        assert re.search(
-            r"done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB", lines[-1]
-        ), log.name
-    report_log = (demo / "results/demo/logs/final_pass.log").read_text()
-    assert "input preprocessed.zarr: traces (900000, 32) int16" in report_log
+    (tmp_path / "logs" / "whitening.log").write_text("\n".join(lines) + "\n")
+    assert stage_table(tmp_path) == [["whitening", "1.5", "1.2", "99", "—", "cpu (NumPy)"]]

@@ -3,10 +3,9 @@ parameter of the table changed plans its readers (by the table) and what follows
 no other reason; a workflow or run-time setting plans nothing."""
 
 import re
-import subprocess
 
 import pytest
-from workflow_runs import run_snakemake, snakemake_command
+from workflow_runs import CONFIG, snakemake
 
 import kilosnake.params as kparams
 
@@ -50,11 +49,7 @@ def changed_value(p: kparams.Param):
 
 def params_changed(workdir, name: str, value: str) -> tuple[set, str]:
     """The rules a dry run plans because their params changed, and the run's output."""
-    cmd = snakemake_command(workdir, "-n")
-    cmd += [f"{name}={value}"]  # after --config: joins the demo's config
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
+    text = snakemake(workdir, "-n", config=(*CONFIG, f"{name}={value}"), timeout=300).output
     if "Nothing to be done" in text:
         return set(), text
     reasons = text.split("Reasons:", 1)[1]
@@ -66,19 +61,12 @@ def params_changed(workdir, name: str, value: str) -> tuple[set, str]:
     return ({r.strip() for r in m.group(1).split(",")} if m else set()), text
 
 
-@pytest.fixture(scope="module")
-def sorted_demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rerun-plan")
-    run_snakemake(folder)  # everything the workflow builds by default
-    return folder
-
-
 SETTINGS = [p for p in kparams.PARAMS if p.name not in NOT_A_SETTING | CHANGES_THE_JOBS]
 
 
 @pytest.mark.parametrize("param", SETTINGS, ids=[p.name for p in SETTINGS])
-def test_a_changed_parameter_reruns_exactly_its_readers(sorted_demo, param):
-    planned, text = params_changed(sorted_demo, param.name, changed_value(param))
+def test_a_changed_parameter_reruns_exactly_its_readers(demo_sort, param):
+    planned, text = params_changed(demo_sort, param.name, changed_value(param))
     readers = set(param.readers) & DEMO_RULES
     # the report lists every parameter that changes a result; settings change none
     expected = readers | ({"report"} if param.readers else set())

@@ -1,28 +1,22 @@
 """Crash and resume: a workflow killed with SIGKILL in the middle of a stage, then rerun with
-``--rerun-incomplete``, gives the same Phy folder as an uninterrupted run; a store whose writer
-died is never read as complete."""
+``--rerun-incomplete``, gives the same Phy folder as an uninterrupted run (a store whose writer
+died is never read as complete: ``test_store_writes.py``)."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
-import numpy as np
 import pytest
 from workflow_runs import (
     TARGET,
     differing,
     output_digests,
-    reference_run,
     results,
     resume,
-    run_snakemake,
     run_until,
+    snakemake,
     stage_seconds,
 )
 
-from kilosnake.io.store import IncompleteStoreError, open_store, writing_store
+from kilosnake.io.store import IncompleteStoreError, open_store
 
 #: stage -> its output store
 STAGE_STORES = {
@@ -31,59 +25,7 @@ STAGE_STORES = {
     "final_pass": "spikes.zarr",
 }
 
-
-# --------------------------------------------------------------------------------------------
-# a store whose writer was killed
-
-
-SLOW_WRITER = """
-import sys, time
-import numpy as np
-from kilosnake.io.store import writing_store
-with writing_store(sys.argv[1], "test") as g:
-    a = g.create_array("x", shape=(100, 10), chunks=(1, 10), dtype="float64")
-    for i in range(100):
-        a[i] = np.full(10, i)
-        if i == 5:
-            print("writing", flush=True)
-        time.sleep(0.05)
-"""
-
-
-def test_a_store_killed_mid_write_is_never_read_as_complete(tmp_path):
-    final = tmp_path / "out.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, str(final)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout.readline().strip() == "writing"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = tmp_path / "out.zarr.tmp"
-    assert partial.is_dir() and not final.exists()
-    with pytest.raises(IncompleteStoreError, match="incomplete"):
-        open_store(partial)
-    with pytest.raises(FileNotFoundError):
-        open_store(final)
-    with writing_store(final, "test") as g:  # a rerun replaces the leftover
-        g.attrs["n"] = 1
-    assert open_store(final).attrs["n"] == 1 and not partial.exists()
-
-
-def test_a_store_without_its_marker_is_refused(tmp_path):
-    import zarr
-
-    g = zarr.open_group(str(tmp_path / "copied.zarr"), mode="w", zarr_format=3)
-    g.create_array("x", shape=(3,), dtype="int64")[...] = np.arange(3)
-    with pytest.raises(IncompleteStoreError):
-        open_store(tmp_path / "copied.zarr")
-
-
-def test_an_error_inside_the_writer_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with writing_store(tmp_path / "out.zarr", "test") as g:
-            g.create_array("x", shape=(3,), dtype="int64")
-            raise RuntimeError("crash")
-    assert list(tmp_path.iterdir()) == []
+pytestmark = pytest.mark.slow
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,8 +76,8 @@ def kill_in(workdir, reference, stage: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return reference_run(tmp_path_factory)
+def reference(demo_sort):
+    return demo_sort
 
 
 def test_killed_in_every_long_stage_in_turn_resumes_to_the_same_outputs(reference, tmp_path):
@@ -143,13 +85,12 @@ def test_killed_in_every_long_stage_in_turn_resumes_to_the_same_outputs(referenc
     final_pass, then resumed to the end: every output equals the uninterrupted run's."""
     kill_in(tmp_path, reference, "preprocess")
     for stage in ("learn", "final_pass"):
-        run_snakemake(tmp_path, "--unlock")
+        snakemake(tmp_path, "--unlock")
         kill_in(tmp_path, reference, stage, "--rerun-incomplete")
     resume(tmp_path)
     assert differing(output_digests(reference), output_digests(tmp_path)) == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["preprocess", "learn", "final_pass"])
 def test_killed_in_one_stage_resumes_to_the_same_outputs(reference, tmp_path, stage):
     kill_in(tmp_path, reference, stage)

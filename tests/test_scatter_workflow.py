@@ -10,12 +10,11 @@ Three sorts of a 10 s recording of the ``shanks4`` preset (4 shanks of 16 channe
 """
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_runs import snakemake
 
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
@@ -23,7 +22,6 @@ from kilosnake.io.shank_sets import shank_set_size, shank_stores
 from kilosnake.io.store import open_store
 from kilosnake.io.traces import PreprocessedReader
 
-ROOT = Path(__file__).resolve().parents[1]
 SYNTH = preset_config("shanks4", duration_s=10.0)
 N_SHANKS, PER_SHANK = 4, 16
 PHY = "results/rec/phy"
@@ -44,28 +42,19 @@ pytestmark = pytest.mark.slow
 
 
 def sort(workdir: Path, *config: str) -> str:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
+    """Sort the generated recording in ``workdir`` up to its Phy folder; return the output."""
+    return snakemake(
+        workdir,
         PHY,
-        "--config",
-        "device=cpu",
-        "dat=data/rec.bin",
-        "probe=data/rec.probe.json",
-        f"n_channels={SYNTH.n_channels_total}",
-        *config,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
+        config=(
+            "device=cpu",
+            "dat=data/rec.bin",
+            "probe=data/rec.probe.json",
+            f"n_channels={SYNTH.n_channels_total}",
+            *config,
+        ),
+        timeout=1800,
+    ).output
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of kilosnake.score on constructed spike trains with known scores."""
+"""Tests of kilosnake.groundtruth.score on constructed spike trains with known scores."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from workflow_runs import snakemake
 
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
@@ -78,29 +79,20 @@ def _workdir(base, data):
     return base
 
 
-def _snakemake(workdir, *args):
+def _snakemake(workdir, *args, cores=None):
+    """Run the workflow on the generated recording (``cores=None``: the profile says)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-        "--config",
+    config = (
         "dat=data/rec.bin",
         "probe=data/rec.probe.json",
         f"n_channels={N_CHANNELS}",
         f"sample_rate={SYNTH.sample_rate:g}",
         "device=cpu",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
-    return out
+    )
+    done = snakemake(workdir, *args, config=config, cores=cores, timeout=1200, env=env, check=False)
+    assert done.returncode == 0, done.output[-5000:]
+    return done.output
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,7 @@ def runs(cluster, tmp_path_factory):
     generate(SYNTH, base / "data", name="rec", seed=4)
     local = _workdir(base / "local", base / "data")
     remote = _workdir(base / "slurm", base / "data")
-    local_out = _snakemake(local, "--cores", "2")
+    local_out = _snakemake(local, cores=2)
     slurm_out = _snakemake(remote, "--profile", str(PROFILE))
     return {"local": local, "slurm": remote, "local_out": local_out, "slurm_out": slurm_out}
 

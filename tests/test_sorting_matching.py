@@ -1,6 +1,8 @@
 """Matching pursuit: injected templates are found at the right times and amplitudes."""
 
 import numpy as np
+import pytest
+from backends import backends_agree, gpu_backend_or_skip
 
 from kilosnake.sorting import matching, svd, toy, waveforms
 
@@ -14,6 +16,7 @@ def _templates(be, rec):
     return matching.make_template_set(be, lr.W, lr.U, lr.mu)
 
 
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_peel_finds_injected_spikes(be):
     rec = toy.make_toy_recording(n_channels=16, duration_s=1.0, n_units=4, rate_hz=25, seed=2)
     tset = _templates(be, rec)
@@ -34,8 +37,10 @@ def test_peel_finds_injected_spikes(be):
     assert close >= 0.95 * matched  # the rest overlap another spike
     # the residual is noise again
     assert abs(float(be.to_host(result.residual).std()) - 1.0) < 0.05
+    return times, ids, amps
 
 
+@backends_agree()
 def test_peel_separates_overlapping_spikes(be):
     rec = toy.make_toy_recording(
         n_channels=16, duration_s=0.1, n_units=2, rate_hz=0, seed=4, noise=0.5
@@ -48,6 +53,7 @@ def test_peel_separates_overlapping_spikes(be):
         zip((be.to_host(result.onset) + NT0MIN).tolist(), be.to_host(result.template).tolist())
     )
     assert found == [(1000, 0), (1012, 1)]
+    return np.array(found)
 
 
 def test_peel_without_templates_or_spikes_returns_nothing(be):
@@ -56,6 +62,7 @@ def test_peel_without_templates_or_spikes_returns_nothing(be):
     assert matching.peel(be, be.asarray(rec.traces), tset, 6.0, 10.0).n_spikes == 0
 
 
+@backends_agree(rtol=1e-12, atol=1e-12)
 def test_segment_sum_matches_a_loop(be):
     rng = np.random.default_rng(0)
     values = rng.standard_normal((50, 3, 2))
@@ -65,8 +72,10 @@ def test_segment_sum_matches_a_loop(be):
     for k in range(6):
         np.testing.assert_allclose(be.to_host(sums)[k], values[labels == k].sum(0), atol=1e-12)
         assert int(be.to_host(counts)[k]) == (labels == k).sum()
+    return sums, counts
 
 
+@backends_agree(rtol=0)
 def test_best_prior_scores_equal_the_formula(be):
     """Largest prior score per row and its template (the first on ties), as NumPy computes
     the formula; on the GPU this is a CUDA kernel and must agree bit for bit."""
@@ -84,8 +93,10 @@ def test_best_prior_scores_equal_the_formula(be):
     np.testing.assert_array_equal(be.to_host(best), cf.max(axis=1))
     np.testing.assert_array_equal(be.to_host(best_id), cf.argmax(axis=1))
     assert cf[7, 3] == cf[7, 9] == cf[7].max() and int(be.to_host(best_id)[7]) == 3
+    return best, best_id
 
 
+@backends_agree()
 def test_local_maxima_match_a_direct_loop(be):
     """Onsets above threshold that are the largest within ±half, the first of equal maxima
     (CUDA kernels on the GPU)."""
@@ -106,18 +117,27 @@ def test_local_maxima_match_a_direct_loop(be):
     got = be.to_host(matching.local_maxima(be, be.asarray(best), 1.0, half))
     np.testing.assert_array_equal(got, expected)
     assert 100 in got and 104 not in got and 200 in got and 260 in got
+    return got
 
 
-def test_peeling_kernels_equal_the_array_code(be):
-    """On the GPU, peeling with the CUDA kernels gives the same spikes, residual and
-    projections, bit for bit, as the same backend's array code."""
-    import dataclasses
+def test_only_a_gpu_backend_has_kernels(be):
+    """The CPU path is the array code; a GPU backend runs the CUDA kernels unless switched off."""
+    assert be.use_kernels == (be.name == "gpu")
+    off = be.array_code()
+    assert not off.use_kernels and off.xp is be.xp and off.name == be.name
 
+
+@pytest.mark.gpu
+def test_peeling_kernels_equal_the_array_code():
+    """Peeling with the CUDA kernels gives the same spikes, residual and projections, bit for
+    bit, as the array code on the same GPU (``be.array_code()``). The kernels exist only on a
+    GPU: without one this is skipped."""
+    be = gpu_backend_or_skip("comparing the CUDA kernels with the array code")
+    assert be.use_kernels
     rec = toy.make_toy_recording(n_channels=16, duration_s=0.5, n_units=4, rate_hz=40, seed=7)
     tset = _templates(be, rec)
-    arrays = dataclasses.replace(be, name="arrays")  # the array code, on the same module
     a = matching.peel(be, be.asarray(rec.traces), tset, 6.0, 10.0)
-    b = matching.peel(arrays, be.asarray(rec.traces), tset, 6.0, 10.0)
+    b = matching.peel(be.array_code(), be.asarray(rec.traces), tset, 6.0, 10.0)
     assert a.n_spikes > 10
     for name in ("onset", "template", "amplitude", "score", "residual", "projections"):
         np.testing.assert_array_equal(
@@ -125,6 +145,7 @@ def test_peeling_kernels_equal_the_array_code(be):
         )
 
 
+@backends_agree(rtol=1e-11, atol=1e-11)
 def test_residual_sums_per_template_equal_a_loop(be):
     """Per-template sums of the spikes' residual windows (learning's running averages): the
     CPU chunks and the GPU kernel both equal a plain loop (to float64 rounding)."""
@@ -150,3 +171,4 @@ def test_residual_sums_per_template_equal_a_loop(be):
         expected[t] += residual[o : o + nt0]
     np.testing.assert_allclose(be.to_host(sums), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(be.to_host(counts), np.bincount(template, minlength=n_filt))
+    return sums, counts

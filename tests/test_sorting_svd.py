@@ -1,6 +1,7 @@
 """Batched rank-3 factorisation, peak alignment and template cross-correlations."""
 
 import numpy as np
+from backends import backends_agree
 
 from kilosnake.sorting import svd, toy, waveforms
 
@@ -29,6 +30,7 @@ def _rank3_templates(n_chan=16, n_filt=5, seed=0, peak_shift=0):
     return out, iC
 
 
+@backends_agree(rtol=1e-3, atol=1e-3)
 def test_factorisation_reconstructs_rank3_templates(be):
     dWU, iC = _rank3_templates()
     Ka, Kb = _kernels()
@@ -47,16 +49,23 @@ def test_factorisation_reconstructs_rank3_templates(be):
     for f in range(len(mu)):
         outside = np.setdiff1d(np.arange(U.shape[1]), iC[:, iW[f]])
         assert np.abs(U[f, outside]).max() == 0
+    return recon, mu, iW  # the factors themselves only up to the signs of factors 2 and 3
 
 
+@backends_agree(rtol=1e-4, atol=1e-4)
 def test_factorisation_moves_the_peak_to_nt0min(be):
     dWU, iC = _rank3_templates(peak_shift=4)
     Ka, Kb = _kernels()
     lr = svd.factorise_templates(be, be.asarray(dWU), iC, Ka, Kb, NT0MIN)
     W = be.to_host(lr.W)
     assert (np.argmax(np.abs(W[:, :, 0]), axis=1) == NT0MIN).all()
+    return W[:, :, 0]  # the first factor's sign is fixed (negative trough)
 
 
+@backends_agree(
+    rtol={"ctc": 1e-4, "T": 1e-4, "similarity": 1e-4},
+    atol={"ctc": 1e-2, "T": 1e-4, "similarity": 1e-5},  # ctc: sums of ~1e5
+)
 def test_cross_correlations_match_dense_templates(be):
     dWU, iC = _rank3_templates(n_filt=4, seed=3)
     Ka, Kb = _kernels()
@@ -68,6 +77,6 @@ def test_cross_correlations_match_dense_templates(be):
         a = T[i, max(0, -tau) : NT0 - max(0, tau)]
         b = T[j, max(0, tau) : NT0 - max(0, -tau)]
         assert abs(ctc[j, tau + NT0 - 1, i] - (a * b).sum()) < 1e-4
-    np.testing.assert_allclose(
-        be.to_host(svd.similarity_scores(be.asarray(ctc))).diagonal(), 1, atol=1e-5
-    )
+    similarity = be.to_host(svd.similarity_scores(be.asarray(ctc)))
+    np.testing.assert_allclose(similarity.diagonal(), 1, atol=1e-5)
+    return {"ctc": ctc, "T": T, "similarity": similarity}

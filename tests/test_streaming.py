@@ -1,5 +1,5 @@
-"""Per-spike arrays read and written in blocks (kilosnake.streaming), and the stages that use them
-keep the results they gave when they held whole arrays."""
+"""Per-spike arrays read and written in blocks (kilosnake.io.streaming), and the stages that use
+them keep the results they gave when they held whole arrays."""
 
 import io
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
-from kilosnake.groundtruth.generate import generate, load_ground_truth, main
+from kilosnake.groundtruth.generate import generate, main
 from kilosnake.groundtruth.presets import PRESETS, SYNC_HIGH, SynthConfig, preset_config
+from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.groundtruth.units import draw_spike_trains
 from kilosnake.io.probe import load_probe, neuropixels_like, validate_probe
 
@@ -41,7 +42,7 @@ def test_same_seed_gives_same_bytes_and_another_seed_differs(tmp_path):
     c = generate(tiny(), tmp_path / "c", seed=6)
     assert a.bin.read_bytes() == b.bin.read_bytes()
     assert a.bin.read_bytes() != c.bin.read_bytes()
-    gt_a, gt_b = load_ground_truth(a.gt), load_ground_truth(b.gt)
+    gt_a, gt_b = load_ground_truth(a.gt).arrays, load_ground_truth(b.gt).arrays
     np.testing.assert_array_equal(gt_a["spike_times"], gt_b["spike_times"])
 
 
@@ -114,7 +115,7 @@ def test_spike_trains_are_sorted_in_bounds_and_refractory():
 
 def test_ground_truth_templates_snr_and_positions(tmp_path):
     cfg = tiny(n_channels=64, n_units=12, duration_s=0.5)
-    gt = load_ground_truth(generate(cfg, tmp_path, seed=4).gt)
+    gt = load_ground_truth(generate(cfg, tmp_path, seed=4).gt).arrays
     templates, trough = gt["templates"], gt["template_trough_index"]
     assert templates.shape == (12, cfg.template_samples, 64) and templates.dtype == np.float32
     assert trough == cfg.trough_index == 30
@@ -141,7 +142,7 @@ def test_ground_truth_templates_snr_and_positions(tmp_path):
 def test_recorded_trough_is_at_the_ground_truth_time(tmp_path):
     cfg = tiny(duration_s=6.0, n_units=2, snr_range=(15.0, 25.0), firing_rate_range_hz=(15, 20))
     paths = generate(cfg, tmp_path, seed=7)
-    gt, raw = load_ground_truth(paths.gt), read_raw(paths)
+    gt, raw = load_ground_truth(paths.gt).arrays, read_raw(paths)
     u = int(np.argmax(gt["snr"]))
     times = gt["spike_times"][gt["spike_units"] == u].astype(np.int64)
     assert times.size > 60
@@ -163,7 +164,7 @@ def test_recorded_trough_is_at_the_ground_truth_time(tmp_path):
 def test_noise_is_spike_band_spatially_correlated_with_a_slow_component(tmp_path):
     cfg = tiny(n_channels=32, n_units=0, duration_s=2.0)
     paths = generate(cfg, tmp_path, seed=8)
-    gt, raw = load_ground_truth(paths.gt), read_raw(paths).astype(np.float64)
+    gt, raw = load_ground_truth(paths.gt).arrays, read_raw(paths).astype(np.float64)
     sos = butter(3, 300.0, "highpass", fs=cfg.sample_rate, output="sos")
     filtered = sosfiltfilt(sos, raw, axis=0)[3000:-3000]
     np.testing.assert_allclose(filtered.std(axis=0), gt["noise_sd"], rtol=0.08)
@@ -197,7 +198,7 @@ def test_drift_ground_truth_has_the_requested_amplitude(tmp_path, kind, bottom, 
         drift_scale_top=top,
     )
     paths = generate(cfg, tmp_path)
-    gt = load_ground_truth(paths.gt)
+    gt = load_ground_truth(paths.gt).arrays
     d, t, depths = gt["drift_um"], gt["drift_times_s"], gt["drift_depths_um"]
     assert d.shape == (t.size, depths.size) and depths.size >= 2
     assert t[0] == 0.0 and t[-1] == pytest.approx(4.0) and np.all(np.diff(t) > 0)
@@ -225,7 +226,7 @@ def test_drift_moves_the_units_across_the_channels(tmp_path):
         firing_rate_range_hz=(15.0, 20.0),
     )
     paths = generate(cfg, tmp_path, seed=11)
-    gt, raw = load_ground_truth(paths.gt), read_raw(paths)
+    gt, raw = load_ground_truth(paths.gt).arrays, read_raw(paths)
     ys = gt["channel_positions"][:, 1]
     inner = np.flatnonzero(
         (gt["unit_positions"][:, 1] > ys.min() + 40) & (gt["unit_positions"][:, 1] < ys.max() - 40)

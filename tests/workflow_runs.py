@@ -1,13 +1,17 @@
-"""Whole-workflow runs of the demo recording, shared by the determinism and resume tests.
+"""Running the workflow from a test: the one helper every test module uses.
 
-:func:`reference_run` sorts the demo once per test session (the first module that asks pays for
-it); :func:`fresh_run` sorts it again in a new folder. :func:`output_digests` fingerprints every
-output file so that two runs can be compared byte for byte.
+:func:`snakemake` runs the Snakefile in a folder (on the CPU, 2 cores unless told otherwise) and
+fails the test with the output's tail when the run fails. :func:`fresh_run` sorts the demo in a
+new folder; the session-wide ``demo_sort`` fixture of ``conftest.py`` does so once for every
+module that only reads (or dry-runs) a finished sort.
+:func:`output_digests` fingerprints every output file so that two runs can be compared byte for
+byte; :func:`run_until` kills a run at a chosen moment.
 """
 
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
 RECORDING = "demo"
 #: what each run builds: the sort up to its Phy folder (the QC report is not compared)
 TARGET = f"results/{RECORDING}/phy"
@@ -26,49 +31,63 @@ FOREIGN_FOLDERS = {".phy", "__pycache__"}
 #: the outputs compared between runs: every stage's store, the Phy folder, the input check
 COMPARED = ("*.zarr", "phy", "input.json")
 
-_REFERENCE = {}
+
+def snakemake_command(
+    workdir: Path, *args: str, config=CONFIG, cores: int | None = 2, snakefile=SNAKEFILE
+) -> list:
+    """The command line that runs the workflow in ``workdir``.
+
+    ``args`` are Snakemake's own arguments (targets, ``--dry-run``, ...); ``config`` the
+    ``key=value`` pairs given after one ``--config`` (Snakemake keeps only the last
+    ``--config``, so never pass it in ``args``); ``cores=None`` leaves the cores to a profile.
+    """
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir)]
+    if cores is not None:
+        cmd += ["--cores", str(cores)]
+    cmd += list(args)
+    if config:
+        cmd += ["--config", *config]
+    return cmd
 
 
-def snakemake_command(workdir: Path, *args: str) -> list:
-    """The command line that runs the workflow in ``workdir`` on the CPU (2 cores)."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-        "--config",
-        *CONFIG,
-    ]
+def snakemake(
+    workdir: Path,
+    *args: str,
+    config=CONFIG,
+    cores: int | None = 2,
+    check: bool = True,
+    timeout: float = 900,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` (see :func:`snakemake_command`).
 
-
-def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> str:
-    """Run the workflow to the end; fail the test with its output tail if it fails."""
+    Returns the finished process with ``output`` (stdout then stderr) added; with ``check``
+    (the default) a failed run fails the test with the tail of that output.
+    """
     result = subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout
+        snakemake_command(workdir, *args, config=config, cores=cores),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
+    result.output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, result.output[-4000:]
+    return result
 
 
-def fresh_run(folder: Path) -> Path:
-    """Sort the demo recording from scratch in ``folder``; return the folder."""
+def planned_rules(output: str) -> set:
+    """Rule names of the jobs a dry run's output lists (``all`` left out)."""
+    return set(re.findall(r"^(?:local)?rule (\w+):", output, flags=re.M)) - {"all"}
+
+
+def fresh_run(folder: Path, *targets: str) -> Path:
+    """Sort the demo recording from scratch in ``folder`` (up to its Phy folder unless
+    ``targets`` are given); return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    run_snakemake(folder, TARGET)
+    snakemake(folder, *(targets or (TARGET,)))
     return folder
-
-
-def reference_run(tmp_path_factory) -> Path:
-    """One uninterrupted sort of the demo per session (shared by every module that asks)."""
-    if "run" not in _REFERENCE:
-        _REFERENCE["run"] = fresh_run(tmp_path_factory.mktemp("reference"))
-    return _REFERENCE["run"]
 
 
 def results(workdir: Path) -> Path:
@@ -140,5 +159,5 @@ def run_until(workdir: Path, ready, *args: str, timeout: float = 600) -> None:
 
 def resume(workdir: Path, *args: str) -> str:
     """What a user does after a crash: remove Snakemake's stale lock, rerun what is incomplete."""
-    run_snakemake(workdir, "--unlock")
-    return run_snakemake(workdir, TARGET, "--rerun-incomplete", *args)
+    snakemake(workdir, "--unlock")
+    return snakemake(workdir, TARGET, "--rerun-incomplete", *args).output

@@ -35,7 +35,8 @@ import logging
 import numpy as np
 
 from kilosnake.curation.ccg import refractory_stats
-from kilosnake.curation.data import read_input_json, read_probe_geometry
+from kilosnake.curation.data import read_probe_geometry
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 from kilosnake.runtime.parallel import imap_ordered
@@ -144,9 +145,9 @@ def apply_cutoff(
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
-    Clusters are handled a few at a time (:func:`kilosnake.streaming.columns_by_label`), so
+    Clusters are handled a few at a time (:func:`kilosnake.io.streaming.columns_by_label`), so
     ``times``, ``scores`` and ``labels`` may be Zarr arrays, read in blocks. The threshold
-    descents run in ``workers`` processes (:func:`kilosnake.parallel.imap_ordered`; at most
+    descents run in ``workers`` processes (:func:`kilosnake.runtime.parallel.imap_ordered`; at most
     ``2 * workers`` clusters are read ahead of the result being collected), with the same result
     whatever the number.
 

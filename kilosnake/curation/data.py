@@ -10,13 +10,12 @@ other, build dense templates, group spikes by label and carry per-spike features
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from kilosnake.errors import KilosnakeError
+from kilosnake.io.probe import probe_from_store
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import blocks
 
@@ -95,7 +94,7 @@ def read_spikes(path) -> Spikes:
 @dataclasses.dataclass
 class SpikeArrays:
     """The per-spike columns of ``spikes.zarr`` left in the store, read in blocks or by rows
-    (:mod:`kilosnake.streaming`), so that curation memory does not grow with the recording."""
+    (:mod:`kilosnake.io.streaming`), so that curation memory does not grow with the recording."""
 
     time: object  # (n,) uint64, sorted
     template: object  # (n,) uint32
@@ -141,8 +140,7 @@ def read_templates(path) -> Templates:
     U = np.asarray(g["U"][...], dtype=np.float32)
     mu = np.asarray(g["mu"][...], dtype=np.float32)
     wPCA = np.asarray(g["wPCA"][...], dtype=np.float32)
-    nt0 = int(g.attrs.get("nt0", W.shape[0]))
-    nt0min = int(g.attrs.get("nt0min", 20))
+    nt0, nt0min = int(g.attrs["nt0"]), int(g.attrs["nt0min"])
     if W.shape[1] != U.shape[1] or W.shape[2] != U.shape[2] or mu.shape != (W.shape[1],):
         raise StoreMismatchError(f"{path}: W {W.shape}, U {U.shape} and mu {mu.shape} disagree")
     if wPCA.shape[0] != W.shape[0]:
@@ -151,19 +149,9 @@ def read_templates(path) -> Templates:
 
 
 def read_probe_geometry(whitening_path) -> dict:
-    """``chan_map``, ``xc``, ``yc``, ``kcoords`` of the channels the sorter used."""
-    g = open_store(whitening_path)
-    return {
-        "chan_map": np.asarray(g["chan_map"][...], dtype=np.int64),
-        "xc": np.asarray(g["xc"][...], dtype=np.float64),
-        "yc": np.asarray(g["yc"][...], dtype=np.float64),
-        "kcoords": np.asarray(g["kcoords"][...], dtype=np.float64),
-    }
-
-
-def read_input_json(path) -> dict:
-    """The recording description written by ``check_input``."""
-    return json.loads(Path(path).read_text())
+    """``chan_map`` (int64), ``xc``, ``yc``, ``kcoords`` (float64) of the sorted channels."""
+    probe = probe_from_store(open_store(whitening_path))
+    return {"chan_map": probe.chan_map, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords}
 
 
 def check_template_counts(spikes: Spikes, templates: Templates, indices: dict) -> None:

@@ -29,7 +29,8 @@ import logging
 import numpy as np
 
 from kilosnake.curation.ccg import refractory_stats
-from kilosnake.curation.data import open_spikes, read_feature_indices, read_input_json
+from kilosnake.curation.data import open_spikes, read_feature_indices
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
 

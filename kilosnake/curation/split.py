@@ -53,10 +53,10 @@ from kilosnake.curation.data import (
     members_by_label,
     open_spikes,
     read_feature_indices,
-    read_input_json,
     read_templates,
     remap_columns,
 )
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import read_rows
 from kilosnake.runtime.parallel import WorkerPool

@@ -1,7 +1,7 @@
 """Drift estimation and correction: Kilosort 2.5 registration as its own stage.
 
 The ``drift`` stage reads ``preprocessed.zarr`` (and the whitening matrix of ``whitening.zarr``)
-and writes ``drift.zarr`` plus a picture (:mod:`kilosnake.drift_plot`):
+and writes ``drift.zarr`` plus a picture (:mod:`kilosnake.drift.plot`):
 
 1. **Spike detection** (:func:`detect_batch_spikes`): negative peaks of the whitened traces
    above ``spkTh_drift`` (whitened SD) that are the largest within ±``DETECT_HALF_WINDOW``

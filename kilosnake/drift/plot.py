@@ -28,7 +28,8 @@ MAX_POINTS = 100_000
 
 
 def plot_drift(est, path, max_points: int = MAX_POINTS) -> None:
-    """Write the drift figure of ``est`` (a :class:`~kilosnake.drift.DriftEstimate`) to ``path``.
+    """Write the drift figure of ``est`` (a :class:`~kilosnake.io.drift_store.DriftEstimate`) to
+    ``path``.
 
     Parameters
     ----------

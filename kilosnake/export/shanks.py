@@ -127,7 +127,7 @@ def join_tables(parts, id_offset, chan_offset, n_chan):
 
 
 def join_sources(parts: list, report: dict):
-    """One :class:`~kilosnake.export.ExportSources` from the shanks' (in shank order).
+    """One :class:`~kilosnake.export.sources.ExportSources` from the shanks' (in shank order).
 
     Per-spike scalars (time, template, amplitude, label, keep) of all shanks are held in memory
     (about 30 bytes a spike); the features stay in the shanks' stores (:class:`JoinedRows`).
@@ -135,7 +135,7 @@ def join_sources(parts: list, report: dict):
     Parameters
     ----------
     parts : list of ExportSources
-        What :func:`kilosnake.export.read_sources` read for each shank.
+        What :func:`kilosnake.export.sources.read_sources` read for each shank.
     report : dict
         The whole recording's ``input.json`` (raw file, channel count, duration).
     """
@@ -191,7 +191,7 @@ def export_recording(
     shank (one path per shank in each list, in shank order, or one shank set per store;
     ``shank_inputs`` the shanks' ``input.json``).
 
-    Returns the summary of :func:`kilosnake.export.export_phy`.
+    Returns the summary of :func:`kilosnake.export.writer.export_phy`.
     """
 
     lists = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kilosnake.groundtruth.truth import GroundTruth
 from kilosnake.io.traces import n_batches
 
 # --------------------------------------------------------------------------------------------
@@ -11,14 +12,15 @@ from kilosnake.io.traces import n_batches
 
 
 def true_displacement_per_batch(
-    gt: dict, NT: int, n_samples: int, sample_rate: float, yblk
+    gt: GroundTruth, NT: int, n_samples: int, sample_rate: float, yblk
 ) -> np.ndarray:
     """Mean true displacement over each batch at the depths ``yblk``, (n_batches, n_blocks) µm.
 
-    ``gt`` holds ``drift_times_s``, ``drift_depths_um`` and ``drift_um`` (as written by
-    :mod:`kilosnake.synth`).
+    ``gt.arrays`` holds ``drift_times_s``, ``drift_depths_um`` and ``drift_um`` (as written by
+    :mod:`kilosnake.groundtruth.generate`).
     """
-    t, depths, field = gt["drift_times_s"], gt["drift_depths_um"], gt["drift_um"]
+    a = gt.arrays
+    t, depths, field = a["drift_times_s"], a["drift_depths_um"], a["drift_um"]
     at_depth = np.stack([np.interp(yblk, depths, row) for row in field])  # (n_t, n_blocks)
     nb = n_batches(n_samples, NT)
     out = np.zeros((nb, len(yblk)))

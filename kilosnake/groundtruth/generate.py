@@ -5,7 +5,8 @@
 * ``<name>.bin``: int16, samples x channels interleaved; with ``sync_channel=True`` one extra
   last column carries a 1 Hz square wave (0 / 64) or zeros, as the Neuropixels sync channel;
 * ``<name>.probe.json``: the probe as probeinterface JSON (``device_channel_indices`` 0..n-1);
-* ``<name>_gt.npz``: the ground truth (see :func:`load_ground_truth` for the keys);
+* ``<name>_gt.npz``: the ground truth (read it with
+  :func:`kilosnake.groundtruth.truth.load_ground_truth`, whose ``arrays`` lists the keys);
 * ``<name>.meta.json``: sample rate, channel count, dtype, µV per bit, duration, preset, seed,
   drift settings and the whole configuration.
 
@@ -248,26 +249,6 @@ def _meta(
         "files": {"bin": paths.bin.name, "probe": paths.probe.name, "gt": paths.gt.name},
         "config": dataclasses.asdict(config),
     }
-
-
-def load_ground_truth(path) -> dict:
-    """Read ``<name>_gt.npz``.
-
-    Returns
-    -------
-    dict
-        ``spike_times`` (uint64, trough sample on the peak channel, sorted), ``spike_units``
-        (int64), ``spike_amplitudes`` (per-spike factor), ``templates`` (n_units, n_t,
-        n_channels) float32 raw units at zero displacement, ``template_trough_index`` (int),
-        ``unit_positions`` (n_units, 3) µm x, y, z, ``unit_shank``, ``snr``, ``peak_channel``,
-        ``firing_rate`` (Hz, the drawn rate), ``n_spikes``, ``noise_sd`` (per channel, raw
-        units), ``channel_positions``, ``sample_rate`` (float), ``drift_times_s`` (n_times,),
-        ``drift_depths_um`` (n_depths,), ``drift_um`` (n_times, n_depths): displacement of the
-        units along y relative to the probe (positive: towards larger y), zero everywhere
-        without drift.
-    """
-    with np.load(Path(path), allow_pickle=False) as f:
-        return {k: (f[k].item() if f[k].ndim == 0 else f[k]) for k in f.files}
 
 
 # --------------------------------------------------------------------------------------------

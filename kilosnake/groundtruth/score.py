@@ -69,6 +69,7 @@ from kilosnake.groundtruth.scorecard import (
     _unit_table,
 )
 from kilosnake.groundtruth.truth import load_ground_truth
+from kilosnake.io.input_json import read_input_json
 from kilosnake.io.phy import is_phy_folder, load_phy_sorting, read_params_py
 from kilosnake.io.store import open_store
 from kilosnake.runtime.logs import add_default_handler
@@ -515,7 +516,7 @@ def _spikes_store_sample_rate(spikes_zarr):
             return float(source["sample_rate"])
     input_json = Path(spikes_zarr).parent / "input.json"
     if input_json.is_file():
-        rate = json.loads(input_json.read_text()).get("sample_rate")
+        rate = read_input_json(input_json).get("sample_rate")
         if rate:
             return float(rate)
     return None

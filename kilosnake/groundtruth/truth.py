@@ -1,5 +1,5 @@
 """Ground-truth files: the known spike trains (and, for generated recordings, everything the
-generator drew).
+generator drew). :func:`load_ground_truth` is the one reader of ``<name>_gt.npz``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,24 @@ class GroundTruth:
         SNR of each unit, indexed by unit id.
     sample_rate : float or None
         Sampling rate (Hz), from the companion ``.meta.json`` when found.
+    arrays : dict
+        Every entry of the file as stored (0-d entries as Python scalars). A generated recording's
+        file holds ``spike_times`` (uint64, trough sample on the peak channel, sorted),
+        ``spike_units`` (int64), ``spike_amplitudes`` (per-spike factor), ``templates``
+        (n_units, n_t, n_channels) float32 raw units at zero displacement,
+        ``template_trough_index`` (int), ``unit_positions`` (n_units, 3) µm x, y, z,
+        ``unit_shank``, ``snr``, ``peak_channel``, ``firing_rate`` (Hz, the drawn rate),
+        ``n_spikes``, ``noise_sd`` (per channel, raw units), ``channel_positions``,
+        ``sample_rate`` (float), ``drift_times_s`` (n_times,), ``drift_depths_um`` (n_depths,),
+        ``drift_um`` (n_times, n_depths): displacement of the units along y relative to the probe
+        (positive: towards larger y), zero everywhere without drift.
     """
 
     times: np.ndarray
     units: np.ndarray
     snr: np.ndarray | None = None
     sample_rate: float | None = None
+    arrays: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +52,8 @@ class GroundTruth:
 
 
 def load_ground_truth(gt_npz) -> GroundTruth:
-    """Load a ground-truth ``.npz`` (``spike_times``, ``spike_units``, optional ``snr``).
+    """Load a ground-truth ``.npz`` (``spike_times``, ``spike_units``, optional ``snr``; every
+    entry is kept in :attr:`GroundTruth.arrays`).
 
     The sampling rate comes from a ``sample_rate`` entry of the file if any, else from the
     companion ``<name>.meta.json`` (for ``x_gt.npz`` also ``x.meta.json``).
@@ -61,6 +74,7 @@ def load_ground_truth(gt_npz) -> GroundTruth:
             "give the .npz written with the generated recording",
         )
     with np.load(path, allow_pickle=False) as data:
+        arrays = {k: (data[k].item() if data[k].ndim == 0 else data[k]) for k in data.files}
         missing = [k for k in ("spike_times", "spike_units") if k not in data.files]
         if missing:
             raise InputError(
@@ -73,7 +87,7 @@ def load_ground_truth(gt_npz) -> GroundTruth:
         sample_rate = float(data["sample_rate"]) if "sample_rate" in data.files else None
     if sample_rate is None:
         sample_rate = _sample_rate_from_meta(path)
-    return GroundTruth(times=times, units=units, snr=snr, sample_rate=sample_rate)
+    return GroundTruth(times=times, units=units, snr=snr, sample_rate=sample_rate, arrays=arrays)
 
 
 def _meta_candidates(gt_path: Path):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kilosnake.io.store import open_store
+from kilosnake.io.store import open_store, own_attrs
 
 #: attributes that only block stores carry (left out of the gathered store)
 BLOCK_ATTRS = ("block", "n_blocks", "first_batch", "stop_batch", "first_sample", "stop_sample")
-#: attributes every store gets from :func:`kilosnake.store.writing_store`
-PROVENANCE_ATTRS = ("complete", "stage", "kilosnake_version", "params", "device", "seed")
 
 
 def block_attrs(block: int, n_blocks: int, batches: range, NT: int, n_samples: int) -> dict:
@@ -26,9 +24,7 @@ def block_attrs(block: int, n_blocks: int, batches: range, NT: int, n_samples: i
 
 def stage_attrs(attrs) -> dict:
     """A store's own attributes, without provenance and block attributes."""
-    return {
-        k: v for k, v in dict(attrs).items() if k not in BLOCK_ATTRS and k not in PROVENANCE_ATTRS
-    }
+    return {k: v for k, v in own_attrs(attrs).items() if k not in BLOCK_ATTRS}
 
 
 def _sorted_blocks(paths) -> list:

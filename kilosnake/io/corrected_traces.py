@@ -1,9 +1,7 @@
-"""Batch geometry: which samples a batch owns, which it reads, and the learning order.
-
-Batch ``b`` owns the samples ``[b·NT, min((b+1)·NT, n_samples))``: a spike belongs to the batch
-that owns its peak sample, so every sample is searched by exactly one batch. A batch is read
-with ``margin`` extra samples on each side (zero outside the recording) so that spikes near its
-edges are scored with full context and overlapping spikes just outside are subtracted too.
+"""Drift-corrected traces: the reader of ``preprocessed.zarr`` with the displacement of
+``drift.zarr`` taken out on every read (kriging interpolation across channels), a wrapper around
+:class:`kilosnake.io.traces.PreprocessedReader`; :func:`open_reader` gives the plain or the
+corrected reader; :func:`write_corrected_traces` writes the corrected traces as a new store.
 """
 
 from __future__ import annotations
@@ -14,9 +12,9 @@ import numpy as np
 
 from kilosnake.errors import KilosnakeError
 from kilosnake.io.drift_store import KERNELS, KRIGING_KERNEL, KRIGING_RIDGE
-from kilosnake.io.probe import Probe
-from kilosnake.io.store import TRACE_CODEC, open_store, trace_chunks, writing_store
-from kilosnake.io.traces import PreprocessedReader, n_batches, write_probe_arrays
+from kilosnake.io.probe import Probe, write_probe_arrays
+from kilosnake.io.store import open_store, own_attrs, writing_store
+from kilosnake.io.traces import PreprocessedReader, create_traces, n_batches
 from kilosnake.runtime.backend import Backend, cpu_backend
 
 
@@ -28,7 +26,7 @@ def open_reader(preprocessed, drift=None, be=None):
     preprocessed : str or Path
         ``preprocessed.zarr``.
     drift : str or Path, optional
-        ``drift.zarr``; reads then go through :class:`kilosnake.drift.DriftCorrectedReader`.
+        ``drift.zarr``; reads then go through :class:`DriftCorrectedReader`.
     be : Backend, optional
         Where the drift correction's matrix products run.
 
@@ -121,7 +119,7 @@ class KrigingInterpolator:
 class DriftCorrectedReader:
     """Windows of the preprocessed traces with the drift taken out.
 
-    Same interface as :class:`~kilosnake.preprocess.PreprocessedReader` (``read``,
+    Same interface as :class:`~kilosnake.io.traces.PreprocessedReader` (``read``,
     ``read_int16``, ``n_samples``, ``n_channels``, ``NT``, ``probe``, ``sample_rate``,
     ``scaleproc``). Every sample is multiplied by the kriging matrix
     (:class:`KrigingInterpolator`) of the batch that owns it: a window spanning several
@@ -171,7 +169,7 @@ class DriftCorrectedReader:
         # zero displacement everywhere: nothing to move
         self.enabled = bool(g.attrs.get("enabled", False)) and bool(self.dshift.any())
         self.be = backend or cpu_backend()
-        sig = float(g.attrs.get("sig_datashift", 20.0)) if sig is None else float(sig)
+        sig = float(g.attrs["sig_datashift"]) if sig is None else float(sig)
         kind = str(g.attrs.get("kernel", KRIGING_KERNEL))
         self.interpolator = KrigingInterpolator(self.probe, sig, kind) if self.enabled else None
         self._cache: dict[int, object] = {}
@@ -268,22 +266,10 @@ def write_corrected_traces(
     """
 
     NT = reader.NT
-    attrs = {
-        k: reader.group.attrs[k]
-        for k in reader.group.attrs
-        if k not in ("complete", "stage", "kilosnake_version", "params", "device", "seed")
-    }
+    attrs = own_attrs(reader.group.attrs)
     attrs["drift"] = str(reader.drift_path)
     with writing_store(out, "drift_apply", p or {}, device, (p or {}).get("seed"), attrs) as g:
-        traces = g.create_array(
-            "traces",
-            shape=(reader.n_samples, reader.n_channels),
-            dtype="int16",
-            chunks=trace_chunks(NT, reader.n_channels),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-            dimension_names=("time", "channel"),
-        )
+        traces = create_traces(g, reader.n_samples, reader.n_channels, NT)
         write_probe_arrays(g, reader.probe)
         for start in range(0, reader.n_samples, NT):
             stop = min(start + NT, reader.n_samples)

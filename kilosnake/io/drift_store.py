@@ -73,7 +73,8 @@ SPIKE_ARRAYS = ("time", "channel", "depth", "amplitude", "batch", "shank")
 
 
 def write_drift_store(out, est: DriftEstimate, p: dict, device: str) -> None:
-    """Write ``drift.zarr`` (layout in the module docstring)."""
+    """Write ``drift.zarr`` (layout in the module docstring); ``p``: resolved parameters
+    (:func:`kilosnake.params.resolve`), whose drift values the store's attributes repeat."""
     nb = est.n_batches
     centres = (
         (np.arange(nb) * est.NT + np.minimum((np.arange(nb) + 1) * est.NT, est.n_samples))
@@ -87,12 +88,12 @@ def write_drift_store(out, est: DriftEstimate, p: dict, device: str) -> None:
         "n_samples": int(est.n_samples),
         "sample_rate": float(est.sample_rate),
         "n_batches": int(nb),
-        "nblocks": int(p.get("nblocks", 0)),
+        "nblocks": int(p["nblocks"]),
         "n_blocks": int(est.dshift.shape[2]),
         "kernel": KRIGING_KERNEL,
-        "sig_datashift": float(p.get("sig_datashift", 20.0)),
+        "sig_datashift": float(p["sig_datashift"]),
         "ridge": KRIGING_RIDGE,
-        "spkTh_drift": float(p.get("spkTh_drift", 8.0)),
+        "spkTh_drift": float(p["spkTh_drift"]),
         "depth_bin_um": DEPTH_BIN_UM,
         "localisation": est.localisation,
         "sign": "dshift > 0: units sit at larger y than in the reference (the median "
@@ -126,7 +127,7 @@ def read_drift_store(path) -> DriftEstimate:
         str(a.get("reason", "")),
         int(a["NT"]),
         int(a["n_samples"]),
-        float(a.get("sample_rate", 0.0)),
+        float(a["sample_rate"]),
         np.asarray(g["shank_ids"][...]),
         np.asarray(g["dshift"][...]),
         np.asarray(g["yblk"][...]),

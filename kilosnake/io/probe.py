@@ -10,6 +10,16 @@ which shank (``kcoords``). Accepted sources:
 * a dict (or pykilosort ``Bunch``) with ``chanMap``, ``xc``, ``yc`` and optionally ``kcoords``.
 
 A ``.prb`` file is Python code and is refused (it would have to be executed to be read).
+
+Where a probe is read, one function per place:
+
+* the user's description (the sources above): :func:`load_probe`, called once, by ``check_input``
+  (and by the workflow glue to count shanks); every later stage reads one of the two below;
+* ``input.json`` (the probe ``check_input`` resolved, excluded channels left out):
+  :func:`kilosnake.io.input_json.probe_from_input_json`;
+* a store's ``chan_map``, ``xc``, ``yc``, ``kcoords`` arrays (``whitening.zarr``,
+  ``preprocessed.zarr`` and its block stores): :func:`probe_from_store`, written by
+  :func:`write_probe_arrays`.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.errors import InputError
+from kilosnake.io.store import write_array
 
 
 @dataclasses.dataclass
@@ -91,6 +102,23 @@ class Probe:
             d.get("n_channels_total"),
             d.get("name", "probe"),
         )
+
+
+# --------------------------------------------------------------------------------------------
+# the probe inside a store
+
+
+def write_probe_arrays(group, probe: Probe) -> None:
+    """Store the probe beside a stage's data so later stages need no other file."""
+    write_array(group, "chan_map", probe.chan_map)
+    write_array(group, "xc", probe.xc)
+    write_array(group, "yc", probe.yc)
+    write_array(group, "kcoords", probe.kcoords)
+
+
+def probe_from_store(group) -> Probe:
+    """The probe a store carries (inverse of :func:`write_probe_arrays`)."""
+    return Probe(group["chan_map"][...], group["xc"][...], group["yc"][...], group["kcoords"][...])
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.errors import InputError
+from kilosnake.params import PARAMS_BY_NAME
 
 SUPPORTED_DTYPES = ("int16", "uint16", "int32", "float32")
 
@@ -164,7 +165,7 @@ def _spikeglx_ap_gain(meta: dict) -> float | None:
 
 
 def recording_info(
-    dat, n_channels=None, dtype="int16", sample_rate=None, uv_per_bit=None
+    dat, n_channels=None, dtype=PARAMS_BY_NAME["dtype"].default, sample_rate=None, uv_per_bit=None
 ) -> RecordingInfo:
     """Resolve a recording's description from config values and a SpikeGLX ``.meta``.
 

@@ -7,7 +7,8 @@ so no half-written store is ever left behind. :func:`open_store` refuses a store
 completeness marker.
 
 Provenance attributes (no timestamps, so that two runs give identical bytes): ``stage``,
-``kilosnake_version``, ``params``, ``device``, ``seed``.
+``kilosnake_version``, ``params``, ``device``, ``seed`` (:data:`PROVENANCE_ATTRS`, the one list of
+them).
 """
 
 from __future__ import annotations
@@ -20,28 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from kilosnake.errors import KilosnakeError
 from kilosnake.version import __version__
-
-#: codec for int16 traces and integer arrays: on whitened int16 traces lz4 after bit-shuffling
-#: compresses as well as zstd (about 1.45x) and encodes and decodes about twice as fast
-TRACE_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-#: a batch of traces is stored as up to this many chunks, which Zarr encodes and decodes in
-#: parallel threads (each chunk's codec runs on one thread)
-TRACE_CHUNKS_PER_BATCH = 8
-#: ... of at least this many samples each
-MIN_TRACE_CHUNK = 4096
-
-
-def trace_chunks(NT: int, n_channels: int) -> tuple[int, int]:
-    """Chunk shape of a traces array: a whole divisor of the batch, so chunk edges fall on batch
-    edges and a batch is read and written as several chunks at once."""
-    for k in range(TRACE_CHUNKS_PER_BATCH, 1, -1):
-        if NT % k == 0 and NT // k >= MIN_TRACE_CHUNK:
-            return NT // k, n_channels
-    return NT, n_channels
 
 
 def read_rows_into(array, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
@@ -67,15 +49,21 @@ def package_version() -> str:
     return __version__
 
 
+#: the provenance attributes every store carries, in the order they are written
+PROVENANCE_ATTRS = ("stage", "kilosnake_version", "params", "device", "seed")
+#: what :func:`writing_store` adds to a store's own attributes: provenance and the marker
+WRITTEN_ATTRS = (*PROVENANCE_ATTRS, "complete")
+
+
 def provenance(stage: str, params: dict, device: str, seed: int | None) -> dict:
-    """The attributes every store carries."""
-    return {
-        "stage": stage,
-        "kilosnake_version": package_version(),
-        "params": _jsonable(params),
-        "device": device,
-        "seed": seed,
-    }
+    """The attributes every store carries (keys :data:`PROVENANCE_ATTRS`)."""
+    values = (stage, package_version(), _jsonable(params), device, seed)
+    return dict(zip(PROVENANCE_ATTRS, values, strict=True))
+
+
+def own_attrs(attrs) -> dict:
+    """A store's attributes without the ones :func:`writing_store` adds (:data:`WRITTEN_ATTRS`)."""
+    return {k: v for k, v in dict(attrs).items() if k not in WRITTEN_ATTRS}
 
 
 def _jsonable(obj):

@@ -39,6 +39,7 @@ from kilosnake.errors import InputError
 from kilosnake.io.input_json import write_json_atomic
 from kilosnake.io.probe import Probe, load_probe, validate_probe
 from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
+from kilosnake.params import PARAMS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -441,10 +442,10 @@ def check_input(
     dat,
     probe_source,
     n_channels=None,
-    dtype="int16",
+    dtype=PARAMS_BY_NAME["dtype"].default,
     sample_rate=None,
     uv_per_bit=None,
-    NT=65472,
+    NT=PARAMS_BY_NAME["NT"].default,
     out=None,
 ) -> dict:
     """Check a recording and its probe; write ``input.json`` atomically to ``out``.
@@ -454,7 +455,7 @@ def check_input(
     dat : path
         The raw binary file.
     probe_source : path, dict or Probe
-        The probe (see :func:`kilosnake.probe.load_probe`).
+        The probe (see :func:`kilosnake.io.probe.load_probe`).
     n_channels, dtype, sample_rate, uv_per_bit
         The recording's description (a SpikeGLX ``.meta`` fills what is not given).
     NT : int

@@ -72,7 +72,8 @@ def read_filtered_batch(
     raw=None,
 ):
     """Batch ``b`` (samples [b*NT, (b+1)*NT) clipped to the recording), filtered, float32
-    (``raw``: the batch with its margins, already read by :class:`kilosnake.prefetch.RawBatches`).
+    (``raw``: the batch with its margins, already read by
+    :class:`kilosnake.io.prefetch.RawBatches`).
     """
     start, stop = b * NT, min((b + 1) * NT, rec.n_samples)
     if raw is None:

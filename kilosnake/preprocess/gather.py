@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from kilosnake.io.blocks import _sorted_blocks, stage_attrs
+from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.store import writing_store
-from kilosnake.io.traces import probe_from_group, write_probe_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -53,5 +53,5 @@ def gather_preprocessed(block_paths, out, p: dict, device: str = "cpu") -> None:
     attrs = stage_attrs(first.attrs)
     attrs.update(n_channels=int(first["traces"].shape[1]), blocks=blocks)
     with writing_store(out, "preprocess", p, device, p.get("seed"), attrs) as g:
-        write_probe_arrays(g, probe_from_group(first))
+        write_probe_arrays(g, probe_from_store(first))
     logger.info("preprocessed.zarr: %d samples in %d block stores", n_samples, len(blocks))

@@ -8,8 +8,7 @@ import logging
 
 import numpy as np
 
-from kilosnake.io.input_json import read_input_json, write_json_atomic
-from kilosnake.io.probe import Probe
+from kilosnake.io.input_json import probe_from_input_json, read_input_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +16,7 @@ logger = logging.getLogger(__name__)
 def shank_input(report: dict, shank: int) -> dict:
     """``input.json`` content of shank ``shank``: the probe and per-channel arrays restricted."""
 
-    probe = Probe.from_dict(report["probe"])
+    probe = probe_from_input_json(report)
     ids = probe.shank_ids()
     if not 0 <= shank < ids.size:
         raise ValueError(

@@ -22,14 +22,10 @@ import numpy as np
 from kilosnake.io.blocks import block_attrs
 from kilosnake.io.input_json import info_from_input_json, read_input_json
 from kilosnake.io.prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
+from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
-from kilosnake.io.store import (
-    TRACE_CODEC,
-    open_store,
-    trace_chunks,
-    writing_store,
-)
-from kilosnake.io.traces import block_batches, n_batches, probe_from_group, write_probe_arrays
+from kilosnake.io.store import open_store, writing_store
+from kilosnake.io.traces import block_batches, create_traces, n_batches
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
 from kilosnake.runtime.backend import Backend, get_backend
 from kilosnake.runtime.progress import Progress
@@ -43,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
     """``round((x @ w) * scaleproc)`` clipped to int16, on the host (on a GPU copied into
-    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.prefetch.HostBuffers`)."""
+    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.io.prefetch.HostBuffers`)."""
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
     y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
     if out is None or be.name != "gpu":
@@ -63,12 +59,12 @@ def preprocess_recording(
     """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
 
     ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
-    (:func:`kilosnake.scatter.block_batches`): a block store whose traces start at its first
-    batch, which :func:`kilosnake.scatter.gather_preprocessed` joins without a copy.
+    (:func:`kilosnake.io.traces.block_batches`): a block store whose traces start at its first
+    batch, which :func:`kilosnake.preprocess.gather.gather_preprocessed` joins without a copy.
     """
 
     wg = open_store(whitening_path)
-    probe = probe_from_group(wg)
+    probe = probe_from_store(wg)
     w, offsets = wg["whitening"][...], wg["channel_offset"][...]
     rec = RawRecording(info)
     NT = p["NT"]
@@ -109,17 +105,7 @@ def preprocess_recording(
         )
     progress = Progress(len(batch_range), "preprocess", logger, every_s=progress_every_s)
     with progress, writing_store(out, "preprocess", p, be.name, p.get("seed"), attrs) as g:
-        chunks = trace_chunks(NT, probe.n_channels)
-        traces = g.create_array(
-            "traces",
-            shape=(stop - first, probe.n_channels),
-            dtype="int16",
-            chunks=chunks,
-            compressors=TRACE_CODEC,
-            fill_value=0,
-            dimension_names=("time", "channel"),
-            config={"write_empty_chunks": True},
-        )
+        traces = create_traces(g, stop - first, probe.n_channels, NT)
         write_probe_arrays(g, probe)
         # the next batch is read, and the last ones encoded and written (a thread per chunk),
         # while this one computes; results go through a ring of reused host buffers
@@ -132,7 +118,7 @@ def preprocess_recording(
             if be.name == "gpu"
             else None
         )
-        with ahead, WritingBehind(depth, workers=max(1, NT // chunks[0])) as behind:
+        with ahead, WritingBehind(depth, workers=max(1, NT // traces.chunks[0])) as behind:
             for b in batch_range:
                 x = read_filtered_batch(
                     rec,

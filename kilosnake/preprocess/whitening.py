@@ -10,13 +10,13 @@ import numpy as np
 
 from kilosnake.io.input_json import info_from_input_json, probe_from_input_json, read_input_json
 from kilosnake.io.prefetch import Prefetching, RawBatches
-from kilosnake.io.probe import Probe
+from kilosnake.io.probe import Probe, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import (
     write_array,
     writing_store,
 )
-from kilosnake.io.traces import n_batches, write_probe_arrays
+from kilosnake.io.traces import n_batches
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
 from kilosnake.runtime.backend import Backend, cpu_backend, get_backend
 

@@ -44,12 +44,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from kilosnake.io.input_json import probe_from_input_json, read_input_json
 from kilosnake.io.phy import PhyView, read_phy
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import blocks
@@ -120,7 +120,7 @@ def summary_section(
 ) -> Section:
     """Key facts of the recording and the sort, and the scorecard when there is one."""
 
-    probe = info["probe"]
+    probe = probe_from_input_json(info)
     n_good = sum(r["label"] == "good" for r in rows)
     attrs = dict(spikes_group.attrs) if spikes_group is not None else {}
     n_found = attrs.get("n_spikes", "—")
@@ -134,11 +134,11 @@ def summary_section(
         ),
         (
             "channels",
-            f"{len(probe['chan_map'])} on the probe "
-            f"({len(set(probe['kcoords']))} shank(s)), "
+            f"{probe.n_channels} on the probe "
+            f"({probe.shank_ids().size} shank(s)), "
             f"{info['n_channels_total']} in the file, {info['dtype']}",
         ),
-        ("probe", probe.get("name", "")),
+        ("probe", probe.name),
         ("batches", f"{info['n_batches']} of {info['NT']} samples"),
         ("spikes", f"{n_found} found by the final pass, {phy.spike_times.size} kept"),
         ("units", f"{len(rows)} with spikes, {n_good} good"),
@@ -182,8 +182,8 @@ def traces_section(info: dict, paths: ReportInputs, phy: PhyView, rows: list[dic
 
     fs = float(info["sample_rate"])
     n = int(round(TRACE_WINDOW_S * fs))
-    probe = info["probe"]
-    order = probe_order(probe["kcoords"], probe["yc"], probe["xc"])
+    probe = probe_from_input_json(info)
+    order = probe_order(probe.kcoords, probe.yc, probe.xc)
     start = busiest_window(phy.spike_times, info["n_samples"], n)
     raw_path = resolve_raw_path(info["dat"], paths.input_json)
     raw = None if raw_path is None else read_raw_window(info, raw_path, start, n)[:, order]
@@ -366,7 +366,7 @@ def build_report(
     -------
     str
     """
-    info = json.loads(Path(paths.input_json).read_text())
+    info = read_input_json(paths.input_json)
     phy = read_phy(paths.phy)
     rows = unit_rows(phy)
     spikes_group = _open_group(paths.spikes)

@@ -368,7 +368,7 @@ def unit_figure(unit) -> Figure:
 
     Parameters
     ----------
-    unit : kilosnake.report.UnitView
+    unit : kilosnake.report.units.UnitView
 
     Returns
     -------
@@ -408,7 +408,7 @@ def input_check_figure(view) -> Figure:
 
     Parameters
     ----------
-    view : kilosnake.report.InputView
+    view : kilosnake.report.input_check.InputView
 
     Returns
     -------

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from kilosnake.io.input_json import probe_from_input_json, read_input_json
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.report.figures import input_check_figure, png_bytes
 
@@ -93,7 +93,7 @@ def read_raw_window(info: dict, raw_path, start: int, n: int) -> np.ndarray:
         )
     )
     start = int(np.clip(start, 0, max(rec.n_samples - n, 0)))
-    x = rec.read(start, start + n, np.asarray(info["probe"]["chan_map"])).astype(np.float32)
+    x = rec.read(start, start + n, probe_from_input_json(info).chan_map).astype(np.float32)
     x -= np.median(x, axis=0)
     return x * np.float32(info.get("uv_per_bit") or 1.0)
 
@@ -138,10 +138,9 @@ def input_view(
     window_s : float
         Length of the raw window (s).
     """
-    info = json.loads(Path(input_json).read_text())
-    probe = info["probe"]
-    xc, yc = np.asarray(probe["xc"], float), np.asarray(probe["yc"], float)
-    kc = np.asarray(probe["kcoords"], float)
+    info = read_input_json(input_json)
+    probe = probe_from_input_json(info)
+    xc, yc, kc = probe.xc, probe.yc, probe.kcoords
     order = probe_order(kc, yc, xc)
     scale = info.get("uv_per_bit") or 1.0
     rms = np.asarray(info["rms"], float) * scale
@@ -156,7 +155,7 @@ def input_view(
         raw = read_raw_window(info, raw_path, start, n)[:, order]
     else:
         logger.warning("raw file %s not found: the input check shows no traces", info["dat"])
-    used = set(int(c) for c in probe["chan_map"])
+    used = set(int(c) for c in probe.chan_map)
     unused = [r for r in range(int(info["n_channels_total"])) if r not in used]
     title = (
         f"{Path(info['dat']).name}: {info['duration_s']:.1f} s at {fs:g} Hz, "
@@ -165,7 +164,7 @@ def input_view(
     )
     return InputView(
         title,
-        str(probe.get("name", "probe")),
+        str(probe.name),
         xc,
         yc,
         kc,

@@ -34,7 +34,8 @@ _DONE_LINE = re.compile(
     r"done in ([\d.]+) s(?: \(CPU ([\d.]+) s\))?, peak host memory "
     r"(\d+) MB(?:, (?:peak )?GPU pool (\d+) MB)?"
 )
-_BACKEND_LINE = re.compile(r"kilosnake\.backend: backend: (.*)$")
+#: the line :func:`kilosnake.runtime.backend.get_backend` logs (its logger is the module's)
+_BACKEND_LINE = re.compile(r"kilosnake\.runtime\.backend: backend: (.*)$")
 
 
 def stage_table(run_dir: Path) -> list[list]:

@@ -6,6 +6,11 @@ Stage functions take a :class:`Backend` explicitly and never pick a GPU by thems
     x = be.xp.asarray(batch)      # numpy or cupy
     y = be.signal.sosfilt(sos, x, axis=0)
     host = be.to_host(y)
+
+Where the sorting code has a CUDA kernel for a step, :attr:`Backend.use_kernels` chooses it
+(true on a GPU); :meth:`Backend.array_code` gives the same backend with the kernels switched off,
+so every step runs as the array code that is the reference (and the CPU path). The tests compare
+the two on a GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ class Backend:
     signal: ModuleType  # scipy.signal or cupyx.scipy.signal
     ndimage: ModuleType  # scipy.ndimage or cupyx.scipy.ndimage
     device_label: str
+    #: run the CUDA kernels where the sorting code has them (only a GPU backend has them);
+    #: False: the array code, on the same module
+    use_kernels: bool = False
+
+    def array_code(self) -> Backend:
+        """This backend with the CUDA kernels switched off: every step runs as array code."""
+        return dataclasses.replace(self, use_kernels=False)
 
     def asarray(self, array, dtype=None):
         """Move (or view) an array onto this backend's device."""
@@ -84,7 +96,7 @@ def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
     label = (
         f"gpu {dev.id} of {n} visible ({name}{bus}, {visible_gpus_text()}, CuPy {cupy.__version__})"
     )
-    return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label), ""
+    return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label, True), ""
 
 
 def visible_gpus_text() -> str:
@@ -94,7 +106,7 @@ def visible_gpus_text() -> str:
     uses the first of them, so a SLURM job that got GPU 3 (``--gpus=1``; SLURM sets
     ``CUDA_VISIBLE_DEVICES=3``) computes on GPU 3, which CuPy calls device 0. Without the
     variable a job on a machine with several GPUs takes a free one itself
-    (:func:`kilosnake.gpus.claim_gpu`) and sets the variable.
+    (:func:`kilosnake.runtime.gpus.claim_gpu`) and sets the variable.
     """
     import os
 

@@ -8,10 +8,10 @@ Every rule script wraps its one library call in :func:`stage_logging`::
 The first lines give the non-default parameters, the version, the stage, the host and the
 device asked for, then one line per input given (what it holds: the largest array of a Zarr
 store and its shape, the samples × channels of ``input.json``, the size of a file). The backend
-actually used is logged by :func:`kilosnake.backend.get_backend` when the stage chooses it.
+actually used is logged by :func:`kilosnake.runtime.backend.get_backend` when the stage chooses it.
 The last line gives the wall time, CPU time, peak host memory and, when CuPy was used, the peak
-size of CuPy's memory pool (sampled at every progress line, :mod:`kilosnake.progress`, and at
-the end). An expected error (:class:`~kilosnake.errors.KilosnakeError`) is logged as its
+size of CuPy's memory pool (sampled at every progress line, :mod:`kilosnake.runtime.progress`,
+and at the end). An expected error (:class:`~kilosnake.errors.KilosnakeError`) is logged as its
 message, without a traceback, and the process exits with status 1.
 """
 
@@ -256,7 +256,7 @@ def stage_logging(
     params = params or {}
     log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
-    if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):
+    if params.get("gpu_memory_gb") and params["device"] != "cpu":
         if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for
             apply_cap(params["gpu_memory_gb"])
     t0, c0 = time.perf_counter(), cpu_time_s()

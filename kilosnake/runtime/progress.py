@@ -18,7 +18,7 @@ Usage::
             progress.update(spikes=total)
 
 Each logged line also samples the CuPy memory pool, so the closing line of
-:func:`kilosnake.logs.stage_logging` can report the peak GPU memory of the stage.
+:func:`kilosnake.runtime.logs.stage_logging` can report the peak GPU memory of the stage.
 """
 
 from __future__ import annotations

@@ -10,5 +10,6 @@ Stages (each one a Snakemake rule writing one Zarr store):
 * :func:`kilosnake.sorting.final_pass.run_final_pass` → ``spikes.zarr``: matching pursuit with
   frozen templates over every batch, with template and PC features.
 
-Every numerical function takes a :class:`kilosnake.backend.Backend` and runs on NumPy or CuPy.
+Every numerical function takes a :class:`kilosnake.runtime.backend.Backend` and runs on NumPy or
+CuPy.
 """

@@ -139,7 +139,7 @@ def _best_summed_scores(be: Backend, X, wTEMP, iC_sum):
     # one CUDA kernel on the GPU, the same operations as the array code
     summed = (
         kernels.best_summed_scores
-        if be.name == "gpu"
+        if be.use_kernels
         else functools.partial(summed_scores_by_arrays, be)
     )
     for t0 in range(0, n_out, step):

@@ -139,8 +139,8 @@ def run_final_pass(
         The drift store; the traces are read drift-corrected when given.
     block : (int, int)
         ``(i, n)``: match only the batches of block ``i`` of ``n``
-        (:func:`kilosnake.scatter.block_batches`), for a scattered run whose block stores
-        :func:`kilosnake.scatter.gather_spikes` joins; ``(0, 1)``: every batch.
+        (:func:`kilosnake.io.traces.block_batches`), for a scattered run whose block stores
+        :func:`kilosnake.sorting.gather.gather_spikes` joins; ``(0, 1)``: every batch.
     """
 
     be = get_backend(p["device"])

@@ -4,6 +4,11 @@ would each launch a kernel and write a full-size temporary.
 Each kernel computes exactly what the array code beside it computes (same operations in the
 same order, in float32), so the two backends agree bit for bit; the array code stays the
 reference and the CPU path.
+
+The callers (:mod:`kilosnake.sorting.matching`, ``detect``, ``learn``) choose a kernel when
+:attr:`kilosnake.runtime.backend.Backend.use_kernels` is true (a GPU backend) and the array code
+otherwise; ``be.array_code()`` switches the kernels off on the same backend, which is how the
+tests compare the two.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def residual_sums(be: Backend, result: matching.PeelResult, order, n_filt: int, 
     sorts the spikes by template and time. On the GPU one CUDA kernel adds each template's
     spikes in that order; otherwise :func:`kilosnake.sorting.matching.segment_sum` in chunks."""
     xp = be.xp
-    if be.name == "gpu":
+    if be.use_kernels:
         sums = kernels.sum_windows_per_template(
             result.residual, result.onset[order], result.template[order], n_filt, nt0
         )

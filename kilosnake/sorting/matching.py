@@ -209,7 +209,7 @@ def prior_score(be: Backend, C, mu, lam: float):
 def best_scores(be: Backend, C, mu, lam: float):
     """The largest prior score of each row of ``C`` and its template (the first one on ties);
     one CUDA kernel on the GPU."""
-    if be.name == "gpu":
+    if be.use_kernels:
         return kernels.best_prior_scores(C, mu, lam)
     cf = prior_score(be, C, mu, lam)
     return cf.max(axis=1), cf.argmax(axis=1)
@@ -219,7 +219,7 @@ def _update_best_scores(be: Backend, C, mu, lam: float, onsets, half: int, best,
     """Refresh ``best`` and ``best_id`` after spikes at ``onsets`` changed ``C`` within
     ±``half`` rows of them: those rows only on the CPU; every row on the GPU, where one pass
     over ``C`` costs less than gathering the changed rows (same values either way)."""
-    if be.name == "gpu":
+    if be.use_kernels:
         kernels.best_prior_scores(C, mu, lam, out=(best, best_id))
         return
     rows = _touched_rows(be, onsets, half, C.shape[0])
@@ -233,7 +233,7 @@ def local_maxima(be: Backend, best, threshold: float, half_width: int):
     Of several equal maxima closer than ``half_width + 1`` only the first is returned, so the
     returned onsets are at least ``half_width + 1`` apart. Two CUDA kernels on the GPU.
     """
-    if be.name == "gpu":
+    if be.use_kernels:
         return kernels.local_maxima(best, threshold, half_width)
     xp = be.xp
     running = be.ndimage.maximum_filter1d(
@@ -325,7 +325,7 @@ def _empty_result(be: Backend, residual, n_out: int, n_filt: int) -> PeelResult:
 def _subtract_from_data(be: Backend, residual, tset: TemplateSet, onsets, ids, amps) -> None:
     """``residual[t : t+nt0] -= a · T_id`` for spikes whose windows do not overlap (one CUDA
     kernel on the GPU, the same operations)."""
-    if be.name == "gpu":
+    if be.use_kernels:
         kernels.subtract_templates(residual, onsets, ids, amps, tset.channels, tset.T_local)
         return
     xp = be.xp
@@ -346,7 +346,7 @@ def _subtract_from_projections(be: Backend, Cpad, ctc, onsets, ids, amps) -> Non
     half the changed rows never overlap and plain fancy-index subtraction is exact (on the GPU a
     CUDA kernel per half).
     """
-    if be.name == "gpu":
+    if be.use_kernels:
         kernels.subtract_cross_correlations(Cpad, ctc, onsets, ids, amps)
         return
     xp = be.xp

@@ -11,8 +11,9 @@ import dataclasses
 
 import numpy as np
 
-from kilosnake.io.probe import Probe
-from kilosnake.io.store import TRACE_CODEC, write_array, writing_store
+from kilosnake.io.probe import Probe, write_probe_arrays
+from kilosnake.io.store import writing_store
+from kilosnake.io.traces import create_traces
 
 
 @dataclasses.dataclass
@@ -137,16 +138,5 @@ def write_preprocessed_store(
         "dtype": "int16",
     }
     with writing_store(path, "preprocess", {"NT": int(NT)}, "cpu", 0, attrs) as g:
-        arr = g.create_array(
-            "traces",
-            shape=data.shape,
-            dtype="int16",
-            chunks=(int(NT), data.shape[1]),
-            compressors=TRACE_CODEC,
-            fill_value=0,
-        )
-        arr[...] = data
-        write_array(g, "chan_map", probe.chan_map)
-        write_array(g, "xc", probe.xc)
-        write_array(g, "yc", probe.yc)
-        write_array(g, "kcoords", probe.kcoords)
+        create_traces(g, *data.shape, NT)[...] = data
+        write_probe_arrays(g, probe)

@@ -134,7 +134,7 @@ def scaled_kmeans_prototypes(
     return protos.astype(xp.float32)
 
 
-def pca_basis(be: Backend, snippets, n_components: int = N_UNIVERSAL, nt0min: int = 20):
+def pca_basis(be: Backend, snippets, n_components: int, nt0min: int):
     """Leading temporal principal components of the snippets (Kilosort's ``wPCA``).
 
     The first component is signed to be negative at ``nt0min``; each other one is signed to
@@ -207,7 +207,7 @@ def closest_channels(xc, yc, n_near: int, sigma_mask: float):
 # sub-sample alignment
 
 
-def kriging_kernels(nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0, ridge: float = 0.01):
+def kriging_kernels(nt0: int, nt0min: int, nup: int, sig: float, ridge: float = 0.01):
     """Kriging kernels resampling an ``nt0``-sample waveform at ``nup`` sub-sample phases.
 
     A squared-exponential kernel ``exp(-d²/sig²)`` on a circular time axis interpolates the

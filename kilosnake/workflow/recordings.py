@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.params import PARAMS_BY_NAME
 from kilosnake.workflow.shanks import probe_shank_count
 
 DEMO_FOLDER = "resources/demo"
@@ -172,7 +173,7 @@ def recording_sources(config: dict) -> dict:
         }
     dat = config.get("dat")
     if not dat:
-        preset = config.get("demo_preset", "demo")
+        preset = config.get("demo_preset") or PARAMS_BY_NAME["demo_preset"].default
         paths, synth = demo_paths(preset), preset_config(preset)
         return {
             preset: {
@@ -191,7 +192,7 @@ def recording_sources(config: dict) -> dict:
             "dat": str(dat),
             "probe": config.get("probe"),
             "n_channels": config.get("n_channels"),
-            "dtype": config.get("dtype", "int16"),
+            "dtype": config.get("dtype") or PARAMS_BY_NAME["dtype"].default,
             "sample_rate": config.get("sample_rate"),
             "uv_per_bit": config.get("uv_per_bit"),
             "gt": None,
