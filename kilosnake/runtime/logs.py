@@ -152,12 +152,14 @@ def _describe_zarr(path: Path) -> str:
 
     import zarr
 
+    # Snakemake's .snakemake_timestamp inside the folder: Zarr warns on listing the members
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Snakemake's timestamp file inside the folder
+        warnings.simplefilter("ignore")
         g = zarr.open_group(str(path), mode="r")
-    arrays = [(name, a) for name, a in g.arrays()]
+        arrays = [(name, a) for name, a in g.arrays()]
+        n_groups = 0 if arrays else len(list(g.group_keys()))
     if not arrays:
-        return f"{len(list(g.group_keys()))} groups"
+        return f"{n_groups} groups"
     name, a = max(arrays, key=lambda kv: kv[1].nbytes)
     return f"{name} {tuple(a.shape)} {a.dtype}, {len(arrays)} arrays"
 

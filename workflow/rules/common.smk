@@ -1,15 +1,19 @@
 # Path helpers, config handling and input functions shared by every rule file.
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
 
 import kilosnake.params as kparams
-from kilosnake.workflow.config_check import check_config
+from kilosnake.workflow.config_check import check_config, coerced_config
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
-config.update(kparams.coerce_config(config))
+#: when this run started: the summary counts a stage log written since then as this run's
+RUN_STARTED = time.time()
+
+config.update(coerced_config(config))  # a YAML syntax error names its key and the fix
 check_config(config)  # names the key, the bad value, what is allowed and the fix
 
 
