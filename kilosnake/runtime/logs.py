@@ -52,6 +52,9 @@ THIRD_PARTY_LOGGERS = (
     "fontTools",
 )
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: ``extra=`` of the records a stage also shows on the console when it has a log file: the one
+#: line when it starts and the one when it is done (warnings and errors always show)
+CONSOLE = {"console": True}
 
 _gpu_peak_bytes = 0
 
@@ -64,6 +67,21 @@ def add_default_handler(level="INFO", path=None) -> logging.Handler:
     logger.setLevel(level if isinstance(level, int) else level.upper())
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
+
+
+class ConsoleFilter(logging.Filter):
+    """Let warnings, errors and the records marked :data:`CONSOLE` through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "console", False)
+
+
+def add_console_handler() -> logging.Handler:
+    """The console of a stage that logs to a file: its start, its end, warnings and errors
+    (the details are in the file)."""
+    handler = add_default_handler("INFO")
+    handler.addFilter(ConsoleFilter())
     return handler
 
 
@@ -203,6 +221,7 @@ def log_closing(stage: str, wall_s: float, cpu_s: float) -> None:
         cpu_s,
         peak_host_memory_mb(),
         gpu_text,
+        extra=CONSOLE,
     )
 
 
@@ -210,7 +229,9 @@ def log_closing(stage: str, wall_s: float, cpu_s: float) -> None:
 def stage_logging(
     log_path, stage: str, params: dict | None = None, exit_on_error: bool = True, inputs=None
 ):
-    """Log a stage to ``log_path`` (and stderr), with its opening and closing facts.
+    """Log a stage to ``log_path``, with its opening and closing facts; the console (stderr)
+    shows one line when it starts, one when it is done, warnings and errors (everything when
+    there is no log file).
 
     Parameters
     ----------
@@ -225,9 +246,11 @@ def stage_logging(
     inputs : iterable of paths, optional
         Inputs to describe (a rule script passes its rule's inputs).
     """
-    handlers = [add_default_handler("INFO", log_path)] if log_path else []
-    handlers.append(add_default_handler("INFO"))
+    handlers = [add_default_handler("INFO", log_path), add_console_handler()] if log_path else []
+    handlers = handlers or [add_default_handler("INFO")]
     params = params or {}
+    if log_path:
+        logger.info("%s started (log: %s)", stage, log_path, extra=CONSOLE)
     log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
     if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):

@@ -153,7 +153,7 @@ def recent_failure(folder: Path, since: float | None = None) -> tuple | None:
         message = log_failure(log)
         if message is not None:
             rel = log.relative_to(folder).with_suffix("")
-            stage = "/".join(p for p in rel.parts if p != "logs")
+            stage = "/".join(p for p in rel.parts if p != "logs").replace(".refused", "")
             found.append((_stage_order(stage), stage, message, str(log)))
     return min(found)[1:] if found else None
 

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 import kilosnake.params as kparams
 from kilosnake.workflow.config_check import check_config, coerced_config
+from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
 from kilosnake.workflow.recordings import recording_sources, shank_counts
@@ -21,6 +22,8 @@ validate(config, "../schemas/config.schema.yaml")
 
 
 RECORDINGS = recording_sources(config)
+# a changed recording description is checked now, before Snakemake removes input.json
+guard_changed_inputs(RECORDINGS, kparams.resolve(config, ["NT"])["NT"], config=config)
 #: shanks of each recording's probe; a multi-shank recording is sorted shank by shank, as the
 #: sub-recordings <recording>/shank<k> (kilosnake.shanks), and joined at export
 SHANKS = shank_counts(RECORDINGS)
