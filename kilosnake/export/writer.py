@@ -243,7 +243,16 @@ def write_metrics(
         )
         for c, _, v in columns_by_label(spike_blocks, counts)
     }
+    for c, row in metrics.items():
+        row["label_reason"] = label_reason_of(table, c)
     (folder / "cluster_metrics.tsv").write_text(format_metrics_tsv(metrics, uv_per_bit))
+
+
+def label_reason_of(table: ClusterTable, c: int) -> str:
+    """Why cluster ``c`` is good or mua, as the cutoff stage recorded it."""
+    if len(table.reasons) > c:
+        return str(table.reasons[c])
+    return "good" if table.good[c] else "mua (reason not recorded: cutoff.zarr is older)"
 
 
 def write_features(folder: Path, s: ExportSources, table: ClusterTable, kept: KeptSpikes) -> None:
