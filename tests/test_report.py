@@ -270,9 +270,13 @@ def test_unit_table_matches_the_phy_metrics(demo):
     assert len(rows) == n_metrics
     labels = [r["label"] for r in rows]
     assert labels == sorted(labels, key=lambda s: s != "good")  # good units first
+    for r in rows:  # every label explained; only good units are "good"
+        assert (r["label_reason"] == "good") == (r["label"] == "good"), r
+    assert any("refractory" in r["label_reason"] for r in rows)
     page = (demo / "results/demo/report.html").read_text()
     units = page.split('<section id="units">', 1)[1].split("</section>", 1)[0]
     assert units.count("<tr") == n_metrics + 1
+    assert "<th>why</th>" in units and html.escape(rows[-1]["label_reason"]) in units
 
 
 def test_snakemake_report_includes_the_page_and_the_input_check(demo):

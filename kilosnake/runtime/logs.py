@@ -249,9 +249,9 @@ def stage_logging(
     handlers = [add_default_handler("INFO", log_path), add_console_handler()] if log_path else []
     handlers = handlers or [add_default_handler("INFO")]
     params = params or {}
+    log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     if log_path:
         logger.info("%s started (log: %s)", stage, log_path, extra=CONSOLE)
-    log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
     _reset_gpu_peak()
     if params.get("device", "cpu") != "cpu" and params.get("gpu_memory_gb"):
         if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for
