@@ -200,9 +200,27 @@ def demo(tmp_path_factory):
     """The demo recording sorted on the CPU, with its report."""
     workdir = tmp_path_factory.mktemp("report_demo")
     t0 = time.perf_counter()
-    snakemake(workdir, "results/demo/report.html", "--config", "device=cpu")
+    out = snakemake(workdir, "results/demo/report.html", "--config", "device=cpu")
     print(f"demo sort and report: {time.perf_counter() - t0:.0f} s")
+    (workdir / "console.txt").write_text(out)
     return workdir
+
+
+def test_the_demo_run_is_quiet_and_ends_with_where_everything_is(demo):
+    out = (demo / "console.txt").read_text()
+    assert "Warning" not in out and "WARNING" not in out, [
+        line for line in out.splitlines() if "arning" in line
+    ]
+    closing = out[out.index("kilosnake summary (results/summary.tsv)") :]
+    assert "1 of 1 recordings done" in closing
+    assert "demo: done, " in closing and " good, " in closing and " mua), " in closing
+    assert (
+        "Phy folder: results/demo/phy" in closing
+        and "report:     results/demo/report.html" in closing
+    )
+    assert "scorecard:  well detected (accuracy >= 0.8)" in closing
+    assert "Ground-truth scorecard" not in out  # the full scorecard is in its file
+    assert "non-default parameters" not in out  # stage details are in the rule logs
 
 
 def test_input_check_needs_only_the_input_check(tmp_path):
