@@ -26,8 +26,8 @@ rule all:
 
 
 onsuccess:
-    print(write_summary(RECORDINGS))
+    print(write_summary(RECORDINGS, since=RUN_STARTED, config=config))
 
 
 onerror:
-    print(write_summary(RECORDINGS))
+    print(write_summary(RECORDINGS, since=RUN_STARTED, config=config))

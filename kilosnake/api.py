@@ -41,6 +41,7 @@ from kilosnake.errors import KilosnakeError
 from kilosnake.io.probe import load_probe, write_npy_folder
 from kilosnake.runtime.logs import add_default_handler
 from kilosnake.workflow.recordings import recording_name
+from kilosnake.workflow.summary import recent_failure
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +181,10 @@ def run(
     Raises
     ------
     RunError
-        When a stage fails (its log, printed by Snakemake, says why).
+        When a stage fails: the message names the stage, the first line of its error and its
+        log.
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     if dat_path is None:
         raise ValueError("run() needs dat_path, the raw recording")
     if probe is None:
@@ -210,11 +212,18 @@ def run(
     try:
         execute(Path(snakefile or SNAKEFILE), workdir, config, [target], cores or os.cpu_count())
     except Exception as exc:
-        raise RunError(
-            f"the workflow failed ({exc}); the failing stage's log is in "
-            f"{workdir / 'results' / name / 'logs'}"
-        ) from exc
+        raise RunError(failure_message(exc, workdir / "results" / name, started)) from exc
     return collect_result(name, workdir, stop_after, time.perf_counter() - t0)
+
+
+def failure_message(exc: Exception, results_dir: Path, started: float) -> str:
+    """Why a run failed: the failing stage and the first line of its error, from the rule log
+    written during this run, else what Snakemake raised."""
+    failure = recent_failure(results_dir, started)
+    if failure is not None:
+        stage, message, log = failure
+        return f"{stage} failed: {message} (log: {log})"
+    return f"the workflow failed: {exc} (the stages' logs are in {results_dir / 'logs'})"
 
 
 def stage_or_default(stop_after) -> str:

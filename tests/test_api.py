@@ -37,7 +37,11 @@ def test_a_failing_stage_raises_and_names_its_log(tmp_path):
         xc=np.tile([0.0, 32.0], 192),
         yc=np.repeat(np.arange(192) * 20.0, 2),
     )
-    with pytest.raises(RunError, match="logs"):
+    with pytest.raises(RunError, match="logs") as err:
         run(tmp_path / "rec.bin", probe=one_based, stop_after="check_input", cores=1)
     log = tmp_path / "kilosnake_output" / "results" / "rec" / "logs" / "check_input.log"
     assert "1-based" in log.read_text()
+    # the exception carries the failing stage and the first line of its error, from its log
+    message = str(err.value)
+    assert message.startswith("check_input failed: ") and "1-based" in message
+    assert "At least one job did not complete" not in message and str(log) in message

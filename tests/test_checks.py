@@ -543,6 +543,11 @@ def test_workflow_stops_before_heavy_work(tmp_path, structured, case):
         ),
         ("fslow=abc", "fslow='abc' is not allowed", "set fslow to a number >= 1, or null"),
         (
+            "Th=[8,3",
+            "config value Th='[8,3' is not allowed: it is not valid YAML (expected ',' or ']'",
+            "set Th to a pair [a, b] of numbers >= 0",
+        ),
+        (
             "no_such_key=1",
             "config key 'no_such_key' is unknown",
             "remove 'no_such_key' from the config",

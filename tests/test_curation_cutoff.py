@@ -145,3 +145,38 @@ def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_
             res.contamination,
             res.refractory_good,
         )
+
+
+def test_every_label_comes_with_its_reason():
+    from kilosnake.curation.cutoff import ClusterCutoff, label_reason, min_refractory_R
+
+    def reason(test, n=100, spread=20.0, duration=30.0):
+        return label_reason(test, n, spread, duration, 0.1, 0.05, 100.0)
+
+    passed = ClusterCutoff(10.5, 0.0, True, 0.0, 0.001, 500)
+    assert reason(passed) == "good"
+    assert reason(passed, spread=140.0) == "template spread 140 µm >= 100 µm"
+    assert reason(passed, spread=np.inf) == "template spread empty template >= 100 µm"
+    assert reason(passed, n=0) == "no spikes"
+    assert reason(ClusterCutoff(10.5, 1.0, False)) == "no spike scores above the cutoff thresholds"
+    few = ClusterCutoff(10.5, 1.0, False, 1.0, 1.0, 17)
+    assert reason(few) == "too few spikes for a refractory test (17 in 30 s)"
+    dirty = ClusterCutoff(10.5, 0.3, False, 0.23, 0.01, 900)
+    assert reason(dirty) == "contamination 0.23 > 0.1"
+    weak = ClusterCutoff(10.5, 0.0, False, 0.0, 0.07, 132)
+    assert reason(weak) == "refractory dip not significant in 30 s (R 0.07 > 0.05, 132 spikes)"
+    # the bound: with no violation at all, more spikes or a longer recording make R smaller
+    assert min_refractory_R(20, 30.0) > 0.05 > min_refractory_R(200, 30.0)
+    assert min_refractory_R(100, 600.0) > min_refractory_R(100, 30.0)
+
+
+def test_the_cutoff_store_records_why_each_cluster_is_mua(tmp_path):
+    rng = np.random.default_rng(7)
+    units = [Unit(refractory_train(rng, 20, 120), 0), Unit(poisson_train(rng, 30, 120), 1)]
+    paths = build_fixture(tmp_path, units, [4, 12], duration_s=120)
+    stores = run_curation(paths)
+    g = zarr.open_group(str(stores["cutoff"]), mode="r")
+    reasons = g.attrs["label_reason"]
+    assert len(reasons) == g["good"].shape[0]
+    assert reasons[0] == "good" and g["good"][0]
+    assert reasons[1].startswith("contamination") and not g["good"][1]

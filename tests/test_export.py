@@ -104,8 +104,11 @@ def test_cluster_tables_and_metrics(exported):
         "snr",
         "rp_contamination",
         "presence_ratio",
+        "label_reason",
     ]
-    values = {int(r[0]): dict(zip(rows[0][1:], map(float, r[1:]))) for r in rows[1:]}
+    reasons = {int(r[0]): r[-1] for r in rows[1:]}
+    assert reasons[1] == "good" and reasons[3] != "good" and reasons[3]  # the label explained
+    values = {int(r[0]): dict(zip(rows[0][1:-1], map(float, r[1:-1]))) for r in rows[1:]}
     assert sorted(values) == [1, 2, 3, 4]
     assert all(0.0 <= v["rp_contamination"] <= 1.0 for v in values.values())
     assert values[1]["rp_contamination"] < values[3]["rp_contamination"]

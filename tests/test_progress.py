@@ -226,3 +226,33 @@ def test_third_party_loggers_are_quiet(tmp_path):
     handler.close()
     for name in ("zarr", "numcodecs", "matplotlib", "PIL", "numba", "fsspec"):
         assert logging.getLogger(name).level == logging.WARNING
+
+
+def test_the_console_shows_start_end_warnings_and_errors_only(tmp_path, capsys):
+    log_file = tmp_path / "learn.log"
+    with logs.stage_logging(log_file, "learn", {}, inputs=[]) as log:
+        log.info("batch 3 of 9: details for the log file")
+        log.warning("something the user should see")
+    console = capsys.readouterr().err
+    assert f"learn started (log: {log_file})" in console and "learn done in" in console
+    assert "something the user should see" in console
+    assert "details" not in console and "non-default parameters" not in console
+    assert "details for the log file" in log_file.read_text()
+    with pytest.raises(SystemExit):
+        with logs.stage_logging(log_file, "learn", {}, inputs=[]):
+            from kilosnake.errors import KilosnakeError
+
+            raise KilosnakeError("the reason")
+    assert "learn failed: the reason" in capsys.readouterr().err
+
+
+def test_describing_a_store_with_snakemake_timestamp_gives_no_warning(tmp_path):
+    import warnings
+
+    make_store(tmp_path / "spikes.zarr")
+    (tmp_path / "spikes.zarr" / ".snakemake_timestamp").write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = logs.describe_input(tmp_path / "spikes.zarr")
+    assert "traces (1000, 8) int16" in text
+    assert [str(w.message) for w in caught] == []

@@ -3,6 +3,7 @@ Snakemake's own report, the page rendered in headless Chromium, and the progress
 long stages' logs."""
 
 import base64
+import html
 import html.parser
 import os
 import re
@@ -33,6 +34,23 @@ pytestmark = pytest.mark.slow
 def demo(demo_sort):
     """The demo recording sorted on the CPU, with its report (shared by the session)."""
     return demo_sort
+
+
+def test_the_demo_run_is_quiet_and_ends_with_where_everything_is(demo):
+    out = (demo / "console.txt").read_text()
+    assert "Warning" not in out and "WARNING" not in out, [
+        line for line in out.splitlines() if "arning" in line
+    ]
+    closing = out[out.index("kilosnake summary (results/summary.tsv)") :]
+    assert "1 of 1 recordings done" in closing
+    assert "demo: done, " in closing and " good, " in closing and " mua), " in closing
+    assert (
+        "Phy folder: results/demo/phy" in closing
+        and "report:     results/demo/report.html" in closing
+    )
+    assert "scorecard:  well detected (accuracy >= 0.8)" in closing
+    assert "Ground-truth scorecard" not in out  # the full scorecard is in its file
+    assert "non-default parameters" not in out  # stage details are in the rule logs
 
 
 def test_input_check_needs_only_the_input_check(tmp_path):
@@ -101,9 +119,13 @@ def test_unit_table_matches_the_phy_metrics(demo):
     assert len(rows) == n_metrics
     labels = [r["label"] for r in rows]
     assert labels == sorted(labels, key=lambda s: s != "good")  # good units first
+    for r in rows:  # every label explained; only good units are "good"
+        assert (r["label_reason"] == "good") == (r["label"] == "good"), r
+    assert any("refractory" in r["label_reason"] for r in rows)
     page = (demo / "results/demo/report.html").read_text()
     units = page.split('<section id="units">', 1)[1].split("</section>", 1)[0]
     assert units.count("<tr") == n_metrics + 1
+    assert "<th>why</th>" in units and html.escape(rows[-1]["label_reason"]) in units
 
 
 def test_snakemake_report_includes_the_page_and_the_input_check(demo):

@@ -86,7 +86,8 @@ def fresh_run(folder: Path, *targets: str) -> Path:
     """Sort the demo recording from scratch in ``folder`` (up to its Phy folder unless
     ``targets`` are given); return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    snakemake(folder, *(targets or (TARGET,)))
+    result = snakemake(folder, *(targets or (TARGET,)))
+    (folder / "console.txt").write_text(result.output)  # what the person saw
     return folder
 
 

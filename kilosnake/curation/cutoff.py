@@ -15,6 +15,10 @@ Spatial test: each cluster's template energy per channel (``Σ_t T²``), channel
 largest set to 0; with the energy-weighted centre of the channel positions, the energy-weighted
 mean distance of the channels to it is the spread. A cluster is labelled ``good`` when it is
 refractory-good and its spread is below ``good_max_spread_um``; every other cluster is ``mua``.
+Each label comes with its reason (:func:`label_reason`, from the same quantities): ``good``, or
+e.g. "too few spikes for a refractory test (12 in 30 s)", "contamination 0.23 > 0.1",
+"refractory dip not significant in 30 s (R 0.31 > 0.05, 80 spikes)", "template spread 140 µm
+>= 100 µm".
 
 The stage writes ``cutoff.zarr``:
 
@@ -24,17 +28,19 @@ The stage writes ``cutoff.zarr``:
 * ``contamination`` (n_clusters,) float64: estimated contamination of the kept spikes, [0, 1];
 * ``threshold`` (n_clusters,) float64: score threshold of the cluster;
 * ``spread_um`` (n_clusters,) float64: spatial spread of the template (inf if empty);
-* ``n_kept`` (n_clusters,) int64: spikes kept.
+* ``n_kept`` (n_clusters,) int64: spikes kept;
+* attribute ``label_reason``: per cluster, why it is good or mua.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 
-from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.ccg import N_CENTRAL, TBIN_S, refractory_stats
 from kilosnake.curation.data import read_probe_geometry
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
@@ -54,11 +60,16 @@ SPIKE_CHUNK = 1 << 20
 
 @dataclasses.dataclass
 class ClusterCutoff:
-    """Outcome of the threshold descent for one cluster."""
+    """Outcome of the threshold descent for one cluster, with the refractory test at its first
+    threshold (the one that decides ``refractory_good``: no spikes above any threshold gives
+    ``test_n = 0``)."""
 
     threshold: float
     contamination: float
     refractory_good: bool
+    test_Q: float = float("nan")
+    test_R: float = float("nan")
+    test_n: int = 0
 
 
 @dataclasses.dataclass
@@ -71,6 +82,7 @@ class CutoffResult:
     contamination: np.ndarray
     threshold: np.ndarray
     spread_um: np.ndarray
+    reasons: list = dataclasses.field(default_factory=list)
 
 
 def thresholds(th_high: float, th_low: float) -> np.ndarray:
@@ -90,12 +102,14 @@ def cluster_cutoff(
 ) -> ClusterCutoff:
     """The threshold descent of one cluster (see the module docstring)."""
     good = False
+    first = None
     steps = thresholds(th_high, th_low)
     for k, th in enumerate(steps):
         above = scores > th
         if not above.any():
             continue
         st = refractory_stats(times[above], times[above], sample_rate)
+        first = first or (st.Q, st.R, int(above.sum()))
         if st.Q > fcont or st.R > R_max:
             stopped = th
             break
@@ -108,7 +122,56 @@ def cluster_cutoff(
     kept = scores > th_final
     q = refractory_stats(times[kept], times[kept], sample_rate).Q if kept.any() else 1.0
     contamination = 1.0 if not np.isfinite(q) else float(np.clip(q, 0.0, 1.0))
-    return ClusterCutoff(th_final, contamination, good)
+    return ClusterCutoff(th_final, contamination, good, *(first or (float("nan"),) * 2 + (0,)))
+
+
+# --------------------------------------------------------------------------------------------
+# why a unit is mua
+
+
+def min_refractory_R(n_spikes: int, duration_s: float, tbin_s: float = TBIN_S) -> float:
+    """The smallest ``R`` a train of ``n_spikes`` Poisson-rate spikes over ``duration_s`` could
+    reach with no refractory violation at all (``λ`` = the pairs expected in the widest central
+    window, ``R = Φ(-√λ)``, :mod:`kilosnake.curation.ccg`): above ``cutoff_R_max``, no
+    dip can be significant with so few spikes in so short a recording."""
+    if duration_s <= 0 or n_spikes < 2:
+        return 1.0
+    lam = N_CENTRAL * n_spikes * n_spikes * tbin_s / duration_s
+    return 0.5 * (1.0 + math.erf(-math.sqrt(lam / 2.0)))
+
+
+def refractory_reason(test: ClusterCutoff, duration_s: float, fcont: float, R_max: float) -> str:
+    """Why a unit failed the refractory test of the score cutoff (from the test's ``Q``, ``R``
+    and spike count at its first threshold)."""
+    n, secs = test.test_n, f"{duration_s:.0f} s"
+    if n == 0:
+        return "no spike scores above the cutoff thresholds"
+    if min_refractory_R(n, duration_s) > R_max:
+        return f"too few spikes for a refractory test ({n} in {secs})"
+    if test.test_Q > fcont:
+        return f"contamination {test.test_Q:.2f} > {fcont:g}"
+    return f"refractory dip not significant in {secs} (R {test.test_R:.2f} > {R_max:g}, {n} spikes)"
+
+
+def label_reason(
+    test: ClusterCutoff,
+    n_spikes: int,
+    spread_um: float,
+    duration_s: float,
+    fcont: float,
+    R_max: float,
+    max_spread_um: float,
+) -> str:
+    """Why a cluster is labelled as it is: ``"good"``, or what made it ``mua`` (the same
+    quantities and tests as :func:`apply_cutoff`)."""
+    if n_spikes == 0:
+        return "no spikes"
+    if not test.refractory_good:
+        return refractory_reason(test, duration_s, fcont, R_max)
+    if not spread_um < max_spread_um:
+        spread = "empty template" if not np.isfinite(spread_um) else f"{spread_um:.0f} µm"
+        return f"template spread {spread} >= {max_spread_um:g} µm"
+    return "good"
 
 
 def template_spread(template: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> float:
@@ -142,6 +205,7 @@ def apply_cutoff(
     R_max=0.05,
     max_spread_um=100.0,
     workers: int = 1,
+    duration_s: float | None = None,
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
@@ -167,6 +231,9 @@ def apply_cutoff(
         ``cutoff_fcont``, ``cutoff_R_max``, ``good_max_spread_um``.
     workers : int
         Processes running the threshold descents.
+    duration_s : float, optional
+        Length of the recording (s), for the reasons of the labels; default: the span of the
+        spike times.
 
     Returns
     -------
@@ -187,12 +254,14 @@ def apply_cutoff(
         for c, _, v in columns_by_label(spike_blocks, counts)
     )
     settings = (sample_rate, Th[0], Th[1], fcont, R_max)
+    tests = {}
     for c, res in imap_ordered(_descent_of_cluster, clusters, workers, inherited=settings):
         refr[c], contamination[c], threshold[c] = (
             res.refractory_good,
             res.contamination,
             res.threshold,
         )
+        tests[c] = res
     keep = np.concatenate(
         [np.zeros(0, bool)]
         + [
@@ -208,7 +277,25 @@ def apply_cutoff(
         good.sum(),
         np.count_nonzero(counts),
     )
-    return CutoffResult(keep, good, refr, contamination, threshold, spread)
+    if duration_s is None:
+        duration_s = _span_s(times, sample_rate)
+    empty = ClusterCutoff(float(Th[0]), 1.0, False)
+    reasons = [
+        label_reason(
+            tests.get(c, empty), counts[c], spread[c], duration_s, fcont, R_max, max_spread_um
+        )
+        for c in range(n_clusters)
+    ]
+    return CutoffResult(keep, good, refr, contamination, threshold, spread, reasons)
+
+
+def _span_s(times, sample_rate: float) -> float:
+    """Seconds from the first to the last spike (0 without spikes)."""
+    lo, hi = np.inf, -np.inf
+    for _, t in blocks(times):
+        if len(t):
+            lo, hi = min(lo, float(np.min(t))), max(hi, float(np.max(t)))
+    return (hi - lo) / sample_rate if hi > lo else 0.0
 
 
 def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
@@ -218,7 +305,11 @@ def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
     for start, lab in blocks(labels):
         kept = np.asarray(lab, np.int64)[result.keep[start : start + lab.size]]
         n_kept += np.bincount(kept, minlength=n_clusters)[:n_clusters]
-    attrs = {"n_clusters": int(n_clusters), "n_good": int(result.good.sum())}
+    attrs = {
+        "n_clusters": int(n_clusters),
+        "n_good": int(result.good.sum()),
+        "label_reason": list(result.reasons),  # why each cluster is good or mua
+    }
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
         write_array(g, "keep", result.keep, chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
         write_array(g, "good", result.good)
@@ -259,7 +350,8 @@ def run_cutoff(
         )
     templates = np.asarray(sg["templates"][...], dtype=np.float32)
     geom = read_probe_geometry(whitening_zarr)
-    sample_rate = float(read_input_json(input_json)["sample_rate"])
+    info = read_input_json(input_json)
+    sample_rate = float(info["sample_rate"])
     if labels.shape[0] == 0:
         logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
     result = apply_cutoff(
@@ -276,6 +368,7 @@ def run_cutoff(
         params["cutoff_R_max"],
         params["good_max_spread_um"],
         workers,
+        info.get("duration_s"),
     )
     write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
     return result

@@ -15,6 +15,9 @@ For a unit with ``N`` kept spikes at times ``t`` (s) in a recording of ``D`` sec
   negative);
 * ``presence_ratio``: fraction of equal time bins (60 s, or ``D / 10`` for recordings shorter
   than 600 s) holding at least one spike.
+
+The export adds ``label_reason`` (:func:`kilosnake.curation.cutoff.label_reason`): why the unit
+is good or mua.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ METRIC_COLUMNS = (
     "rp_contamination",
     "presence_ratio",
 )
+#: text columns after the metrics, when the rows have them: why the unit is good or mua
+TEXT_COLUMNS = ("label_reason",)
 
 
 def firing_rate(n_spikes: int, duration_s: float) -> float:
@@ -221,14 +226,19 @@ def amplitude_column_name(uv_per_bit) -> str:
 
 def format_metrics_tsv(metrics: dict, uv_per_bit=None) -> str:
     """The text of ``cluster_metrics.tsv`` (tab separated, one row per cluster)."""
-    columns = [amplitude_column_name(uv_per_bit) if c == "amplitude" else c for c in METRIC_COLUMNS]
+    names = METRIC_COLUMNS + tuple(
+        c for c in TEXT_COLUMNS if any(c in row for row in metrics.values())
+    )
+    columns = [amplitude_column_name(uv_per_bit) if c == "amplitude" else c for c in names]
     lines = ["\t".join(("cluster_id",) + tuple(columns))]
     for c, row in metrics.items():
-        lines.append("\t".join([str(c)] + [_fmt(row[k]) for k in METRIC_COLUMNS]))
+        lines.append("\t".join([str(c)] + [_fmt(row.get(k, "")) for k in names]))
     return "\n".join(lines) + "\n"
 
 
 def _fmt(v) -> str:
+    if isinstance(v, str):
+        return " ".join(v.split())  # one line, no tabs
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     return "nan" if not np.isfinite(v) else f"{v:.6g}"

@@ -122,6 +122,9 @@ def join_tables(parts, id_offset, chan_offset, n_chan):
         np.concatenate([p.table.good for p in parts]),
         np.concatenate([p.table.contamination for p in parts]),
         total_ids,
+        sum((tuple(p.table.reasons) for p in parts), ())
+        if all(p.table.reasons for p in parts)
+        else (),
     )
     return table, src_pc, src_tf
 

@@ -67,6 +67,7 @@ def read_sources(
         np.asarray(cg["good"][...], bool),
         np.asarray(cg["contamination"][...], np.float64),
         int(sg.attrs["n_clusters"]),
+        tuple(cg.attrs.get("label_reason", ())),
     )
     wg = open_store(whitening_zarr)
     n_chan = {

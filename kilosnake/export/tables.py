@@ -52,6 +52,7 @@ class ClusterTable:
     good: np.ndarray  # (n,) bool
     contamination: np.ndarray  # (n,) in [0, 1]
     n_real: int  # clusters before padding
+    reasons: tuple = ()  # (n,) why each cluster is good or mua (empty: not recorded)
 
     @property
     def n(self) -> int:
@@ -78,6 +79,7 @@ def pad_clusters(table: ClusterTable, n_min: int = MIN_PHY_TEMPLATES) -> Cluster
         np.concatenate([table.good, np.zeros(extra, bool)]),
         np.concatenate([table.contamination, np.ones(extra)]),
         table.n_real,
+        tuple(table.reasons) + ("no spikes",) * extra if table.reasons else (),
     )
 
 

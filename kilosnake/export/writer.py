@@ -27,6 +27,8 @@ a time, so memory does not grow with the recording's length.
 The folder is written at ``<out>.tmp``, validated (:func:`validate_phy`: our shape and dtype
 checks, then phylib's ``TemplateModel`` loading it and reading one waveform of every cluster), and
 renamed to ``<out>``; on any failure no folder is left behind. Same inputs give identical bytes.
+A manifest of the files written (:mod:`kilosnake.export.manifest`) goes with them; a published
+folder that a person has changed since (curation in Phy) is moved aside whole, never replaced.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from kilosnake.curation.metrics import (
     peak_whitened,
     unit_metrics,
 )
+from kilosnake.export.manifest import keep_curated, write_manifest
 from kilosnake.export.sources import ExportSources, KeptSpikes, kept_spikes, read_sources
 from kilosnake.export.tables import (
     ClusterTable,
@@ -240,7 +243,16 @@ def write_metrics(
         )
         for c, _, v in columns_by_label(spike_blocks, counts)
     }
+    for c, row in metrics.items():
+        row["label_reason"] = label_reason_of(table, c)
     (folder / "cluster_metrics.tsv").write_text(format_metrics_tsv(metrics, uv_per_bit))
+
+
+def label_reason_of(table: ClusterTable, c: int) -> str:
+    """Why cluster ``c`` is good or mua, as the cutoff stage recorded it."""
+    if len(table.reasons) > c:
+        return str(table.reasons[c])
+    return "good" if table.good[c] else "mua (reason not recorded: cutoff.zarr is older)"
 
 
 def write_features(folder: Path, s: ExportSources, table: ClusterTable, kept: KeptSpikes) -> None:
@@ -337,9 +349,12 @@ def publish_phy_folder(sources: ExportSources, params: dict, out) -> dict:
     try:
         summary = write_folder(tmp, sources, params, final)
         summary.update({k: v for k, v in validate_phy(tmp).items() if k != "params"})
+        write_manifest(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    kept = keep_curated(final, tmp)  # a folder a person changed is moved aside, never replaced
+    summary["kept_curated"] = None if kept is None else str(kept)
     publish(tmp, final)
     logger.info(
         "Phy folder %s: %d spikes, %d units (%d good), %d cluster ids",

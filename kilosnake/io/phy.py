@@ -51,6 +51,10 @@ class PhyView:
         return (self.templates.max(axis=1) - self.templates.min(axis=1)).max(axis=1)
 
 
+#: columns of ``cluster_metrics.tsv`` that hold text (the others are numbers)
+TEXT_METRICS = ("label_reason",)
+
+
 def read_tsv(path) -> list[dict]:
     """Rows of a tab-separated file with a header (empty when the file is missing)."""
     path = Path(path)
@@ -90,7 +94,9 @@ def read_phy(phy_dir) -> PhyView:
         (c for c in (rows[0] if rows else {}) if c.startswith("amplitude")), "amplitude_uv"
     )
     metrics = {
-        int(r["cluster_id"]): {k: _number(v) for k, v in r.items() if k != "cluster_id"}
+        int(r["cluster_id"]): {
+            k: v if k in TEXT_METRICS else _number(v) for k, v in r.items() if k != "cluster_id"
+        }
         for r in rows
     }
     labels = {int(r["cluster_id"]): r["KSLabel"] for r in read_tsv(d / "cluster_KSLabel.tsv")}

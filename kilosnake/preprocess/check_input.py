@@ -2,7 +2,8 @@
 
 Fails fast with an :class:`~kilosnake.errors.InputError` naming the problem and the fix, and on
 success writes ``input.json`` (shape, duration, dtype, the probe, per-channel RMS and saturation
-fraction of a sample of the raw data) and nothing else.
+fraction of a sample of the raw data, and the description it was given: ``requested``) and
+nothing else.
 
 Besides sizes and the channel map, a sample of the raw bytes is checked for the tell-tales of a
 file read with the wrong description:
@@ -438,6 +439,25 @@ def exclude_channels(probe: Probe, stats: dict, bad: dict[int, str]):
 # the stage
 
 
+def requested_description(
+    dat, probe_source, n_channels, dtype, sample_rate, uv_per_bit, NT
+) -> dict:
+    """The recording as the user described it (the arguments of :func:`check_input`, as JSON
+    values; a probe given as an object rather than a path is left out). ``input.json`` keeps
+    it, so that a later run can tell whether the description changed."""
+    probe = str(probe_source) if isinstance(probe_source, (str, os.PathLike)) else None
+    values = {
+        "dat": None if dat is None else str(dat),
+        "probe": probe,
+        "n_channels": n_channels,
+        "dtype": None if dtype is None else str(dtype),
+        "sample_rate": sample_rate,
+        "uv_per_bit": uv_per_bit,
+        "NT": NT,
+    }
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+
+
 def check_input(
     dat,
     probe_source,
@@ -473,6 +493,9 @@ def check_input(
     InputError
         Naming the problem and its fix; nothing is written then.
     """
+    requested = requested_description(
+        dat, probe_source, n_channels, dtype, sample_rate, uv_per_bit, NT
+    )
     if probe_source is None or probe_source == "" or probe_source == []:
         raise InputError(
             "no probe given",
@@ -505,6 +528,7 @@ def check_input(
         "rms": stats["rms"].round(4).tolist(),
         "saturation_fraction": stats["saturation_fraction"].round(6).tolist(),
         "excluded_channels": excluded,
+        "requested": requested,
     }
     logger.info(
         "recording %s: %d samples (%.1f s) x %d channels (%d on the probe, %d "

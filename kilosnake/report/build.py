@@ -283,6 +283,7 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
     header = [
         "unit",
         "label",
+        "why",
         "spikes",
         "rate (Hz)",
         f"amplitude ({unit})",
@@ -304,6 +305,7 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
             [
                 ident,
                 label,
+                r.get("label_reason", ""),
                 fmt(r.get("n_spikes"), ".0f"),
                 fmt(r.get("firing_rate_hz"), ".2f"),
                 fmt(r.get(phy.amplitude_column), ".0f"),
@@ -318,8 +320,12 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
     n_good = sum(r["label"] == "good" for r in rows)
     note = (
         f"{len(rows)} units with spikes, {n_good} good (phy/cluster_metrics.tsv, "
-        "cluster_KSLabel.tsv). Contamination from refractory-period violations; "
-        "see docs/metrics.md."
+        'cluster_KSLabel.tsv); "why" is the reason of the label (label_reason): a unit is '
+        "mua when its auto-correlogram shows no significant refractory dip (too few spikes "
+        "for the test, contamination above cutoff_fcont, or a dip not significant at "
+        "cutoff_R_max in a short recording) or its template spreads too far "
+        "(good_max_spread_um). Contamination from refractory-period violations; see "
+        "docs/metrics.md."
     )
     return Section(
         "units", "Units", f'<p class="note">{note}</p>' + html_table(header, table, classes)

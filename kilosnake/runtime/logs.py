@@ -53,6 +53,9 @@ THIRD_PARTY_LOGGERS = (
     "fontTools",
 )
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: ``extra=`` of the records a stage also shows on the console when it has a log file: the one
+#: line when it starts and the one when it is done (warnings and errors always show)
+CONSOLE = {"console": True}
 
 _gpu_peak_bytes = 0
 
@@ -65,6 +68,21 @@ def add_default_handler(level="INFO", path=None) -> logging.Handler:
     logger.setLevel(level if isinstance(level, int) else level.upper())
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
+
+
+class ConsoleFilter(logging.Filter):
+    """Let warnings, errors and the records marked :data:`CONSOLE` through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "console", False)
+
+
+def add_console_handler() -> logging.Handler:
+    """The console of a stage that logs to a file: its start, its end, warnings and errors
+    (the details are in the file)."""
+    handler = add_default_handler("INFO")
+    handler.addFilter(ConsoleFilter())
     return handler
 
 
@@ -153,12 +171,14 @@ def _describe_zarr(path: Path) -> str:
 
     import zarr
 
+    # Snakemake's .snakemake_timestamp inside the folder: Zarr warns on listing the members
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Snakemake's timestamp file inside the folder
+        warnings.simplefilter("ignore")
         g = zarr.open_group(str(path), mode="r")
-    arrays = [(name, a) for name, a in g.arrays()]
+        arrays = [(name, a) for name, a in g.arrays()]
+        n_groups = 0 if arrays else len(list(g.group_keys()))
     if not arrays:
-        return f"{len(list(g.group_keys()))} groups"
+        return f"{n_groups} groups"
     name, a = max(arrays, key=lambda kv: kv[1].nbytes)
     return f"{name} {tuple(a.shape)} {a.dtype}, {len(arrays)} arrays"
 
@@ -202,6 +222,7 @@ def log_closing(stage: str, wall_s: float, cpu_s: float) -> None:
         cpu_s,
         peak_host_memory_mb(),
         gpu_text,
+        extra=CONSOLE,
     )
 
 
@@ -233,7 +254,9 @@ class StageThreadFilter(logging.Filter):
 def stage_logging(
     log_path, stage: str, params: dict | None = None, exit_on_error: bool = True, inputs=None
 ):
-    """Log a stage to ``log_path`` (and stderr), with its opening and closing facts.
+    """Log a stage to ``log_path``, with its opening and closing facts; the console (stderr)
+    shows one line when it starts, one when it is done, warnings and errors (everything when
+    there is no log file).
 
     Parameters
     ----------
@@ -249,12 +272,14 @@ def stage_logging(
         Inputs to describe (a rule script passes its rule's inputs).
     """
     this_stage = StageThreadFilter()
-    handlers = [add_default_handler("INFO", log_path)] if log_path else []
-    handlers.append(add_default_handler("INFO"))
+    handlers = [add_default_handler("INFO", log_path), add_console_handler()] if log_path else []
+    handlers = handlers or [add_default_handler("INFO")]
     for h in handlers:
         h.addFilter(this_stage)
     params = params or {}
     log_opening(stage, params, [] if inputs is None else list(dict.fromkeys(map(str, inputs))))
+    if log_path:
+        logger.info("%s started (log: %s)", stage, log_path, extra=CONSOLE)
     _reset_gpu_peak()
     if params.get("gpu_memory_gb") and params["device"] != "cpu":
         if get_backend(params["device"]).name == "gpu":  # imports CuPy, which the cap is for

@@ -1,9 +1,11 @@
 """Config values checked against the parameter table, with errors that say how to fix them.
 
-The workflow calls :func:`check_config` before Snakemake's own schema validation: a value of the
-wrong type, out of range or not among the choices, or an unknown key, stops the run before any
-job starts, with an :class:`~kilosnake.errors.InputError` that names the key, the bad value, what
-is allowed and the fix, e.g.::
+The workflow reads ``--config`` strings with :func:`coerced_config` (a YAML syntax error, e.g.
+``--config "Th=[8,3"``, names its key and the fix) and calls :func:`check_config` before
+Snakemake's own schema validation: a value of the wrong type, out of range or not among the
+choices, or an unknown key, stops the run before any job starts, with an
+:class:`~kilosnake.errors.InputError` that names the key, the bad value, what is allowed and the
+fix, e.g.::
 
     config value NT=10 is not allowed: 10 is less than the minimum of 4096 (allowed: an integer
     >= 4096; samples)
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import difflib
 
+import yaml
+
 from kilosnake.errors import InputError
-from kilosnake.params import PARAMS_BY_NAME, Param, config_schema
+from kilosnake.params import PARAMS_BY_NAME, Param, coerce_config, config_schema
 
 
 def allowed_values(param: Param) -> str:
@@ -108,10 +112,32 @@ def check_config(config: dict) -> None:
     InputError
         One line per bad key (problem), then one ``fix:`` line per key.
     """
-    errors = config_errors(config)
+    raise_all(config_errors(config))
+
+
+def raise_all(errors) -> None:
+    """Raise the one error, or one naming every problem and every fix; nothing when none."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise InputError(
             "\n".join(e.problem for e in errors), "\n  fix: ".join(e.fix for e in errors)
         )
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parser error in a few words (e.g. "expected ',' or ']', but got '<stream end>'")."""
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def coerced_config(config: dict) -> dict:
+    """:func:`kilosnake.params.coerce_config`, with a value that is not valid YAML refused by
+    an :class:`~kilosnake.errors.InputError` naming its key and the fix."""
+    out, errors = dict(config), []
+    for key, value in config.items():
+        try:
+            out.update(coerce_config({key: value}))
+        except yaml.YAMLError as exc:
+            errors.append(config_error(key, value, f"it is not valid YAML ({yaml_problem(exc)})"))
+    raise_all(errors)
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ from kilosnake.sorting.final_pass import run_final_pass
 from kilosnake.sorting.gather import gather_spikes
 from kilosnake.sorting.learn import run_learn
 from kilosnake.workflow.shanks import per_shank
+
+logger = logging.getLogger("kilosnake")
 
 
 @dataclasses.dataclass
@@ -248,7 +251,8 @@ def export_phy_stage(job: StageJob) -> None:
 
 
 def scorecard_stage(job: StageJob) -> None:
-    print(write_scorecard(job.input["phy"], job.input["gt"], job.outputs[0]), end="")
+    # the scorecard file; the run's closing lines give its headline
+    logger.info("%s", write_scorecard(job.input["phy"], job.input["gt"], job.outputs[0]))
 
 
 def input_report_stage(job: StageJob) -> None:

@@ -1,18 +1,23 @@
 # Path helpers, config handling and input functions shared by every rule file.
 import os
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
 
 import kilosnake.params as kparams
-from kilosnake.workflow.config_check import check_config
+from kilosnake.workflow.config_check import check_config, coerced_config
+from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
 from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
-config.update(kparams.coerce_config(config))
+#: when this run started: the summary counts a stage log written since then as this run's
+RUN_STARTED = time.time()
+
+config.update(coerced_config(config))  # a YAML syntax error names its key and the fix
 check_config(config)  # names the key, the bad value, what is allowed and the fix
 
 
@@ -20,6 +25,8 @@ validate(config, "../schemas/config.schema.yaml")
 
 
 RECORDINGS = recording_sources(config)
+# a changed recording description is checked now, before Snakemake removes input.json
+guard_changed_inputs(RECORDINGS, kparams.resolve(config, ["NT"])["NT"], config=config)
 #: shanks of each recording's probe; a multi-shank recording is sorted shank by shank, as the
 #: sub-recordings <recording>/shank<k> (kilosnake.shanks), and joined at export
 SHANKS = shank_counts(RECORDINGS)

@@ -13,7 +13,9 @@ rule export_phy:
         cutoff=per_shank("cutoff.zarr"),
         shank_info=shank_infos,
     output:
-        directory(whole_out("phy")),
+        # update(): Snakemake must not delete the folder before the job; the export moves a
+        # folder curated in Phy aside (kilosnake.export.manifest) before publishing the new one
+        update(directory(whole_out("phy"))),
     log:
         log_path("export_phy"),
     benchmark:
