@@ -76,9 +76,7 @@ def np2_meta(
     four = shanks is not None
     if four:
         shanks = list(shanks)
-        imro = "(24,384)" + "".join(
-            f"({c} {shanks[c]} 0 0 {electrodes[c]})" for c in range(384)
-        )
+        imro = "(24,384)" + "".join(f"({c} {shanks[c]} 0 0 {electrodes[c]})" for c in range(384))
         pn, kind, n_shanks = "NP2010", 24, 4
     else:
         imro = "(21,384)" + "".join(f"({c} 1 0 {electrodes[c]})" for c in range(384))

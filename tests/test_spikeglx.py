@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from spikeglx_meta import four_shank_layout, np1_meta, np2_meta, write_meta
 
 from kilosnake.errors import InputError
 from kilosnake.io.probe import load_probe
@@ -9,7 +10,6 @@ from kilosnake.io.recording import read_spikeglx_meta, recording_info
 from kilosnake.io.spikeglx import parse_channel_list, probe_arrays
 from kilosnake.preprocess.check_input import check_input
 from kilosnake.workflow.recordings import recording_sources, shank_counts
-from spikeglx_meta import four_shank_layout, np1_meta, np2_meta, write_meta
 
 
 def meta_file(tmp_path, text, name="rec_g0_t0.imec0.ap"):

@@ -1,4 +1,4 @@
-"""A SpikeGLX-style folder (.bin + .meta, no probe file) sorts with no probe= (NP1.0, NP2.0 4-shank).
+"""A SpikeGLX-style folder (.bin + .meta) sorts with no probe= (NP1.0, NP2.0 four-shank).
 
 The recordings are generated on the contacts the .meta describes (the generator renders the units
 on that probe), the .meta beside the .bin is the only description of the recording: channel
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spikeglx_meta import four_shank_layout, np1_meta, np2_meta, write_meta
 
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
 from kilosnake.groundtruth.score import score_phy_folder
 from kilosnake.io.probe import load_probe
-from spikeglx_meta import four_shank_layout, np1_meta, np2_meta, write_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -129,8 +129,7 @@ def load_probe(source) -> Probe:
         )
     raise InputError(
         f"probe file {str(path)!r} has an unknown type {suffix!r}",
-        "use a probeinterface .json, a Kilosort .mat, a SpikeGLX .meta, or a folder of .npy "
-        "files",
+        "use a probeinterface .json, a Kilosort .mat, a SpikeGLX .meta, or a folder of .npy files",
     )
 
 
