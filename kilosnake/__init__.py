@@ -1,7 +1,8 @@
 """kilosnake: spike sorting for high-density probes as a resumable Snakemake workflow.
 
 ``from kilosnake import add_default_handler, run, Bunch, np1_probe`` gives pykilosort's Python
-API (:mod:`kilosnake.api`, with ``neuropixel_probe_from_metafile``), imported on first use so that ``import kilosnake`` stays light.
+API (:mod:`kilosnake.api`, with ``neuropixel_probe_from_metafile``), imported on first use so
+that ``import kilosnake`` stays light.
 """
 
 from kilosnake.version import __version__ as __version__
