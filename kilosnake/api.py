@@ -41,6 +41,7 @@ from kilosnake.errors import KilosnakeError
 from kilosnake.io.probe import load_probe, write_npy_folder
 from kilosnake.io.spikeglx import find_meta, has_geometry, probe_arrays, read_meta
 from kilosnake.runtime.logs import add_default_handler
+from kilosnake.workflow.location import snakefile as workflow_snakefile
 from kilosnake.workflow.recordings import recording_name
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ __all__ = [
     "run",
 ]
 
-#: the workflow's entry point (the repository's Snakefile)
-SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
+#: the workflow's entry point: a source checkout's Snakefile, else the one the package ships
+SNAKEFILE = workflow_snakefile()
 
 #: what each stage leaves in results/<name>/ (``stop_after`` values)
 STAGE_OUTPUTS = {
@@ -220,13 +221,18 @@ def run(
     )
     target = f"results/{name}/{last_output}"
     logger.info("kilosnake run: %s -> %s (%s)", dat_path, workdir / target, workdir)
+    snakefile = Path(snakefile or SNAKEFILE)
+    check_snakefile(snakefile)
     try:
-        execute(Path(snakefile or SNAKEFILE), workdir, config, [target], cores or os.cpu_count())
+        execute(snakefile, workdir, config, [target], cores or os.cpu_count())
     except Exception as exc:
-        raise RunError(
-            f"the workflow failed ({exc}); the failing stage's log is in "
-            f"{workdir / 'results' / name / 'logs'}"
-        ) from exc
+        logs = workdir / "results" / name / "logs"
+        where = (
+            f"; the failing stage's log is in {logs}"
+            if logs.is_dir()
+            else " before any stage ran (see the messages above)"
+        )
+        raise RunError(f"the workflow failed ({exc}){where}") from exc
     return collect_result(name, workdir, stop_after, time.perf_counter() - t0)
 
 
@@ -344,6 +350,16 @@ def run_config(dat_path: Path, probe: str | None, n_channels, dtype, sample_rate
     return config
 
 
+def check_snakefile(snakefile: Path) -> None:
+    """Raise FileNotFoundError when the workflow is not there."""
+    if not snakefile.is_file():
+        raise FileNotFoundError(
+            f"the kilosnake workflow {snakefile} is missing: this installation has neither a "
+            "source checkout nor the packaged workflow (reinstall kilosnake from its wheel "
+            "or with pip install -e . in a checkout)"
+        )
+
+
 def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: int) -> None:
     """Run the workflow in-process with Snakemake's Python API; raise if a job failed."""
     from snakemake.api import SnakemakeApi
@@ -354,11 +370,7 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
         ResourceSettings,
     )
 
-    if not snakefile.is_file():
-        raise FileNotFoundError(
-            f"the kilosnake workflow {snakefile} is missing; run() needs a "
-            "source checkout (pip install -e .)"
-        )
+    check_snakefile(snakefile)
     with SnakemakeApi(OutputSettings(show_failed_logs=True)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kilosnake.groundtruth.presets import preset_config
 from kilosnake.io.spikeglx import find_meta, has_geometry, read_meta
+from kilosnake.workflow.location import schema_path
 from kilosnake.workflow.shanks import probe_shank_count
 
 DEMO_FOLDER = "resources/demo"
@@ -17,9 +18,7 @@ TABLE_COLUMNS = ("name", "dat", "probe", "n_channels", "sample_rate", "dtype", "
 #: Columns every table must have (the others may be left out or left empty).
 REQUIRED_COLUMNS = ("name", "dat")
 #: JSON schema of one table row, shipped with the workflow.
-TABLE_SCHEMA = (
-    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "recordings.schema.yaml"
-)
+TABLE_SCHEMA = schema_path("recordings.schema.yaml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
