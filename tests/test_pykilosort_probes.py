@@ -33,3 +33,13 @@ def test_neuropixel_probe_from_metafile(tmp_path):
     np.testing.assert_array_equal(probe.chanMap, np.arange(32))
     np.testing.assert_array_equal(np.unique(probe.kcoords), [0, 1, 2, 3])
     validate_probe(load_probe(probe), 33)
+
+
+def test_run_without_probe_or_meta_names_the_meta_route(tmp_path):
+    import pytest
+
+    from kilosnake import run
+
+    np.zeros((10, 4), np.int16).tofile(tmp_path / "rec.bin")
+    with pytest.raises(ValueError, match=r"\.meta"):
+        run(tmp_path / "rec.bin")
