@@ -14,8 +14,9 @@ cannot use, although the parts used here work with zarr 3)::
 :func:`run_kilosnake` hands the recording to :func:`kilosnake.api.run`:
 
 * **traces**: a recording already backed by one flat binary file kilosnake reads (samples x
-  channels, no header, int16/uint16/int32/float32; SpikeGLX ``.bin``, Open Ephys
-  ``continuous.dat``, a SpikeInterface binary folder) is read in place; any other is written once
+  channels, no header, int16/uint16/int32/float32: a SpikeInterface binary folder, or a Neo
+  reader's file such as a SpikeGLX ``.bin`` or an Open Ephys binary ``continuous.dat``, whose
+  channels may be some of the file's columns) is read in place; any other is written once
   to ``folder/recording.dat`` as int16 (floating-point traces scaled so the noise spans about ten
   steps; the step in µV is passed on as ``uv_per_bit``), with SpikeInterface's progress bar;
 * **probe**: the channels' locations and shanks (``get_channel_locations``, the probe's
@@ -86,6 +87,46 @@ def binary_in_place(recording) -> dict | None:
     ):
         return None
     return {"path": str(Path(paths[0]).resolve()), "dtype": dtype, "n_channels": d["num_channels"]}
+
+
+def neo_buffer_in_place(recording) -> dict | None:
+    """The flat binary file behind a recording read by a Neo reader (SpikeGLX ``.bin``, Open
+    Ephys binary ``continuous.dat``...), whose channels are some of the file's columns (the
+    SpikeGLX AP stream leaves the sync column out): ``{path, dtype, n_channels, columns}``, or
+    None when the reader does not describe its buffer or the file is not one flat binary."""
+    reader = getattr(recording, "neo_reader", None)
+    stream_id = getattr(recording, "stream_id", None) or recording._kwargs.get("stream_id")
+    if reader is None or stream_id is None or recording.get_num_segments() != 1:
+        return None
+    try:
+        has_api = reader.has_buffer_description_api
+        if not (has_api() if callable(has_api) else has_api):
+            return None
+        streams = reader.header["signal_streams"]
+        buffer_id = streams["buffer_id"][list(streams["id"]).index(stream_id)]
+        d = reader.get_analogsignal_buffer_description(0, 0, buffer_id)
+        n_samples, n_columns = (int(v) for v in d["shape"])
+        selection = reader._stream_buffer_slice.get(stream_id)
+        columns = np.arange(n_columns)[selection if selection is not None else slice(None)]
+    except Exception as exc:  # a reader without a usable description: write a copy instead
+        logger.debug("no flat binary behind the recording (%s)", exc)
+        return None
+    dtype = np.dtype(d["dtype"]).name
+    if (
+        d.get("type") != "raw"
+        or d.get("order", "C") != "C"
+        or int(d.get("file_offset", 0) or 0) != 0
+        or dtype not in SUPPORTED_DTYPES
+        or columns.size != recording.get_num_channels()
+        or n_samples != recording.get_num_samples(segment_index=0)
+    ):
+        return None
+    return {
+        "path": str(Path(d["file_path"]).resolve()),
+        "dtype": dtype,
+        "n_channels": n_columns,
+        "columns": columns.tolist(),
+    }
 
 
 def _gain_uv(recording) -> float | None:
@@ -167,10 +208,12 @@ def prepare_recording(recording, folder, job_kwargs=None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     probe = probe_bunch(recording)
     gain = _gain_uv(recording)
-    found = binary_in_place(recording)
+    found = binary_in_place(recording) or neo_buffer_in_place(recording)
     if found:
         logger.info("reading %s in place (a flat binary file)", found["path"])
         dat, dtype, uv_per_bit = found["path"], found["dtype"], gain
+        probe.chanMap = np.asarray(found.get("columns", probe.chanMap))
+        probe.NchanTOT = int(found["n_channels"])
     else:
         dat = folder / "recording.dat"
         step = write_int16(recording, dat, job_kwargs)

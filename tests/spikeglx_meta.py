@@ -17,6 +17,7 @@ def _subset(channels, sync_id):
 def _common(n_saved, n_ap, sample_rate, n_samples):
     return [
         "appVersion=20231207",
+        "fileName=D:/SGL_DATA/run_g0/run_g0_imec0/run_g0_t0.imec0.ap.bin",
         "typeThis=imec",
         f"imSampRate={sample_rate:g}",
         f"nSavedChans={n_saved}",
