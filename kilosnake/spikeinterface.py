@@ -243,8 +243,26 @@ def read_result(result):
     import spikeinterface.extractors as se
 
     sorting = se.read_kilosort(result.phy_dir, keep_good_only=False)
+    add_metrics(sorting, Path(result.phy_dir) / "cluster_metrics.tsv")
     sorting.annotate(kilosnake_phy_folder=str(result.phy_dir))
     return sorting
+
+
+def add_metrics(sorting, metrics_tsv: Path) -> None:
+    """Every column of ``cluster_metrics.tsv`` as a unit property (by cluster id; NaN for a
+    unit without a row), unless the Phy reader has set it already."""
+    if not metrics_tsv.is_file():
+        return
+    lines = metrics_tsv.read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = {int(r[0]): r[1:] for r in (line.split("\t") for line in lines[1:] if line)}
+    ids = sorting.get_unit_ids()
+    keys = set(sorting.get_property_keys())
+    for j, name in enumerate(header[1:]):
+        if name in keys:
+            continue
+        values = [float(rows[int(u)][j]) if int(u) in rows else np.nan for u in ids]
+        sorting.set_property(name, np.asarray(values))
 
 
 def run_from_description(description: dict, folder, params=None, cores=None):

@@ -4,6 +4,7 @@ folder, read in place), scored with SpikeInterface's ground-truth comparison."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 si = pytest.importorskip("spikeinterface.core")
@@ -35,8 +36,10 @@ def test_run_kilosnake_round_trip(ground_truth, tmp_path):
     assert (tmp_path / "out" / "recording.dat").is_file()  # a generated recording is written
     assert sorting.get_sampling_frequency() == recording.get_sampling_frequency()
     keys = set(sorting.get_property_keys())
-    assert {"KSLabel", "ContamPct", "Amplitude"} <= keys, keys
+    assert {"KSLabel", "ContamPct", "Amplitude", "firing_rate_hz", "snr"} <= keys, keys
     assert len(well_detected(gt_sorting, sorting)) >= N_UNITS // 2
+    counts = np.array([sorting.count_num_spikes_per_unit()[u] for u in sorting.unit_ids])
+    np.testing.assert_array_equal(sorting.get_property("n_spikes")[counts > 0], counts[counts > 0])
 
 
 def test_run_sorter_reads_a_binary_folder_in_place(ground_truth, tmp_path):

@@ -71,6 +71,15 @@ def test_kilosnake_command_sorts_the_demo(wheel_env, tmp_path):
     assert (results / "phy" / "params.py").is_file(), out[-3000:]
     assert (results / "report.html").is_file()
     assert (results / "scorecard.txt").is_file()
+    # run() drives the same packaged workflow
+    code = (
+        "from kilosnake import run; "
+        "r = run('resources/demo/demo.bin', probe='resources/demo/demo.probe.json', "
+        "output_dir='api', n_channels=32, stop_after='check_input', cores=1); "
+        "print(r.results_dir)"
+    )
+    check([str(python), "-c", code], cwd=tmp_path, env=env, timeout=600)
+    assert (tmp_path / "api" / "results" / "demo" / "input.json").is_file()
     # the packaged profile is found by its checkout-relative name (a dry run needs no SLURM)
     check(
         [
