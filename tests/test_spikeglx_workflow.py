@@ -78,4 +78,5 @@ def test_spikeglx_folder_sorts_without_probe(tmp_path, synth, meta_text, n_shank
     np.testing.assert_allclose(np.load(phy / "channel_positions.npy")[:, 1], expected.yc)
     assert np.unique(np.load(phy / "channel_shanks.npy")).size == n_shanks
     summary = score_phy_folder(phy, gt).summary
-    assert summary["n_well_detected"] >= 0.5 * summary["n_gt_units"], summary
+    # measured: NP1.0 8 of 10, NP2.0 four-shank 16 of 16
+    assert summary["n_well_detected"] >= 0.6 * summary["n_gt_units"], summary

@@ -37,7 +37,7 @@ def test_run_kilosnake_round_trip(ground_truth, tmp_path):
     assert sorting.get_sampling_frequency() == recording.get_sampling_frequency()
     keys = set(sorting.get_property_keys())
     assert {"KSLabel", "ContamPct", "Amplitude", "firing_rate_hz", "snr"} <= keys, keys
-    assert len(well_detected(gt_sorting, sorting)) >= N_UNITS // 2
+    assert len(well_detected(gt_sorting, sorting)) >= N_UNITS - 1  # measured: 6 of 6
     counts = np.array([sorting.count_num_spikes_per_unit()[u] for u in sorting.unit_ids])
     np.testing.assert_array_equal(sorting.get_property("n_spikes")[counts > 0], counts[counts > 0])
 
@@ -55,4 +55,4 @@ def test_run_sorter_reads_a_binary_folder_in_place(ground_truth, tmp_path):
     )
     output = Path(tmp_path / "sorted" / "sorter_output")
     assert not (output / "recording.dat").exists()  # the binary folder is read in place
-    assert len(well_detected(gt_sorting, sorting)) >= N_UNITS // 2
+    assert len(well_detected(gt_sorting, sorting)) >= N_UNITS - 1  # measured: 6 of 6
