@@ -35,3 +35,10 @@ def test_dry_run_in_an_empty_folder(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "demo_recording" in result.stdout + result.stderr
+
+
+def test_build_step_ships_what_the_package_looks_for():
+    from kilosnake.workflow.location import WORKFLOW_FILES
+
+    assert f"WORKFLOW_FILES = {WORKFLOW_FILES!r}" in (ROOT / "setup.py").read_text()
+    assert all((ROOT / name).exists() for name in WORKFLOW_FILES)
