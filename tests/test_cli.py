@@ -38,7 +38,15 @@ def test_dry_run_in_an_empty_folder(tmp_path):
 
 
 def test_build_step_ships_what_the_package_looks_for():
+    import ast
+
     from kilosnake.workflow.location import WORKFLOW_FILES
 
-    assert f"WORKFLOW_FILES = {WORKFLOW_FILES!r}" in (ROOT / "setup.py").read_text()
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    shipped = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "WORKFLOW_FILES"
+    )
+    assert shipped == WORKFLOW_FILES
     assert all((ROOT / name).exists() for name in WORKFLOW_FILES)
