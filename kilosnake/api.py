@@ -39,16 +39,26 @@ import numpy as np
 
 from kilosnake.errors import KilosnakeError
 from kilosnake.io.probe import load_probe, write_npy_folder
+from kilosnake.io.spikeglx import find_meta, has_geometry, probe_arrays, read_meta
 from kilosnake.runtime.logs import add_default_handler
+from kilosnake.workflow.location import snakefile as workflow_snakefile
 from kilosnake.workflow.recordings import recording_name
 from kilosnake.workflow.summary import recent_failure
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Bunch", "RunError", "RunResult", "add_default_handler", "run"]
+__all__ = [
+    "Bunch",
+    "RunError",
+    "RunResult",
+    "add_default_handler",
+    "neuropixel_probe_from_metafile",
+    "np1_probe",
+    "run",
+]
 
-#: the workflow's entry point (the repository's Snakefile)
-SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
+#: the workflow's entry point: a source checkout's Snakefile, else the one the package ships
+SNAKEFILE = workflow_snakefile()
 
 #: what each stage leaves in results/<name>/ (``stop_after`` values)
 STAGE_OUTPUTS = {
@@ -154,9 +164,10 @@ def run(
         Folder of the recording; default: the raw file's folder.
     output_dir : str or Path, optional
         Working folder of the workflow; default ``dir_path / "kilosnake_output"``.
-    probe : Bunch, dict or path
+    probe : Bunch, dict or path, optional
         ``chanMap`` (0-based rows of the raw file), ``xc``, ``yc`` (µm), optional ``kcoords`` and
-        ``NchanTOT``; or a probe file/folder kilosnake reads.
+        ``NchanTOT`` (e.g. :func:`np1_probe`); or a probe file/folder kilosnake reads. Default:
+        the SpikeGLX ``.meta`` beside ``dat_path`` (its imro table or ``~snsGeomMap``).
     params : dict, optional
         Parameter overrides (names of ``kilosnake/params.py``).
     stop_after : str, optional
@@ -187,8 +198,11 @@ def run(
     t0, started = time.perf_counter(), time.time()
     if dat_path is None:
         raise ValueError("run() needs dat_path, the raw recording")
-    if probe is None:
-        raise ValueError("run() needs a probe (a Bunch with chanMap, xc, yc, kcoords)")
+    if probe is None and not _meta_geometry(dat_path):
+        raise ValueError(
+            "run() needs a probe (a Bunch with chanMap, xc, yc, kcoords, e.g. np1_probe()), or "
+            "a SpikeGLX .meta beside dat_path that describes it"
+        )
     last_output = STAGE_OUTPUTS[stage_or_default(stop_after)]
     if kwargs:
         logger.warning("run(): ignoring unsupported arguments %s", ", ".join(sorted(kwargs)))
@@ -201,7 +215,7 @@ def run(
     name = recording_name(str(dat_path))
     config = run_config(
         dat_path,
-        probe_source(probe, workdir),
+        None if probe is None else probe_source(probe, workdir),
         n_channels or _nchan_tot(probe),
         dtype,
         sample_rate,
@@ -209,8 +223,10 @@ def run(
     )
     target = f"results/{name}/{last_output}"
     logger.info("kilosnake run: %s -> %s (%s)", dat_path, workdir / target, workdir)
+    snakefile = Path(snakefile or SNAKEFILE)
+    check_snakefile(snakefile)
     try:
-        execute(Path(snakefile or SNAKEFILE), workdir, config, [target], cores or os.cpu_count())
+        execute(snakefile, workdir, config, [target], cores or os.cpu_count())
     except Exception as exc:
         raise RunError(failure_message(exc, workdir / "results" / name, started)) from exc
     return collect_result(name, workdir, stop_after, time.perf_counter() - t0)
@@ -224,6 +240,60 @@ def failure_message(exc: Exception, results_dir: Path, started: float) -> str:
         stage, message, log = failure
         return f"{stage} failed: {message} (log: {log})"
     return f"the workflow failed: {exc} (the stages' logs are in {results_dir / 'logs'})"
+
+
+def _meta_geometry(dat_path) -> bool:
+    """Whether a SpikeGLX .meta beside ``dat_path`` describes the probe."""
+    meta = find_meta(dat_path) if dat_path is not None else None
+    return meta is not None and has_geometry(read_meta(meta))
+
+
+def np1_probe() -> Bunch:
+    """A Neuropixels 1.0 probe as pykilosort describes it: 384 channels of a 385-column file
+    (the last is the sync channel), bank 0, Kilosort's channel-map coordinates.
+
+    Returns
+    -------
+    Bunch
+        ``NchanTOT`` 385, ``chanMap`` 0..383 (0-based rows), ``xc`` (43, 11, 59, 27 µm
+        repeating: two columns 32 µm apart, staggered by 16 µm on alternate rows), ``yc``
+        (20 µm rows, 20 to 3840 µm), ``kcoords`` (0: one shank).
+    """
+    n = 384
+    probe = Bunch()
+    probe.NchanTOT = n + 1
+    probe.chanMap = np.arange(n, dtype=np.int64)
+    probe.xc = np.tile(np.array([43.0, 11.0, 59.0, 27.0]), n // 4)
+    probe.yc = 20.0 * (np.arange(n) // 2 + 1)
+    probe.kcoords = np.zeros(n)
+    return probe
+
+
+def neuropixel_probe_from_metafile(metafile) -> Bunch:
+    """The probe a SpikeGLX ``.meta`` describes, as a pykilosort-style Bunch.
+
+    Parameters
+    ----------
+    metafile : path
+        The ``.meta`` of an imec AP (or LF) file: Neuropixels 1.0 and 2.0 (single- and
+        four-shank) from the imro table, every probe type from ``~snsGeomMap``.
+
+    Returns
+    -------
+    Bunch
+        ``NchanTOT`` (columns of the file, sync included), ``chanMap`` (0-based rows of the
+        neural channels in use), ``xc``, ``yc`` (µm, SpikeGLX coordinates: x from the left edge
+        of shank 0, y from the tip), ``kcoords`` (shank), ``name`` (part number).
+    """
+    a = probe_arrays(metafile)
+    probe = Bunch()
+    probe.NchanTOT = a["n_channels_total"]
+    probe.chanMap = a["chan_map"]
+    probe.xc = a["xc"]
+    probe.yc = a["yc"]
+    probe.kcoords = a["kcoords"]
+    probe.name = a["name"]
+    return probe
 
 
 def stage_or_default(stop_after) -> str:
@@ -271,9 +341,11 @@ def _plain(value):
     return value
 
 
-def run_config(dat_path: Path, probe: str, n_channels, dtype, sample_rate, params) -> dict:
+def run_config(dat_path: Path, probe: str | None, n_channels, dtype, sample_rate, params) -> dict:
     """The Snakemake config of one run."""
-    config = {"dat": str(dat_path), "probe": probe}
+    config = {"dat": str(dat_path)}
+    if probe is not None:
+        config["probe"] = probe
     if n_channels is not None:
         config["n_channels"] = int(n_channels)
     if dtype is not None:
@@ -282,6 +354,16 @@ def run_config(dat_path: Path, probe: str, n_channels, dtype, sample_rate, param
         config["sample_rate"] = float(sample_rate)
     config.update({str(k): _plain(v) for k, v in dict(params or {}).items()})
     return config
+
+
+def check_snakefile(snakefile: Path) -> None:
+    """Raise FileNotFoundError when the workflow is not there."""
+    if not snakefile.is_file():
+        raise FileNotFoundError(
+            f"the kilosnake workflow {snakefile} is missing: this installation has neither a "
+            "source checkout nor the packaged workflow (reinstall kilosnake from its wheel "
+            "or with pip install -e . in a checkout)"
+        )
 
 
 def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: int) -> None:
@@ -295,11 +377,7 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
         ResourceSettings,
     )
 
-    if not snakefile.is_file():
-        raise FileNotFoundError(
-            f"the kilosnake workflow {snakefile} is missing; run() needs a "
-            "source checkout (pip install -e .)"
-        )
+    check_snakefile(snakefile)
     with SnakemakeApi(OutputSettings(show_failed_logs=True)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),

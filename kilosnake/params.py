@@ -138,8 +138,9 @@ PARAMS: tuple[Param, ...] = (
         "string",
         "input",
         "path",
-        "probe description: probeinterface .json, Kilosort .mat channel map, or a folder with "
-        "chanMap.npy/xc.npy/yc.npy/kcoords.npy (0-based)",
+        "probe description: probeinterface .json, Kilosort .mat channel map, SpikeGLX .meta, or "
+        "a folder with chanMap.npy/xc.npy/yc.npy/kcoords.npy (0-based); empty = the SpikeGLX "
+        ".meta beside dat",
         nullable=True,
     ),
     _P(

@@ -104,7 +104,12 @@ def _write_json(path: Path, doc: dict) -> None:
 
 
 def generate(
-    preset_or_config, out_dir, name: str | None = None, seed: int = 0, workers: int = 1
+    preset_or_config,
+    out_dir,
+    name: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    probe=None,
 ) -> SynthPaths:
     """Write a synthetic recording with its probe, ground truth and metadata.
 
@@ -118,6 +123,9 @@ def generate(
         File stem; defaults to the preset name.
     seed : int
         Seed of every random draw; the same seed and configuration give the same bytes.
+    probe : Probe, optional
+        The contacts' layout (``n_channels`` contacts, ``chan_map`` 0..n-1); default: the
+        Neuropixels-like layout of the configuration (``n_channels``, ``n_shanks``).
 
     Returns
     -------
@@ -145,7 +153,7 @@ def generate(
     def stream(key):
         return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
 
-    probe = make_probe(config)
+    probe = make_probe(config) if probe is None else _given_probe(probe, config)
     noise = NoiseModel(config, probe, seed)
     units = draw_units(config, probe, noise.noise_sd, stream(_STREAM_UNITS))
     times, spike_units, amplitudes = draw_spike_trains(
@@ -178,6 +186,21 @@ def generate(
     _replace_atomically(tmp_bin, paths.bin)
     logger.info("synthetic recording %s written in %.1f s", paths.bin, time.monotonic() - t_start)
     return paths
+
+
+def _given_probe(probe, config):
+    """A caller's probe for ``config``: one contact per channel, rows 0..n-1 in order."""
+    if probe.n_channels != config.n_channels or not np.array_equal(
+        probe.chan_map, np.arange(config.n_channels)
+    ):
+        raise ValueError(
+            f"the probe must have chan_map 0..{config.n_channels - 1} (one contact per channel)"
+        )
+    if np.unique(probe.kcoords).size != config.n_shanks:
+        raise ValueError(f"the probe must have {config.n_shanks} shank(s), as the config says")
+    probe = dataclasses.replace(probe)
+    probe.n_channels_total = config.n_channels_total
+    return probe
 
 
 def _write_ground_truth(

@@ -7,7 +7,8 @@ which shank (``kcoords``). Accepted sources:
 * a probeinterface JSON file (``device_channel_indices`` give the rows; ``-1`` = not connected);
 * a Kilosort channel-map ``.mat`` file (1-based ``chanMap``, ``connected`` mask);
 * a folder with ``chanMap.npy``, ``xc.npy``, ``yc.npy`` and optionally ``kcoords.npy`` (0-based);
-* a dict (or pykilosort ``Bunch``) with ``chanMap``, ``xc``, ``yc`` and optionally ``kcoords``.
+* a dict (or pykilosort ``Bunch``) with ``chanMap``, ``xc``, ``yc`` and optionally ``kcoords``;
+* a SpikeGLX ``.meta`` file (its ``~snsGeomMap`` or imro table; :mod:`kilosnake.io.spikeglx`).
 
 A ``.prb`` file is Python code and is refused (it would have to be executed to be read).
 
@@ -135,8 +136,8 @@ def load_probe(source) -> Probe:
     if not path.exists():
         raise InputError(
             f"probe file {str(path)!r} does not exist",
-            "pass the path of a probeinterface .json, a Kilosort .mat channel map, "
-            "or a folder with chanMap.npy/xc.npy/yc.npy (--config probe=PATH)",
+            "pass the path of a probeinterface .json, a Kilosort .mat channel map, a SpikeGLX "
+            ".meta, or a folder with chanMap.npy/xc.npy/yc.npy (--config probe=PATH)",
         )
     if path.is_dir():
         return probe_from_npy_folder(path)
@@ -145,6 +146,8 @@ def load_probe(source) -> Probe:
         return probe_from_probeinterface_json(path)
     if suffix == ".mat":
         return probe_from_kilosort_mat(path)
+    if suffix == ".meta":
+        return probe_from_spikeglx_meta(path)
     if suffix == ".prb":
         raise InputError(
             f"probe file {str(path)!r} is a .prb file, which is Python code; kilosnake does not "
@@ -154,8 +157,16 @@ def load_probe(source) -> Probe:
         )
     raise InputError(
         f"probe file {str(path)!r} has an unknown type {suffix!r}",
-        "use a probeinterface .json, a Kilosort .mat, or a folder of .npy files",
+        "use a probeinterface .json, a Kilosort .mat, a SpikeGLX .meta, or a folder of .npy files",
     )
+
+
+def probe_from_spikeglx_meta(path) -> Probe:
+    """The probe a SpikeGLX ``.meta`` describes (see :mod:`kilosnake.io.spikeglx`)."""
+    from kilosnake.io.spikeglx import probe_arrays
+
+    a = probe_arrays(path)
+    return Probe(a["chan_map"], a["xc"], a["yc"], a["kcoords"], a["n_channels_total"], a["name"])
 
 
 def probe_from_mapping(m) -> Probe:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.errors import InputError
+from kilosnake.io.spikeglx import find_meta, read_meta, recording_fields
 from kilosnake.params import PARAMS_BY_NAME
 
 SUPPORTED_DTYPES = ("int16", "uint16", "int32", "float32")
@@ -127,41 +128,10 @@ def read_spikeglx_meta(raw_path) -> dict:
     """Channel count, sample rate and µV per bit from a SpikeGLX ``.meta`` beside the file.
 
     Returns an empty dict when there is no ``.meta``. Keys: ``n_channels``, ``sample_rate``,
-    ``uv_per_bit``.
+    ``uv_per_bit`` (see :mod:`kilosnake.io.spikeglx`).
     """
-    meta_path = Path(raw_path).with_suffix(".meta")
-    if not meta_path.exists():
-        return {}
-    meta = {}
-    for line in meta_path.read_text(errors="replace").splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            meta[key.strip().lstrip("~")] = value.strip()
-    out = {}
-    if "nSavedChans" in meta:
-        out["n_channels"] = int(meta["nSavedChans"])
-    for key in ("imSampRate", "niSampRate"):
-        if key in meta:
-            out["sample_rate"] = float(meta[key])
-            break
-    gain = _spikeglx_ap_gain(meta)
-    if gain and "imAiRangeMax" in meta:
-        max_int = float(meta.get("imMaxInt", 512))
-        out["uv_per_bit"] = float(meta["imAiRangeMax"]) / max_int / gain * 1e6
-    return out
-
-
-def _spikeglx_ap_gain(meta: dict) -> float | None:
-    """AP gain of the first channel from the imro table (NP1: 500 by default; NP2: 80)."""
-    imro = meta.get("imroTbl")
-    if imro:
-        entries = imro.strip("()").split(")(")
-        if len(entries) > 1:
-            fields = entries[1].split()
-            if len(fields) >= 4:  # NP1.0: chan bank ref apgain lfgain [hp]
-                return float(fields[3])
-            return 80.0  # NP2.0 tables carry no gain: fixed at 80
-    return None
+    path = find_meta(raw_path)
+    return {} if path is None else recording_fields(read_meta(path))
 
 
 def recording_info(

@@ -498,9 +498,11 @@ def check_input(
     )
     if probe_source is None or probe_source == "" or probe_source == []:
         raise InputError(
-            "no probe given",
-            "pass --config probe=PATH (probeinterface .json, Kilosort .mat, or a "
-            "folder with chanMap.npy/xc.npy/yc.npy)",
+            f"no probe given, and no SpikeGLX .meta with the probe's geometry beside {dat}",
+            "pass --config probe=PATH (probeinterface .json, Kilosort .mat, a folder with "
+            "chanMap.npy/xc.npy/yc.npy, or a SpikeGLX .meta), or keep the SpikeGLX .meta "
+            "(same name as the .bin, ending .meta) beside the raw file: its imro table or "
+            "~snsGeomMap gives the probe",
         )
     probe = load_probe(probe_source)
     if n_channels is None and probe.n_channels_total is not None:

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.io.spikeglx import find_meta, has_geometry, read_meta
 from kilosnake.params import PARAMS_BY_NAME
+from kilosnake.workflow.location import schema_path
 from kilosnake.workflow.shanks import probe_shank_count
 
 DEMO_FOLDER = "resources/demo"
@@ -17,9 +19,7 @@ TABLE_COLUMNS = ("name", "dat", "probe", "n_channels", "sample_rate", "dtype", "
 #: Columns every table must have (the others may be left out or left empty).
 REQUIRED_COLUMNS = ("name", "dat")
 #: JSON schema of one table row, shipped with the workflow.
-TABLE_SCHEMA = (
-    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "recordings.schema.yaml"
-)
+TABLE_SCHEMA = schema_path("recordings.schema.yaml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -45,6 +45,17 @@ def recording_name(dat: str) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name.replace(" ", "_") or "recording"
+
+
+def probe_or_meta(dat, probe):
+    """A recording's probe: the one given, else the SpikeGLX ``.meta`` beside the raw file when
+    it describes the probe's geometry (``~snsGeomMap`` or a known imro table), else None."""
+    if probe or not dat:
+        return probe
+    meta = find_meta(dat)
+    if meta is not None and has_geometry(read_meta(meta)):
+        return str(meta)
+    return probe
 
 
 _NUMERIC = ("n_channels", "sample_rate", "uv_per_bit")
@@ -155,6 +166,9 @@ def recording_sources(config: dict) -> dict:
       row; empty cells take the config's ``probe``, ``n_channels``, ``dtype``, ``sample_rate``,
       ``uv_per_bit``;
     * ``dat``: one recording;
+
+    a recording without a probe takes the SpikeGLX ``.meta`` beside its raw file, when that
+    describes the geometry (:func:`probe_or_meta`);
     * neither: the generated demo recording (``demo_preset``), whose ground truth is known
       (``gt``).
     """
@@ -162,7 +176,7 @@ def recording_sources(config: dict) -> dict:
     if table:
         rows = read_recordings_table(table)
         shared = ("probe", "n_channels", "dtype", "sample_rate", "uv_per_bit")
-        return {
+        sources = {
             name: {
                 "dat": row["dat"],
                 **{k: row[k] if row[k] is not None else config.get(k) for k in shared},
@@ -171,6 +185,9 @@ def recording_sources(config: dict) -> dict:
             }
             for name, row in rows.items()
         }
+        for rec in sources.values():
+            rec["probe"] = probe_or_meta(rec["dat"], rec["probe"])
+        return sources
     dat = config.get("dat")
     if not dat:
         preset = config.get("demo_preset") or PARAMS_BY_NAME["demo_preset"].default
@@ -190,7 +207,7 @@ def recording_sources(config: dict) -> dict:
     return {
         recording_name(dat): {
             "dat": str(dat),
-            "probe": config.get("probe"),
+            "probe": probe_or_meta(dat, config.get("probe")),
             "n_channels": config.get("n_channels"),
             "dtype": config.get("dtype") or PARAMS_BY_NAME["dtype"].default,
             "sample_rate": config.get("sample_rate"),
