@@ -21,7 +21,7 @@ Python API, in a working folder ``output_dir`` (default ``dir_path / "kilosnake_
   ``params.py`` points at the raw file by a relative path;
 * running again reuses finished stages: only stages whose inputs or parameters changed rerun.
 
-``params`` overrides entries of the parameter table (``kilosnake/params.py``; Kilosort names such
+``params`` overrides entries of the parameter table (``kilosnake/params/table.py``; Kilosort names such
 as ``Th``, ``fshigh``, ``AUCsplit``); ``stop_after`` names the last stage to run.
 """
 
@@ -169,7 +169,7 @@ def run(
         ``NchanTOT`` (e.g. :func:`np1_probe`); or a probe file/folder kilosnake reads. Default:
         the SpikeGLX ``.meta`` beside ``dat_path`` (its imro table or ``~snsGeomMap``).
     params : dict, optional
-        Parameter overrides (names of ``kilosnake/params.py``).
+        Parameter overrides (names of ``kilosnake/params/table.py``).
     stop_after : str, optional
         Last stage to run (a key of :data:`STAGE_OUTPUTS`); default: through the Phy export.
     n_channels : int, optional

@@ -297,7 +297,7 @@ def run_kilosnake(recording, folder, cores=None, job_kwargs=None, **params):
     job_kwargs : dict, optional
         SpikeInterface job arguments for writing the binary (``n_jobs``, ``chunk_duration``...).
     **params
-        kilosnake parameters (names of ``kilosnake/params.py``, e.g. ``Th=(9, 8)``,
+        kilosnake parameters (names of ``kilosnake/params/table.py``, e.g. ``Th=(9, 8)``,
         ``device="cpu"``).
 
     Returns

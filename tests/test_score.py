@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kilosnake.errors import InputError
+from kilosnake.groundtruth.cli import main
 from kilosnake.groundtruth.matching import (
     MATCH_STEP,
     _count_step_matches,
@@ -19,7 +20,6 @@ from kilosnake.groundtruth.matching import (
 from kilosnake.groundtruth.score import (
     _unit_codes,
     load_spikes_store,
-    main,
     score_phy_folder,
     score_spike_trains,
 )

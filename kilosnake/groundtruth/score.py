@@ -42,18 +42,16 @@ is dominated by a few sorts of the edge list: ~1e6 spikes a side take seconds on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from kilosnake.errors import InputError, KilosnakeError
+from kilosnake.errors import InputError
 from kilosnake.groundtruth.matching import (
     DEFAULT_TOLERANCE_MS,
     agreement_matrix,
@@ -72,7 +70,6 @@ from kilosnake.groundtruth.truth import load_ground_truth
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.phy import is_phy_folder, load_phy_sorting, read_params_py
 from kilosnake.io.store import open_store
-from kilosnake.runtime.logs import add_default_handler
 
 logger = logging.getLogger(__name__)
 
@@ -637,80 +634,6 @@ def score_spikes_store(
     return score_spike_trains(
         gt.times, gt.units, times, templates, rate, gt_snr=gt.snr, **score_kwargs
     )
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``kilosnake-score`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="kilosnake-score",
-        description="Score a sorting (Phy folder or spikes.zarr) against ground truth.",
-    )
-    parser.add_argument("sorting", help="Phy folder or spikes.zarr")
-    parser.add_argument(
-        "--gt", required=True, help="ground-truth .npz (spike_times, spike_units, optional snr)"
-    )
-    parser.add_argument(
-        "--sample-rate",
-        type=float,
-        default=None,
-        help="sampling rate in Hz (default: from the sorting or the ground truth's .meta.json)",
-    )
-    parser.add_argument(
-        "--tolerance-ms",
-        type=float,
-        default=DEFAULT_TOLERANCE_MS,
-        help="largest time difference of matching spikes (default %(default)s)",
-    )
-    parser.add_argument(
-        "--well-detected",
-        type=float,
-        default=DEFAULT_WELL_DETECTED_ACCURACY,
-        help="accuracy of a well-detected unit (default %(default)s)",
-    )
-    parser.add_argument(
-        "--min-match-agreement",
-        type=float,
-        default=0.0,
-        help="Hungarian pairs with agreement at or below this are not matches "
-        "(default %(default)s)",
-    )
-    parser.add_argument("--json", default=None, help="also write the result as JSON here")
-    parser.add_argument("--log-level", default="WARNING", help="default %(default)s")
-    return parser
-
-
-def main(argv=None) -> int:
-    """Command line: print the scorecard of a sorting; optionally write JSON."""
-    args = build_parser().parse_args(argv)
-
-    handler = add_default_handler(args.log_level)
-    try:
-        result = score_sorting(
-            args.sorting,
-            args.gt,
-            sample_rate=args.sample_rate,
-            tolerance_ms=args.tolerance_ms,
-            well_detected_accuracy=args.well_detected,
-            min_match_agreement=args.min_match_agreement,
-        )
-    except KilosnakeError as err:
-        print(f"kilosnake-score: {err}", file=sys.stderr)
-        return 1
-    finally:
-        logging.getLogger("kilosnake").removeHandler(handler)
-    print(result.to_text(), end="")
-    if args.json:
-        result.to_json(args.json)
-        print(f"JSON written to {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def write_scorecard(phy_dir, gt_npz, out) -> str:

@@ -1,0 +1,5 @@
+"""``python -m kilosnake.params``: regenerate the files derived from the parameter table."""
+
+from kilosnake.params.render import main
+
+main()
