@@ -21,8 +21,8 @@ Python API, in a working folder ``output_dir`` (default ``dir_path / "kilosnake_
   ``params.py`` points at the raw file by a relative path;
 * running again reuses finished stages: only stages whose inputs or parameters changed rerun.
 
-``params`` overrides entries of the parameter table (``kilosnake/params/table.py``; Kilosort names such
-as ``Th``, ``fshigh``, ``AUCsplit``); ``stop_after`` names the last stage to run.
+``params`` overrides entries of the parameter table (``kilosnake/params/table.py``; Kilosort
+names such as ``Th``, ``fshigh``, ``AUCsplit``); ``stop_after`` names the last stage to run.
 """
 
 from __future__ import annotations
