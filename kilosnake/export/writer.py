@@ -41,8 +41,6 @@ import numpy as np
 
 from kilosnake.curation.data import remap_columns
 from kilosnake.curation.metrics import (
-    CENSORED_S,
-    REFRACTORY_S,
     format_metrics_tsv,
     peak_to_peak_unwhitened,
     peak_whitened,
@@ -132,9 +130,7 @@ def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) 
     write_template_files(folder, table, s.nt0min)
     write_channel_files(folder, s.geometry, s.whitening, winv)
     write_features(folder, s, table, kept)
-    write_cluster_tables(
-        folder, table, cluster_amplitudes(amp_sums, counts, params.get("gain", 1.0))
-    )
+    write_cluster_tables(folder, table, cluster_amplitudes(amp_sums, counts, params["gain"]))
     write_metrics(folder, s, table, counts, winv, params)
     (folder / "params.py").write_text(
         params_py_text(
@@ -142,7 +138,7 @@ def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) 
             s.report["n_channels_total"],
             s.report["dtype"],
             float(s.report["sample_rate"]),
-            params.get("templateScaling", 20.0),
+            params["templateScaling"],
         )
     )
     return {
@@ -217,8 +213,8 @@ def write_metrics(
     sample_rate = float(s.report["sample_rate"])
     duration_s = float(s.report["duration_s"])
     uv_per_bit = s.report.get("uv_per_bit")
-    refractory_s = params.get("metrics_refractory_ms", REFRACTORY_S * 1e3) * 1e-3
-    censored_s = params.get("metrics_censored_ms", CENSORED_S * 1e3) * 1e-3
+    refractory_s = params["metrics_refractory_ms"] * 1e-3
+    censored_s = params["metrics_censored_ms"] * 1e-3
     ptp = peak_to_peak_unwhitened(table.templates, whitening_inv)
     peak = peak_whitened(table.templates)
 
