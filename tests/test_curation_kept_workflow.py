@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from curation_fixtures import Unit, build_fixture, refractory_train
 from test_export_manifest import phy_save
-from test_export_workflow import snakemake
+from test_export_workflow import run_rules
 
 from kilosnake.export.manifest import MANIFEST_NAME, kept_folders
 from kilosnake.export.validate import validate_phy
@@ -52,7 +52,7 @@ def workdir(tmp_path):
     (tmp_path / "probe").mkdir()
     text = fx.input_json.read_text().replace(str(fx.dat), str(tmp_path / "rec.bin"))
     (results / "input.json").write_text(text)
-    done = snakemake(tmp_path)
+    done = run_rules(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp_path
 
@@ -61,20 +61,20 @@ def workdir(tmp_path):
 def test_a_rerun_through_snakemake_keeps_the_curated_folder(workdir):
     phy = workdir / "results" / "rec" / "phy"
     before = curate_as_phy_does(phy)
-    rerun = snakemake(workdir, config=["good_max_spread_um=50"])
+    rerun = run_rules(workdir, config=["good_max_spread_um=50"])
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     kept = assert_kept(phy, before)
     log = (workdir / "results" / "rec" / "logs" / "export_phy.log").read_text()
     assert "WARNING" in log and str(kept.name) in log and "cluster_group.tsv" in log
     assert f"kept whole as results/rec/{kept.name}" in rerun.stdout  # said at the end
     # the new export untouched: the next rerun replaces it without keeping a copy
-    again = snakemake(workdir, config=["good_max_spread_um=60"])
+    again = run_rules(workdir, config=["good_max_spread_um=60"])
     assert again.returncode == 0 and len(kept_folders(phy)) == 1
 
 
 @pytest.mark.slow
 def test_a_rerun_through_run_keeps_the_curated_folder(tmp_path):
-    from test_api import write_pykilosort_recording
+    from test_api_workflow import write_pykilosort_recording
 
     from kilosnake.api import Bunch, run
 
