@@ -60,28 +60,15 @@ import threading
 import time
 from pathlib import Path
 
+from kilosnake.params import RULE_ORDER
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SECTION = "## GPU speed vs Kilosort 4 (benchmarks/gpu_speed.py)"
 #: kilosnake rules in workflow order (others found in the benchmark folder come after them)
-KILOSNAKE_RULES = (
-    "check_input",
-    "input_report",
-    "whitening",
-    "preprocess",
-    "drift",
-    "detect",
-    "learn",
-    "final_pass",
-    "merge",
-    "split",
-    "cutoff",
-    "export_phy",
-    "scorecard",
-    "report",
-)
+KILOSNAKE_RULES = RULE_ORDER
 #: Kilosort 4 steps: ops key suffix (``runtime_<key>``) and label
 KS4_STEPS = (
     ("preproc", "preprocessing (filter, whitening)"),

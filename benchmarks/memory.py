@@ -35,23 +35,10 @@ import sys
 import time
 from pathlib import Path
 
+from kilosnake.params import SORT_RULES
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (
-    "check_input",
-    "whitening",
-    "preprocess",
-    "drift",
-    "detect",
-    "learn",
-    "final_pass",
-    "merge",
-    "split",
-    "cutoff",
-    "export_phy",
-    "input_report",
-    "report",
-    "scorecard",
-)
+STAGES = (*SORT_RULES, "input_report", "report")
 #: what a full run builds for a recording (the scorecard is scored outside the workflow: a raw
 #: file given with dat= has no ground truth in the workflow's eyes)
 TARGETS = ("phy", "report.html")

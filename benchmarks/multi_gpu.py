@@ -46,6 +46,8 @@ import sys
 import time
 from pathlib import Path
 
+from kilosnake.params import SORT_RULES
+
 ROOT = Path(__file__).resolve().parents[1]
 #: stages whose jobs are split over time blocks, and the rules that make them up
 SCATTERED = {
@@ -53,19 +55,7 @@ SCATTERED = {
     "final_pass": ("final_pass_block", "gather_spikes"),
 }
 #: the other stages, in pipeline order
-STAGES = (
-    "check_input",
-    "whitening",
-    "preprocess",
-    "drift",
-    "detect",
-    "learn",
-    "final_pass",
-    "merge",
-    "split",
-    "cutoff",
-    "export_phy",
-)
+STAGES = SORT_RULES
 
 
 def parse_args(argv=None) -> argparse.Namespace:

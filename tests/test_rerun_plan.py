@@ -12,11 +12,7 @@ import kilosnake.params as kparams
 pytestmark = pytest.mark.slow
 
 #: rules of the demo's workflow (a single-shank recording sorted unscattered)
-DEMO_RULES = {
-    "demo_recording", "check_input", "input_report", "whitening", "preprocess", "drift",
-    "detect", "learn", "final_pass", "merge", "split", "cutoff", "export_phy", "scorecard",
-    "report",
-}  # fmt: skip
+DEMO_RULES = {"demo_recording", *kparams.RULE_ORDER}
 #: the recording's own description and the set of recordings: they say what is sorted
 NOT_A_SETTING = {"dat", "probe", "n_channels", "dtype", "sample_rate", "uv_per_bit",
                  "recordings", "demo_preset"}  # fmt: skip
@@ -84,7 +80,6 @@ def test_a_changed_parameter_reruns_exactly_its_readers(demo_sort, param):
 
 def min_readers(readers: set) -> set:
     """The readers that no other reader precedes (their params are what Snakemake reports)."""
-    order = ["demo_recording", "check_input", "whitening", "preprocess", "drift", "detect",
-             "learn", "final_pass", "merge", "split", "cutoff", "export_phy"]  # fmt: skip
+    order = ["demo_recording", *kparams.SORT_RULES]
     first = min(order.index(r) for r in readers if r in order)
     return {order[first]}

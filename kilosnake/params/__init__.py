@@ -19,8 +19,10 @@ import yaml
 
 from kilosnake.params.param import (
     GPU_RULES,
+    RULE_ORDER,
     RUN_TIME_SETTINGS,
     SEEDED_RULES,
+    SORT_RULES,
     STAGE_RULES,
     STAGES,
     Param,
@@ -37,11 +39,11 @@ from kilosnake.params.render import (
 from kilosnake.params.table import PARAMS
 
 __all__ = [
-    "GENERATED_FILES", "GPU_RULES", "PARAMS", "PARAMS_BY_NAME", "RUN_TIME_SETTINGS",
-    "SEEDED_RULES", "STAGES", "STAGE_RULES", "Param", "coerce_config", "config_schema",
-    "defaults", "log_non_default", "main", "non_default", "render_config_yaml",
-    "render_markdown_table", "render_schema_yaml", "resolve", "rule_param_names",
-    "run_time_settings", "stage_names",
+    "GENERATED_FILES", "GPU_RULES", "PARAMS", "PARAMS_BY_NAME", "RULE_ORDER",
+    "RUN_TIME_SETTINGS", "SEEDED_RULES", "SORT_RULES", "STAGES", "STAGE_RULES", "Param",
+    "coerce_config", "config_schema", "defaults", "log_non_default", "main", "non_default",
+    "render_config_yaml", "render_markdown_table", "render_schema_yaml", "resolve",
+    "rule_param_names", "run_time_settings", "stage_names",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

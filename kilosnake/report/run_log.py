@@ -8,26 +8,13 @@ import html
 import re
 from pathlib import Path
 
+from kilosnake.params import RULE_ORDER
 from kilosnake.report.html import Section, html_table
 
 #: warnings and errors quoted from the logs, at most
 MAX_LOG_LINES = 60
 #: stages in pipeline order (for the run table)
-STAGE_ORDER = (
-    "check_input",
-    "input_report",
-    "whitening",
-    "preprocess",
-    "drift",
-    "detect",
-    "learn",
-    "final_pass",
-    "merge",
-    "split",
-    "cutoff",
-    "export_phy",
-    "scorecard",
-)
+STAGE_ORDER = tuple(r for r in RULE_ORDER if r != "report")
 
 
 _DONE_LINE = re.compile(
