@@ -254,7 +254,14 @@ def run_curation(paths: FixturePaths, **overrides) -> dict:
     run_merge(paths.spikes, paths.input_json, p, out["merge"])
     run_split(paths.spikes, paths.templates, out["merge"], paths.input_json, p, out["split"])
     run_cutoff(
-        paths.spikes, out["split"], paths.whitening, paths.input_json, p, p["Th"], out["cutoff"]
+        paths.spikes,
+        out["split"],
+        paths.whitening,
+        paths.input_json,
+        p,
+        p["Th"],
+        out["cutoff"],
+        merge_zarr=out["merge"],
     )
     return out
 

@@ -130,7 +130,7 @@ def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_
     labels = zarr.open_group(str(stores["split"]), mode="r")["cluster"][...]
     g = groups[3]
     assert g["refractory_good"][...].any() and not g["refractory_good"][...].all()
-    for c in range(g["good"].shape[0]):
+    for c in np.unique(labels):  # clusters with spikes (folded-away ones have none)
         res = cluster_cutoff(
             times[labels == c],
             scores[labels == c],

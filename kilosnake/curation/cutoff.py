@@ -13,22 +13,35 @@ clipped to [0, 1]).
 
 Spatial test: each cluster's template energy per channel (``Σ_t T²``), channels under 10 % of the
 largest set to 0; with the energy-weighted centre of the channel positions, the energy-weighted
-mean distance of the channels to it is the spread. A cluster is labelled ``good`` when it is
-refractory-good and its spread is below ``good_max_spread_um``; every other cluster is ``mua``.
+mean distance of the channels to it is the spread.
+
+Clusters that are not units: spikes the merge stage marked as duplicates (one event matched by
+two templates) are left out of every test and never kept. A cluster left with fewer than
+``min_unit_spikes`` kept spikes is folded into the cluster with the most similar template when
+their similarity is at least ``fold_sim_min`` (:func:`kilosnake.curation.fold.fold_small_clusters`;
+its spikes join that cluster and keep their keep flag; the target's label tests stay those of its
+own spikes); one that finds no such cluster is labelled ``noise`` (Phy keeps its spikes under
+that label). A cluster is labelled ``good`` when it is refractory-good and
+its spread is below ``good_max_spread_um``; every other cluster is ``mua``.
 Each label comes with its reason (:func:`label_reason`, from the same quantities): ``good``, or
-e.g. "too few spikes for a refractory test (12 in 30 s)", "contamination 0.23 > 0.1",
+e.g. "not a unit: 12 spikes (min_unit_spikes 30)", "too few spikes for a refractory test (40 in
+30 s)", "contamination 0.23 > 0.1",
 "refractory dip not significant in 30 s (R 0.31 > 0.05, 80 spikes)", "template spread 140 µm
 >= 100 µm".
 
 The stage writes ``cutoff.zarr``:
 
-* ``keep`` (nspk,) bool: spike kept after the score cutoff;
-* ``good`` (n_clusters,) bool: label good (else mua);
+* ``keep`` (nspk,) bool: spike kept after the score cutoff (duplicates never are);
+* ``cluster_of`` (n_clusters,) uint32: the cluster each cluster's spikes end in (itself, or the
+  one it was folded into);
+* ``folds`` (n_folds, 2) uint32 and ``fold_similarity`` (n_folds,) float32: the folds, in order;
+* ``good`` (n_clusters,) bool: label good (else mua or noise);
+* ``noise`` (n_clusters,) bool: label noise (fewer than ``min_unit_spikes`` kept spikes);
 * ``refractory_good`` (n_clusters,) bool: passed the refractory test;
 * ``contamination`` (n_clusters,) float64: estimated contamination of the kept spikes, [0, 1];
 * ``threshold`` (n_clusters,) float64: score threshold of the cluster;
 * ``spread_um`` (n_clusters,) float64: spatial spread of the template (inf if empty);
-* ``n_kept`` (n_clusters,) int64: spikes kept;
+* ``n_kept`` (n_clusters,) int64: spikes kept (after folds);
 * attribute ``label_reason``: per cluster, why it is good or mua.
 """
 
@@ -42,6 +55,7 @@ import numpy as np
 
 from kilosnake.curation.ccg import N_CENTRAL, TBIN_S, refractory_stats
 from kilosnake.curation.data import read_probe_geometry
+from kilosnake.curation.fold import fold_small_clusters
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
@@ -78,11 +92,14 @@ class CutoffResult:
 
     keep: np.ndarray
     good: np.ndarray
+    noise: np.ndarray
     refractory_good: np.ndarray
     contamination: np.ndarray
     threshold: np.ndarray
     spread_um: np.ndarray
     reasons: list = dataclasses.field(default_factory=list)
+    cluster_of: np.ndarray | None = None  # (n_clusters,) cluster each one's spikes end in
+    folds: list = dataclasses.field(default_factory=list)  # [(cluster, target, similarity)]
 
 
 def thresholds(th_high: float, th_low: float) -> np.ndarray:
@@ -161,11 +178,16 @@ def label_reason(
     fcont: float,
     R_max: float,
     max_spread_um: float,
+    n_kept: int | None = None,
+    min_unit_spikes: int = 1,
 ) -> str:
-    """Why a cluster is labelled as it is: ``"good"``, or what made it ``mua`` (the same
-    quantities and tests as :func:`apply_cutoff`)."""
+    """Why a cluster is labelled as it is: ``"good"``, or what made it ``mua`` or ``noise`` (the
+    same quantities and tests as :func:`apply_cutoff`; ``n_kept`` defaults to ``n_spikes``)."""
+    n_kept = n_spikes if n_kept is None else n_kept
     if n_spikes == 0:
         return "no spikes"
+    if n_kept < min_unit_spikes:
+        return f"not a unit: {n_kept} spikes (min_unit_spikes {min_unit_spikes})"
     if not test.refractory_good:
         return refractory_reason(test, duration_s, fcont, R_max)
     if not spread_um < max_spread_um:
@@ -206,6 +228,10 @@ def apply_cutoff(
     max_spread_um=100.0,
     workers: int = 1,
     duration_s: float | None = None,
+    min_unit_spikes: int = 1,
+    duplicate: np.ndarray | None = None,
+    similarity: np.ndarray | None = None,
+    fold_sim_min: float = 1.0,
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
@@ -234,6 +260,15 @@ def apply_cutoff(
     duration_s : float, optional
         Length of the recording (s), for the reasons of the labels; default: the span of the
         spike times.
+    min_unit_spikes : int
+        Clusters with fewer kept spikes (and at least one) are labelled ``noise``.
+    duplicate : ndarray of bool (n,), optional
+        Spikes left out (duplicates of another cluster's, :mod:`kilosnake.curation.fold`):
+        never kept and not part of any cluster's tests.
+    similarity : ndarray (n_clusters, n_clusters), optional
+        Template similarity, for folding clusters under ``min_unit_spikes`` (no folds without).
+    fold_sim_min : float
+        Least similarity of a fold.
 
     Returns
     -------
@@ -243,11 +278,17 @@ def apply_cutoff(
     contamination = np.ones(n_clusters)
     threshold = np.full(n_clusters, float(Th[0]))
     spread = np.array([template_spread(templates[c], xc, yc) for c in range(n_clusters)])
-    counts = label_counts(blocks(labels), n_clusters)
+    if duplicate is None:
+        duplicate = np.zeros(labels.shape[0], bool)
+
+    def counted(start, rows):
+        return rows[~duplicate[start : start + len(rows)]]
+
+    counts = label_counts(((s, counted(s, lab)) for s, lab in blocks(labels)), n_clusters)
 
     def spike_blocks():
-        for (_, lab), (_, t), (_, sc) in zip(blocks(labels), blocks(times), blocks(scores)):
-            yield lab, {"time": t, "score": sc}
+        for (s, lab), (_, t), (_, sc) in zip(blocks(labels), blocks(times), blocks(scores)):
+            yield counted(s, lab), {"time": counted(s, t), "score": counted(s, sc)}
 
     clusters = (
         (c, np.asarray(v["time"], np.float64), v["score"])
@@ -265,28 +306,75 @@ def apply_cutoff(
     keep = np.concatenate(
         [np.zeros(0, bool)]
         + [
-            sc > threshold[np.asarray(lab, np.int64)]
-            for (_, lab), (_, sc) in zip(blocks(labels), blocks(scores))
+            (sc > threshold[np.asarray(lab, np.int64)]) & ~duplicate[s : s + len(lab)]
+            for (s, lab), (_, sc) in zip(blocks(labels), blocks(scores))
         ]
     )
-    good = refr & (spread < max_spread_um)
+    n_kept = kept_counts(labels, keep, n_clusters)
+    cluster_of = np.arange(n_clusters, dtype=np.int64)
+    folds = []
+    if similarity is not None:
+        sim = np.array(similarity, dtype=np.float64, copy=True)
+        np.fill_diagonal(sim, 0.0)
+        folds = fold_small_clusters(cluster_of, n_kept, sim, min_unit_spikes, fold_sim_min)
+        n_kept = np.bincount(cluster_of, weights=n_kept, minlength=n_clusters).astype(np.int64)
+    noise = (n_kept > 0) & (n_kept < min_unit_spikes)
+    good = refr & (spread < max_spread_um) & ~noise
     logger.info(
-        "cutoff: %d of %d spikes kept; %d good clusters of %d with spikes",
+        "cutoff: %d of %d spikes kept; %d good and %d noise clusters of %d with spikes",
         keep.sum(),
         keep.size,
         good.sum(),
-        np.count_nonzero(counts),
+        noise.sum(),
+        np.count_nonzero(n_kept),
     )
     if duration_s is None:
         duration_s = _span_s(times, sample_rate)
     empty = ClusterCutoff(float(Th[0]), 1.0, False)
+    folded = {j: (target, sim) for j, target, sim in folds}
     reasons = [
-        label_reason(
-            tests.get(c, empty), counts[c], spread[c], duration_s, fcont, R_max, max_spread_um
+        fold_reason(*folded[c])
+        if c in folded
+        else label_reason(
+            tests.get(c, empty),
+            counts[c],
+            spread[c],
+            duration_s,
+            fcont,
+            R_max,
+            max_spread_um,
+            n_kept[c],
+            min_unit_spikes,
         )
         for c in range(n_clusters)
     ]
-    return CutoffResult(keep, good, refr, contamination, threshold, spread, reasons)
+    return CutoffResult(
+        keep, good, noise, refr, contamination, threshold, spread, reasons, cluster_of, folds
+    )
+
+
+def fold_reason(target: int, similarity: float) -> str:
+    """The label reason of a cluster folded into another."""
+    return f"folded into cluster {target} (too few spikes; template similarity {similarity:.2f})"
+
+
+def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Kept spikes per cluster (``labels`` read in blocks)."""
+    n_kept = np.zeros(n_clusters, np.int64)
+    for start, lab in blocks(labels):
+        kept = np.asarray(lab, np.int64)[keep[start : start + lab.size]]
+        n_kept += np.bincount(kept, minlength=n_clusters)[:n_clusters]
+    return n_kept
+
+
+def read_duplicates(merge_zarr, n_spikes: int) -> np.ndarray:
+    """The merge stage's ``duplicate`` mask (none without the store)."""
+    if merge_zarr is None:
+        return np.zeros(n_spikes, bool)
+    duplicate = np.asarray(open_store(merge_zarr)["duplicate"][...], bool)
+    if duplicate.size != n_spikes:
+        raise ValueError(f"{merge_zarr} marks {duplicate.size} spikes, the split {n_spikes}")
+    return duplicate
 
 
 def _span_s(times, sample_rate: float) -> float:
@@ -301,27 +389,42 @@ def _span_s(times, sample_rate: float) -> float:
 def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
     """Write ``cutoff.zarr`` (see the module docstring)."""
     n_clusters = result.good.size
-    n_kept = np.zeros(n_clusters, np.int64)
-    for start, lab in blocks(labels):
-        kept = np.asarray(lab, np.int64)[result.keep[start : start + lab.size]]
-        n_kept += np.bincount(kept, minlength=n_clusters)[:n_clusters]
+    cluster_of = np.arange(n_clusters) if result.cluster_of is None else result.cluster_of
+    n_kept = np.bincount(
+        cluster_of, weights=kept_counts(labels, result.keep, n_clusters), minlength=n_clusters
+    )
+    folds = result.folds
     attrs = {
         "n_clusters": int(n_clusters),
         "n_good": int(result.good.sum()),
+        "n_noise": int(result.noise.sum()),
+        "n_folds": len(folds),
         "label_reason": list(result.reasons),  # why each cluster is good or mua
     }
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
         write_array(g, "keep", result.keep, chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
         write_array(g, "good", result.good)
+        write_array(g, "noise", result.noise)
         write_array(g, "refractory_good", result.refractory_good)
         write_array(g, "contamination", result.contamination.astype(np.float64))
         write_array(g, "threshold", result.threshold.astype(np.float64))
         write_array(g, "spread_um", result.spread_um.astype(np.float64))
         write_array(g, "n_kept", n_kept.astype(np.int64))
+        write_array(g, "cluster_of", cluster_of.astype(np.uint32))
+        write_array(g, "folds", np.array([f[:2] for f in folds], dtype=np.uint32).reshape(-1, 2))
+        write_array(g, "fold_similarity", np.array([f[2] for f in folds], dtype=np.float32))
 
 
 def run_cutoff(
-    spikes_zarr, split_zarr, whitening_zarr, input_json, params: dict, Th, out, workers: int = 1
+    spikes_zarr,
+    split_zarr,
+    whitening_zarr,
+    input_json,
+    params: dict,
+    Th,
+    out,
+    workers: int = 1,
+    merge_zarr=None,
 ) -> CutoffResult:
     """The ``cutoff`` stage: score cutoff and labels → ``cutoff.zarr``.
 
@@ -339,6 +442,8 @@ def run_cutoff(
         ``cutoff.zarr`` to write.
     workers : int
         Processes running the per-cluster threshold descents (same output whatever the number).
+    merge_zarr : path, optional
+        The merge stage's store: its ``duplicate`` spikes are left out.
     """
     g = open_store(spikes_zarr)
     times, scores = g["time"], g["score"]
@@ -369,6 +474,10 @@ def run_cutoff(
         params["good_max_spread_um"],
         workers,
         info.get("duration_s"),
+        params["min_unit_spikes"],
+        read_duplicates(merge_zarr, labels.shape[0]),
+        np.asarray(sg["similar_templates"][...], dtype=np.float64),
+        params["fold_sim_min"],
     )
     write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
     return result

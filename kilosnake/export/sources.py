@@ -14,6 +14,7 @@ from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import (
     BLOCK_ROWS,
+    MappedLabels,
     blocks,
     npy_blocks,
 )
@@ -68,6 +69,7 @@ def read_sources(
         np.asarray(cg["contamination"][...], np.float64),
         int(sg.attrs["n_clusters"]),
         tuple(cg.attrs.get("label_reason", ())),
+        np.asarray(cg["noise"][...], bool) if "noise" in cg else None,
     )
     wg = open_store(whitening_zarr)
     n_chan = {
@@ -79,7 +81,7 @@ def read_sources(
         raise PhyExportError(f"channel counts differ between stores: {n_chan}")
     return ExportSources(
         sp,
-        sg["cluster"],
+        final_labels(sg["cluster"], cg),
         cg["keep"],
         table,
         int(read_templates(templates_zarr).nt0min),
@@ -89,6 +91,16 @@ def read_sources(
         np.asarray(sp["pc_feature_ind"][...], np.int64),
         np.asarray(sp["template_feature_ind"][...], np.int64),
     )
+
+
+def final_labels(split_labels, cutoff_group):
+    """The cluster of every spike: the split's, through the cutoff stage's folds."""
+    if "cluster_of" not in cutoff_group:
+        return split_labels
+    cluster_of = np.asarray(cutoff_group["cluster_of"][...], np.uint32)
+    if np.array_equal(cluster_of, np.arange(cluster_of.size)):
+        return split_labels
+    return MappedLabels(split_labels, cluster_of)
 
 
 def kept_order(time: np.ndarray, keep: np.ndarray) -> np.ndarray:

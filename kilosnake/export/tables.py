@@ -53,10 +53,16 @@ class ClusterTable:
     contamination: np.ndarray  # (n,) in [0, 1]
     n_real: int  # clusters before padding
     reasons: tuple = ()  # (n,) why each cluster is good or mua (empty: not recorded)
+    noise: np.ndarray | None = None  # (n,) bool: labelled noise (None: none is)
 
     @property
     def n(self) -> int:
         return int(self.templates.shape[0])
+
+    def labels(self) -> list[str]:
+        """Each cluster's label: ``noise``, ``good`` or ``mua``."""
+        noise = np.zeros(self.n, bool) if self.noise is None else self.noise
+        return ["noise" if z else "good" if g else "mua" for g, z in zip(self.good, noise)]
 
 
 def pad_clusters(table: ClusterTable, n_min: int = MIN_PHY_TEMPLATES) -> ClusterTable:
@@ -80,6 +86,7 @@ def pad_clusters(table: ClusterTable, n_min: int = MIN_PHY_TEMPLATES) -> Cluster
         np.concatenate([table.contamination, np.ones(extra)]),
         table.n_real,
         tuple(table.reasons) + ("no spikes",) * extra if table.reasons else (),
+        None if table.noise is None else np.concatenate([table.noise, np.zeros(extra, bool)]),
     )
 
 

@@ -141,12 +141,14 @@ def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) 
             params["templateScaling"],
         )
     )
+    noise_with_spikes = (counts > 0) & (np.array(table.labels()) == "noise")
     return {
         "n_spikes": int(kept.n),
         "n_clusters": table.n,
         "n_channels": int(s.whitening.shape[0]),
         "n_good": int(table.good[counts > 0].sum()),
-        "n_units": int(np.count_nonzero(counts)),
+        "n_units": int(np.count_nonzero(counts > 0) - np.count_nonzero(noise_with_spikes)),
+        "n_noise": int(np.count_nonzero(noise_with_spikes)),
     }
 
 
@@ -245,7 +247,7 @@ def write_metrics(
 
 
 def label_reason_of(table: ClusterTable, c: int) -> str:
-    """Why cluster ``c`` is good or mua, as the cutoff stage recorded it."""
+    """Why cluster ``c`` is good, mua or noise, as the cutoff stage recorded it."""
     if len(table.reasons) > c:
         return str(table.reasons[c])
     return "good" if table.good[c] else "mua (reason not recorded: cutoff.zarr is older)"
@@ -282,7 +284,7 @@ def write_features(folder: Path, s: ExportSources, table: ClusterTable, kept: Ke
 def write_cluster_tables(folder: Path, table: ClusterTable, amplitudes: np.ndarray) -> None:
     """``cluster_KSLabel``, ``cluster_group``, ``cluster_ContamPct``, ``cluster_Amplitude``
     (``amplitudes``: per cluster, see :func:`cluster_amplitudes`)."""
-    labels_text = ["good" if g else "mua" for g in table.good]
+    labels_text = table.labels()
     contam = 100.0 * np.clip(np.nan_to_num(table.contamination, nan=1.0), 0.0, 1.0)
     (folder / "cluster_KSLabel.tsv").write_text(tsv_text("KSLabel", labels_text))
     (folder / "cluster_group.tsv").write_text(tsv_text("group", labels_text))
@@ -353,11 +355,12 @@ def publish_phy_folder(sources: ExportSources, params: dict, out) -> dict:
     summary["kept_curated"] = None if kept is None else str(kept)
     publish(tmp, final)
     logger.info(
-        "Phy folder %s: %d spikes, %d units (%d good), %d cluster ids",
+        "Phy folder %s: %d spikes, %d units (%d good), %d noise clusters, %d cluster ids",
         final,
         summary["n_spikes"],
         summary["n_units"],
         summary["n_good"],
+        summary["n_noise"],
         summary["n_clusters"],
     )
     if summary["n_spikes"] == 0:

@@ -66,6 +66,20 @@ def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
     return out
 
 
+class MappedLabels:
+    """A per-spike label array read through a label map: ``view[rows] == mapping[labels[rows]]``
+    (slices and index arrays along axis 0), so a relabelling needs no copy of the spikes."""
+
+    def __init__(self, labels, mapping: np.ndarray):
+        self.labels = labels
+        self.mapping = np.asarray(mapping)
+        self.shape = tuple(labels.shape)
+        self.dtype = self.mapping.dtype
+
+    def __getitem__(self, rows):
+        return self.mapping[np.asarray(self.labels[rows], dtype=np.int64)]
+
+
 class NpyWriter:
     """Write a ``.npy`` file of known shape in blocks along axis 0 (no memory map).
 

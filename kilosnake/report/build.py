@@ -318,14 +318,16 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
         )
         classes.append("good" if r["label"] == "good" else "")
     n_good = sum(r["label"] == "good" for r in rows)
+    n_noise = sum(r["label"] == "noise" for r in rows)
     note = (
-        f"{len(rows)} units with spikes, {n_good} good (phy/cluster_metrics.tsv, "
-        'cluster_KSLabel.tsv); "why" is the reason of the label (label_reason): a unit is '
-        "mua when its auto-correlogram shows no significant refractory dip (too few spikes "
-        "for the test, contamination above cutoff_fcont, or a dip not significant at "
-        "cutoff_R_max in a short recording) or its template spreads too far "
-        "(good_max_spread_um). Contamination from refractory-period violations; see "
-        "docs/metrics.md."
+        f"{len(rows)} clusters with spikes, {n_good} good, {n_noise} noise "
+        '(phy/cluster_metrics.tsv, cluster_KSLabel.tsv); "why" is the reason of the label '
+        "(label_reason): a unit is mua when its auto-correlogram shows no significant "
+        "refractory dip (too few spikes for the test, contamination above cutoff_fcont, or a "
+        "dip not significant at cutoff_R_max in a short recording) or its template spreads too "
+        "far (good_max_spread_um); a cluster is noise when it has fewer than min_unit_spikes "
+        "spikes and no unit similar enough to fold it into. Contamination from "
+        "refractory-period violations; see docs/metrics.md."
     )
     return Section(
         "units", "Units", f'<p class="note">{note}</p>' + html_table(header, table, classes)

@@ -232,6 +232,7 @@ def cutoff_stage(job: StageJob) -> None:
                 pk["Th"],
                 o["out"],
                 workers=job.threads,
+                merge_zarr=i["merge"],
             )
 
 

@@ -78,7 +78,8 @@ def _last_error_line(log: Path) -> str:
 
 
 def _phy_counts(phy: Path) -> tuple:
-    """Units with spikes, good units among them and spikes of a Phy folder ("" when unreadable)."""
+    """Units with spikes (clusters labelled noise left out), good units among them and spikes
+    of a Phy folder ("" when unreadable)."""
     import numpy as np
 
     try:
@@ -86,17 +87,19 @@ def _phy_counts(phy: Path) -> tuple:
         labels_file = phy / "spike_clusters.npy"
         if not labels_file.exists():
             labels_file = phy / "spike_templates.npy"
-        units = np.unique(np.load(labels_file, allow_pickle=False))
-        good = _good_clusters(phy / "cluster_KSLabel.tsv")
-        return int(units.size), int(sum(int(u) in good for u in units)), int(times.shape[0])
+        clusters = np.unique(np.load(labels_file, allow_pickle=False))
+        labels = _cluster_labels(phy / "cluster_KSLabel.tsv")
+        units = [int(c) for c in clusters if labels.get(int(c)) != "noise"]
+        good = sum(labels.get(u) == "good" for u in units)
+        return len(units), int(good), int(times.shape[0])
     except (OSError, ValueError):
         return "", "", ""
 
 
-def _good_clusters(path: Path) -> set:
+def _cluster_labels(path: Path) -> dict:
+    """``{cluster id: KSLabel}`` of a ``cluster_KSLabel.tsv``."""
     with path.open() as f:
-        rows = csv.DictReader(f, delimiter="\t")
-        return {int(r["cluster_id"]) for r in rows if r.get("KSLabel") == "good"}
+        return {int(r["cluster_id"]): r.get("KSLabel") for r in csv.DictReader(f, delimiter="\t")}
 
 
 def stage_log(logs: Path, stage: str) -> Path | None:

@@ -47,6 +47,7 @@ rule split:
 rule cutoff:
     input:
         spikes=out("spikes.zarr"),
+        merge=out("merge.zarr"),
         split=out("split.zarr"),
         whitening=out("whitening.zarr"),
         info=stage_info,

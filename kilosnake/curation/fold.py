@@ -1,0 +1,151 @@
+"""Clusters that are not units: duplicate spikes and small clusters folded into similar units.
+
+Duplicate spikes
+----------------
+The final pass sometimes matches one event twice, with two templates at the same time (the second
+on what the first left); the copy then forms a cluster whose spikes nearly all coincide with
+another cluster's. Every pair of spikes of different clusters at most ``duplicate_spike_ms`` apart
+is a coincidence. For each pair of clusters, the smaller one (fewer spikes; ties: the higher id) is
+the possible copy: when its spikes that coincide with the other's make up at least
+``duplicate_fraction`` of its spikes, those spikes are duplicates of the larger cluster's and are
+marked (merge stage); the cutoff stage leaves them out and the larger cluster keeps the event.
+Independent neurons rarely fire within a fraction of a millisecond of each other, and never for
+most of their spikes, so true neighbours keep all their spikes.
+
+Folds
+-----
+After the score cutoff (cutoff stage), a cluster with fewer than ``min_unit_spikes`` kept spikes is
+too small to be tested (no correlogram of so few spikes can show a refractory dip) and too small to
+be a unit; it is most often a fragment of a unit that template learning spawned several times. Such
+clusters are visited in ascending order of size; one still below ``min_unit_spikes`` when visited
+is folded into the live cluster (one with spikes, itself excluded) whose template is most similar
+to its own, when that similarity is at least ``fold_sim_min``. The target grows by the folded
+spikes, so the fragments of one unit gather into one cluster. A small cluster with no template
+similar enough stays as it is, and the cutoff stage labels it ``noise``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def coincident_pairs(times: np.ndarray, clusters: np.ndarray, window: int):
+    """Indices ``(i, k)`` of the spike pairs of different clusters at most ``window`` samples
+    apart (``times`` sorted)."""
+    times = np.asarray(times, dtype=np.int64)
+    first, second = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for lag in range(1, times.size):
+        close = np.flatnonzero(times[lag:] - times[:-lag] <= window)
+        if close.size == 0:
+            break
+        other = close + lag
+        differ = clusters[close] != clusters[other]
+        first.append(close[differ])
+        second.append(other[differ])
+    return np.concatenate(first), np.concatenate(second)
+
+
+def duplicate_spikes(
+    times: np.ndarray, clusters: np.ndarray, n_clusters: int, window: int, min_fraction: float
+) -> np.ndarray:
+    """Mask of the spikes that repeat a spike of a larger cluster (see the module docstring).
+
+    Parameters
+    ----------
+    times : ndarray of int, shape (n,)
+        Spike times (samples), sorted.
+    clusters : ndarray of int, shape (n,)
+        Cluster of every spike.
+    n_clusters : int
+    window : int
+        Largest time difference (samples) of a coincidence.
+    min_fraction : float
+        Least fraction of the smaller cluster's spikes that must coincide with the other's.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    duplicate = np.zeros(clusters.size, bool)
+    i, k = coincident_pairs(times, clusters, window)
+    if i.size == 0:
+        return duplicate
+    sizes = np.bincount(clusters, minlength=n_clusters)
+    a, b = clusters[i], clusters[k]
+    k_is_copy = (sizes[b] < sizes[a]) | ((sizes[b] == sizes[a]) & (b > a))
+    copy_spike = np.where(k_is_copy, k, i)
+    original = np.where(k_is_copy, a, b)
+    # each spike of the copy counts once per cluster it coincides with
+    spike_pair = np.unique(copy_spike * n_clusters + original)
+    spike, partner = np.divmod(spike_pair, n_clusters)
+    pair = clusters[spike] * n_clusters + partner
+    pairs, n_coincident = np.unique(pair, return_counts=True)
+    copies = pairs[n_coincident >= min_fraction * sizes[pairs // n_clusters]]
+    duplicate[spike[np.isin(pair, copies)]] = True
+    for code in copies:
+        logger.debug(
+            "cluster %d: spikes coinciding with cluster %d are duplicates",
+            code // n_clusters,
+            code % n_clusters,
+        )
+    logger.info(
+        "%d duplicate spikes in %d clusters repeating a larger cluster's",
+        duplicate.sum(),
+        np.unique(copies // n_clusters).size,
+    )
+    return duplicate
+
+
+def fold_small_clusters(
+    template_cluster: np.ndarray,
+    sizes: np.ndarray,
+    similarity: np.ndarray,
+    min_spikes: int,
+    sim_min: float,
+) -> list:
+    """Fold clusters smaller than ``min_spikes`` into their most similar live cluster (see the
+    module docstring).
+
+    Parameters
+    ----------
+    template_cluster : ndarray of int, shape (Nfilt,)
+        Cluster of each template's spikes; updated in place. Cluster ids are template ids.
+    sizes : ndarray of int, shape (Nfilt,)
+        Spikes per cluster (duplicates not counted).
+    similarity : ndarray, shape (Nfilt, Nfilt)
+        Template similarity, diagonal 0.
+    min_spikes : int
+        ``min_unit_spikes``.
+    sim_min : float
+        ``fold_sim_min``.
+
+    Returns
+    -------
+    list of (cluster folded away, target cluster, similarity), in order.
+    """
+    sizes = np.array(sizes, dtype=np.int64, copy=True)
+    folds = []
+    for j in np.argsort(sizes, kind="stable"):
+        if not 0 < sizes[j] < min_spikes:
+            continue
+        live = np.flatnonzero(sizes > 0)
+        live = live[live != j]
+        if live.size == 0:
+            break
+        sims = similarity[j, live]
+        best = int(np.argmax(sims))  # ties: the lowest cluster id
+        if sims[best] < sim_min:
+            continue
+        target = int(live[best])
+        template_cluster[template_cluster == j] = target
+        sizes[target] += sizes[j]
+        sizes[j] = 0
+        folds.append((int(j), target, float(sims[best])))
+        logger.debug("fold %d -> %d (similarity %.3f)", j, target, sims[best])
+    logger.info("%d clusters under %d spikes folded into similar units", len(folds), min_spikes)
+    return folds

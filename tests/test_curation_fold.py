@@ -1,0 +1,116 @@
+"""Duplicate spikes and folds of clusters too small to be units (kilosnake.curation.fold)."""
+
+import numpy as np
+
+from kilosnake.curation.fold import coincident_pairs, duplicate_spikes, fold_small_clusters
+
+
+def _sorted_train(times, clusters):
+    order = np.argsort(times, kind="stable")
+    return np.asarray(times)[order], np.asarray(clusters)[order]
+
+
+def test_coincident_pairs_are_the_pairs_of_different_clusters_within_the_window():
+    times = np.array([0, 2, 3, 10, 20, 21, 21])
+    clusters = np.array([0, 1, 0, 0, 2, 2, 3])
+    i, k = coincident_pairs(times, clusters, window=3)
+    pairs = sorted(zip(i.tolist(), k.tolist()))
+    # (0, 1): 2 samples apart; (1, 2): 1 apart; (0, 2) same cluster; (4, 6), (5, 6)
+    assert pairs == [(0, 1), (1, 2), (4, 6), (5, 6)]
+
+
+def test_a_cluster_repeating_another_is_marked_and_the_original_keeps_its_spikes():
+    rng = np.random.default_rng(0)
+    big = np.sort(rng.choice(3_000_000, 2000, replace=False))
+    copy = big[::4] + rng.integers(0, 2, big[::4].size)  # a quarter of its events, again
+    other = np.sort(rng.choice(3_000_000, 800, replace=False))  # an independent neighbour
+    times, clusters = _sorted_train(
+        np.concatenate([big, copy, other]),
+        np.concatenate([np.zeros(big.size), np.ones(copy.size), np.full(other.size, 2)]).astype(
+            int
+        ),
+    )
+    dup = duplicate_spikes(times, clusters, 3, window=7, min_fraction=0.5)
+    assert dup[clusters == 1].all()
+    assert not dup[clusters == 0].any()
+    assert not dup[clusters == 2].any()
+
+
+def test_coincidences_below_the_fraction_are_not_duplicates():
+    big = np.arange(0, 3_000_000, 1500)
+    partial = np.concatenate([big[:100], np.arange(5_000_000, 5_000_000 + 300 * 1500, 1500)])
+    times, clusters = _sorted_train(
+        np.concatenate([big, partial]), np.r_[np.zeros(big.size, int), np.ones(partial.size, int)]
+    )
+    assert not duplicate_spikes(times, clusters, 2, window=7, min_fraction=0.5).any()
+    # the same coincidences are a majority when the fraction asked for is lower
+    assert duplicate_spikes(times, clusters, 2, window=7, min_fraction=0.2).sum() == 100
+
+
+def test_fragments_gather_into_one_cluster_and_a_lonely_one_stays():
+    sizes = np.array([500, 5, 8, 12, 3, 0])
+    sim = np.array(
+        [
+            [0.0, 0.2, 0.1, 0.1, 0.1, 0.0],
+            [0.2, 0.0, 0.8, 0.7, 0.1, 0.0],
+            [0.1, 0.8, 0.0, 0.75, 0.1, 0.0],
+            [0.1, 0.7, 0.75, 0.0, 0.1, 0.0],
+            [0.1, 0.1, 0.1, 0.1, 0.0, 0.9],  # most like an empty cluster: that does not count
+            [0.0, 0.0, 0.0, 0.0, 0.9, 0.0],
+        ]
+    )
+    cluster_of = np.arange(6)
+    folds = fold_small_clusters(cluster_of, sizes, sim, min_spikes=30, sim_min=0.6)
+    # 4 (3 spikes) finds nothing similar; 1 -> 2, then 2 (13) -> 3 (25): 3 stays under 30 but
+    # its most similar live cluster (0, 0.1) is not similar enough
+    assert [f[:2] for f in folds] == [(1, 2), (2, 3)]
+    assert cluster_of.tolist() == [0, 3, 3, 3, 4, 5]
+
+
+def test_no_folds_when_every_cluster_is_large_enough():
+    sizes = np.array([40, 31, 30])
+    sim = np.full((3, 3), 0.9)
+    np.fill_diagonal(sim, 0.0)
+    cluster_of = np.arange(3)
+    assert fold_small_clusters(cluster_of, sizes, sim, min_spikes=30, sim_min=0.6) == []
+    assert cluster_of.tolist() == [0, 1, 2]
+
+
+def test_cutoff_leaves_duplicates_out_folds_fragments_and_labels_lonely_ones_noise():
+    from kilosnake.curation.cutoff import apply_cutoff
+
+    rate = 30000.0
+    rng = np.random.default_rng(3)
+    unit = np.sort(rng.choice(np.arange(0, 9_000_000, 60), 900, replace=False))
+    fragment = np.sort(rng.choice(np.arange(30, 9_000_000, 60), 10, replace=False))
+    lonely = np.sort(rng.choice(np.arange(45, 9_000_000, 60), 6, replace=False))
+    copies = unit[:50]  # a duplicate of 50 of the unit's spikes, marked by the merge stage
+    times, labels = _sorted_train(
+        np.concatenate([unit, fragment, lonely, copies]),
+        np.concatenate([np.zeros(900), np.ones(10), np.full(6, 2), np.full(50, 3)]).astype(int),
+    )
+    duplicate = labels == 3
+    templates = np.zeros((4, 20, 4), np.float32)
+    templates[:, 10, 0] = 1.0
+    sim = np.array([[1, 0.9, 0.1, 0.2], [0.9, 1, 0.1, 0.2], [0.1, 0.1, 1, 0.1], [0.2, 0.2, 0.1, 1]])
+    res = apply_cutoff(
+        times,
+        np.full(times.size, 20.0),
+        labels,
+        4,
+        templates,
+        np.zeros(4),
+        np.arange(4) * 20.0,
+        rate,
+        (10.0, 4.0),
+        min_unit_spikes=30,
+        duplicate=duplicate,
+        similarity=sim,
+        fold_sim_min=0.6,
+    )
+    assert not res.keep[duplicate].any() and res.keep[~duplicate].all()
+    assert res.cluster_of.tolist() == [0, 0, 2, 3]
+    assert res.noise.tolist() == [False, False, True, False]
+    assert res.reasons[1].startswith("folded into cluster 0")
+    assert res.reasons[2].startswith("not a unit: 6 spikes")
+    assert res.reasons[3] == "no spikes"
