@@ -271,7 +271,7 @@ def test_presets_and_overrides():
         moving.duration_s,
     )
     demo = preset_config("demo")
-    assert (demo.n_channels, demo.duration_s, demo.n_units) == (32, 30.0, 10)
+    assert (demo.n_channels, demo.duration_s, demo.n_units) == (32, 60.0, 10)
     assert (preset_config("small").duration_s, preset_config("small").n_units) == (300.0, 20)
     np_cfg = preset_config("np")
     assert (np_cfg.n_channels, np_cfg.n_units, np_cfg.n_samples) == (384, 150, 9_000_000)

@@ -153,7 +153,7 @@ class SynthConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "demo": dict(n_channels=32, duration_s=30.0, n_units=10),
+    "demo": dict(n_channels=32, duration_s=60.0, n_units=10),
     "small": dict(n_channels=32, duration_s=300.0, n_units=20),
     "np": dict(n_channels=384, duration_s=300.0, n_units=150, sync_channel=True),
     "drift": dict(
