@@ -18,7 +18,6 @@ from kilosnake.report.input_check import (
     write_input_check,
 )
 from kilosnake.report.units import (
-    FALLBACK_UNITS,
     busiest_window,
     nearest_channels,
     units_to_draw,
@@ -59,13 +58,14 @@ def rows_for(labels):
     ]
 
 
-def test_units_to_draw_caps_good_units_and_says_so():
+def test_units_to_draw_covers_every_unit_but_noise_and_caps_them():
+    rows = rows_for(["good"] * 3 + ["mua"] * 4 + ["noise"] * 2)
+    chosen, note = units_to_draw(rows, 100)
+    assert [r["id"] for r in chosen] == list(range(7))
+    assert "All 7 units" in note and "2 noise clusters" in note
     chosen, note = units_to_draw(rows_for(["good"] * 130 + ["mua"] * 5), 100)
     assert len(chosen) == 100 and all(r["label"] == "good" for r in chosen)
-    assert "first 100 of 130 good units" in note and "30 more" in note
-    chosen, note = units_to_draw(rows_for(["mua"] * 30), 100)
-    assert len(chosen) == FALLBACK_UNITS and "No unit is labelled good" in note
-    assert [r["id"] for r in chosen][:2] == [29, 28]  # most spikes first
+    assert "first 100 of 135 units" in note and "35 more" in note
 
 
 def test_nearest_channels_stay_on_the_peak_channel_shank():

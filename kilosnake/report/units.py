@@ -13,10 +13,8 @@ from kilosnake.io.streaming import blocks
 from kilosnake.report.figures import png_bytes, unit_figure
 from kilosnake.runtime.parallel import map_ordered
 
-#: per-unit panels drawn at most (good units by depth)
+#: per-unit panels drawn at most (good units first, then by depth)
 MAX_UNITS = 100
-#: units drawn when no unit is good (the ones with most spikes)
-FALLBACK_UNITS = 10
 #: channels drawn around a unit's peak channel
 WAVEFORM_CHANNELS = 12
 #: autocorrelogram bin and half width
@@ -127,23 +125,19 @@ def unit_view(
 
 
 def units_to_draw(rows: list[dict], max_units: int) -> tuple[list[dict], str]:
-    """The units that get a panel, and a note on the ones left out."""
-    good = [r for r in rows if r["label"] == "good"]
-    if not good:
-        chosen = sorted(rows, key=lambda r: -r.get("n_spikes", 0))[: min(max_units, FALLBACK_UNITS)]
-        return chosen, (
-            f"No unit is labelled good; the {len(chosen)} units with most spikes are shown."
-        )
-    note = f"All {len(good)} good units, by depth."
-    if len(good) > max_units:
+    """The units that get a panel (every cluster not labelled noise, good ones first, then by
+    depth, at most ``max_units``), and a note on the ones left out."""
+    units = [r for r in rows if r["label"] != "noise"]
+    note = f"All {len(units)} units, good ones first, then by depth."
+    if len(units) > max_units:
         note = (
-            f"The first {max_units} of {len(good)} good units by depth; "
-            f"{len(good) - max_units} more are in the table and in Phy."
+            f"The first {max_units} of {len(units)} units (good ones first, then by depth); "
+            f"{len(units) - max_units} more are in the table and in Phy."
         )
-    n_other = len(rows) - len(good)
-    if n_other:
-        note += f" The {n_other} other units are in the table only."
-    return good[:max_units], note
+    n_noise = len(rows) - len(units)
+    if n_noise:
+        note += f" The {n_noise} noise clusters are in the table only."
+    return units[:max_units], note
 
 
 def unit_panel_png(view: UnitView) -> bytes:
