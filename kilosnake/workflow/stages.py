@@ -37,6 +37,7 @@ from kilosnake.sorting.detect import run_detect
 from kilosnake.sorting.final_pass import run_final_pass
 from kilosnake.sorting.gather import gather_spikes
 from kilosnake.sorting.learn import run_learn
+from kilosnake.workflow.recordings import convert_recording, write_recording_probe
 from kilosnake.workflow.shanks import per_shank
 
 logger = logging.getLogger("kilosnake")
@@ -133,6 +134,14 @@ def check_input_stage(job: StageJob) -> None:
         p["NT"],
         job.outputs[0],
     )
+
+
+def recording_probe_stage(job: StageJob) -> None:
+    write_recording_probe(job.params["source"], job.outputs[0], logger)
+
+
+def convert_recording_stage(job: StageJob) -> None:
+    convert_recording(job.params["source"], job.outputs[0], logger)
 
 
 def demo_recording_stage(job: StageJob) -> None:
@@ -279,6 +288,8 @@ def report_stage(job: StageJob) -> None:
 #: the stage function of each rule
 STAGE_FUNCTIONS: dict[str, Callable[[StageJob], None]] = {
     "demo_recording": demo_recording_stage,
+    "recording_probe": recording_probe_stage,
+    "convert_recording": convert_recording_stage,
     "check_input": check_input_stage,
     "shank_input": shank_input_stage,
     "whitening": whitening_stage,

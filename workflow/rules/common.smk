@@ -260,7 +260,8 @@ def existing_or_made(rec, path):
     """
     if path is None:
         return []
-    return path if rec.get("demo") or Path(path).exists() else []
+    made = path in rec.get("made", ())  # by recording_probe or convert_recording
+    return path if rec.get("demo") or made or Path(path).exists() else []
 
 
 def get_raw(wildcards):
@@ -281,6 +282,11 @@ def report_scorecard(wildcards):
         if rec.get("gt")
         else {}
     )
+
+
+def recording_source(wildcards):
+    """What the rules reopening a SpikeInterface recording read: its path, format and stream."""
+    return RECORDINGS[wildcards.recording]["source"]
 
 
 def get_recording_params(wildcards):
