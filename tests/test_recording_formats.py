@@ -218,3 +218,52 @@ def test_probe_file_of_a_recording_round_trips(tmp_path):
     out = tmp_path / "probe.json"
     write_recording_probe(rec["source"], out)
     assert json.loads(out.read_text())["specification"] == "probeinterface"
+
+
+def open_ephys_session(folder, n_samples=N_SAMPLES, n_channels=8):
+    """An Open Ephys binary session (GUI 0.6 layout: structure.oebin, continuous.dat, sample
+    numbers) of one 8-channel stream, without settings.xml (so without a probe)."""
+    root = folder / "Record Node 101" / "experiment1" / "recording1"
+    stream = root / "continuous" / "Neuropix-PXI-100.ProbeA-AP"
+    stream.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(-100, 100, (n_samples, n_channels)).astype(np.int16).tofile(
+        stream / "continuous.dat"
+    )
+    np.save(stream / "sample_numbers.npy", np.arange(n_samples, dtype=np.int64))
+    np.save(stream / "timestamps.npy", np.arange(n_samples) / 30000.0)
+    channels = [
+        {"channel_name": f"AP{i + 1}", "description": "", "identifier": "", "history": "",
+         "bit_volts": 0.195, "units": "uV"}
+        for i in range(n_channels)
+    ]  # fmt: skip
+    oebin = {
+        "GUI version": "0.6.7",
+        "continuous": [
+            {"folder_name": "Neuropix-PXI-100.ProbeA-AP/", "sample_rate": 30000.0,
+             "source_processor_name": "Neuropix-PXI", "source_processor_id": 100,
+             "stream_name": "ProbeA-AP", "recorded_processor": "Neuropix-PXI",
+             "recorded_processor_id": 100, "num_channels": n_channels, "channels": channels}
+        ],
+        "events": [],
+        "spikes": [],
+    }  # fmt: skip
+    (root / "structure.oebin").write_text(json.dumps(oebin))
+    return stream / "continuous.dat"
+
+
+def test_open_ephys_continuous_dat_is_read_in_place_with_a_probe_file(tmp_path):
+    from kilosnake.io.probe import neuropixels_like, write_probeinterface_json
+
+    dat = open_ephys_session(tmp_path / "session")
+    with pytest.raises(InputError, match="has no probe"):  # no settings.xml: no geometry
+        recording_sources({"recording": str(tmp_path / "session"), "format": "openephys"})
+    probe = tmp_path / "probe.json"
+    write_probeinterface_json(neuropixels_like(8, n_shanks=2), probe)
+    config = {"recording": str(tmp_path / "session"), "format": "openephys", "probe": str(probe)}
+    name, rec = only(recording_sources(config))
+    assert name == "session_Record_Node_101_Neuropix-PXI-100.ProbeA-AP"
+    assert rec["dat"] == str(dat.resolve()) and rec["made"] == []  # no copy, no probe written
+    assert (rec["n_channels"], rec["uv_per_bit"], rec["n_shanks"]) == (8, 0.195, 2)
+    by_id = only(recording_sources({**config, "stream": "0"}))  # the stream's id works too
+    assert by_id == (name, rec)

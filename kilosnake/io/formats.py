@@ -82,26 +82,29 @@ def extractor_name(fmt: str, path: Path) -> str:
     return FORMATS[fmt]
 
 
-def neo_streams(fmt: str, path: Path) -> list[str] | None:
-    """The stream ids a Neo-based reader sees in the recording (None: not a Neo reader)."""
-    se = spikeinterface_extractors()
-    name = extractor_name(fmt, path)
-    cls = se.recording_extractor_full_dict.get(name)
-    if cls is None or not hasattr(cls, "get_streams"):
+def neo_streams(fmt: str, path: Path) -> dict[str, str] | None:
+    """``{stream name: stream id}`` of the recording, as its Neo-based reader sees it (None: not
+    a Neo reader). SpikeGLX names its streams as their ids (``imec0.ap``); Open Ephys by
+    record node, processor and probe."""
+    spikeinterface_extractors()
+    from spikeinterface.extractors.neoextractors import neo_recording_class_dict
+
+    cls = neo_recording_class_dict.get(extractor_name(fmt, path))
+    if cls is None:
         return None
     try:
-        _, ids = cls.get_streams(str(path))
+        names, ids = cls.get_streams(str(path))
     except Exception as exc:
         raise InputError(
             f"recording {str(path)!r} cannot be read as format={fmt} ({exc})",
             f"check the path and the format (one of {format_choices()})",
         ) from exc
-    return [str(i) for i in ids]
+    return {str(n): str(i) for n, i in zip(names, ids)}
 
 
-def choose_stream(fmt: str, path: Path, stream: str | None, streams: list[str] | None):
-    """The stream to sort: the one asked for, or the only neural stream; an
-    :class:`InputError` listing the streams when it is missing or unknown."""
+def choose_stream(fmt: str, path: Path, stream: str | None, streams: dict | None):
+    """The name of the stream to sort: the one asked for (by name or id), or the only neural
+    stream; an :class:`InputError` listing the streams when it is missing or unknown."""
     if fmt in NO_STREAMS or (streams is None and fmt != "nwb"):
         if stream:
             raise InputError(
@@ -112,14 +115,15 @@ def choose_stream(fmt: str, path: Path, stream: str | None, streams: list[str] |
     if streams is None:  # NWB: the electrical series path, optional when there is one
         return stream or None
     if stream:
-        if stream not in streams:
+        by_id = {i: n for n, i in streams.items()}
+        if stream not in streams and stream not in by_id:
             raise InputError(
                 f"recording {str(path)!r} has no stream {stream!r}; its streams are: "
                 f"{', '.join(streams)}",
                 "pass one of them: --config stream=<stream>",
             )
-        return stream
-    neural = [s for s in streams if not _NOT_NEURAL.search(s)] or streams
+        return stream if stream in streams else by_id[stream]
+    neural = [s for s in streams if not _NOT_NEURAL.search(s)] or list(streams)
     if len(neural) == 1:
         return neural[0]
     raise InputError(
@@ -173,9 +177,9 @@ def _read(se, fmt: str, path: Path, stream: str | None):
     if fmt == "nwb":
         return se.read_nwb(path, electrical_series_path=stream)
     if fmt == "openephys":
-        return se.read_openephys(path, stream_id=stream)
+        return se.read_openephys(path, stream_name=stream)
     cls = se.recording_extractor_full_dict[FORMATS[fmt]]
-    return cls(path, **({"stream_id": stream} if stream else {}))
+    return cls(path, **({"stream_name": stream} if stream else {}))
 
 
 def _check_sortable(recording, path: Path, need_probe: bool) -> None:
