@@ -42,6 +42,7 @@ from kilosnake.io.probe import load_probe, write_npy_folder
 from kilosnake.io.spikeglx import find_meta, has_geometry, probe_arrays, read_meta
 from kilosnake.runtime.logs import add_default_handler
 from kilosnake.workflow.config_check import check_config, coerced_config
+from kilosnake.workflow.location import default_profile
 from kilosnake.workflow.location import snakefile as workflow_snakefile
 from kilosnake.workflow.recordings import recording_name, recording_sources
 from kilosnake.workflow.summary import recent_failure
@@ -414,6 +415,7 @@ def check_snakefile(snakefile: Path) -> None:
 def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: int) -> None:
     """Run the workflow in-process with Snakemake's Python API; raise if a job failed."""
     from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import RerunTrigger
     from snakemake.settings.types import (
         ConfigSettings,
         DAGSettings,
@@ -423,6 +425,9 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
     )
 
     check_snakefile(snakefile)
+    # the rerun triggers of the workflow's default profile, as on the command line
+    triggers = default_profile().get("rerun-triggers")
+    dag = {"rerun_triggers": RerunTrigger.parse_choices_set(triggers)} if triggers else {}
     with SnakemakeApi(OutputSettings(show_failed_logs=True)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
@@ -431,7 +436,7 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
             workdir=workdir,
         )
         # stages run as threads of this process, as the workflow's default profile has it
-        workflow.dag(DAGSettings(targets=frozenset(targets))).execute_workflow(
+        workflow.dag(DAGSettings(targets=frozenset(targets), **dag)).execute_workflow(
             executor="local", execution_settings=ExecutionSettings(use_threads=True)
         )
 

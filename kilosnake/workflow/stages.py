@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -163,12 +164,26 @@ def preprocess_stage(job: StageJob) -> None:
     with shank_calls(job, single_output(job)) as calls:
         for i, o, pk in calls:
             run_preprocess(i["info"], i["whitening"], pk, o["out"], block=block_of(job))
+    if job.rule == "preprocess":  # the whole stage in one job: no block store is used
+        remove_unused_blocks(job.outputs[0], [])
 
 
 def gather_preprocessed_stage(job: StageJob) -> None:
     with shank_calls(job, single_output(job)) as calls:
         for i, o, pk in calls:
             gather_preprocessed(list(i["blocks"]), o["out"], pk)
+    remove_unused_blocks(job.outputs[0], job.input["blocks"])
+
+
+def remove_unused_blocks(preprocessed, used) -> None:
+    """Remove the block stores beside a new ``preprocessed.zarr`` that it does not point at:
+    those of an earlier run with another ``scatter_blocks`` (the traces of hours of data), which
+    the store they belonged to, now replaced, was the only reader of."""
+    keep = {Path(p).resolve() for p in used}
+    for old in sorted((Path(preprocessed).parent / "blocks").glob("preprocessed.*.zarr")):
+        if old.resolve() not in keep:
+            shutil.rmtree(old)
+            logger.info("removed %s: a block store of another scatter_blocks, unused now", old)
 
 
 def drift_stage(job: StageJob) -> None:
