@@ -11,6 +11,10 @@ cannot use, although the parts used here work with zarr 3)::
     import spikeinterface.sorters as ss
     sorting = ss.run_sorter("kilosnake", recording, folder="ks_out")
 
+A recording folder or file can also be sorted without Python, by the workflow itself:
+``snakemake --config recording=/data/run_g0 format=spikeglx stream=imec0.ap`` (see
+:mod:`kilosnake.io.formats`, which reads and writes recordings for both routes).
+
 :func:`run_kilosnake` hands the recording to :func:`kilosnake.api.run`:
 
 * **traces**: a recording already backed by one flat binary file kilosnake reads (samples x
