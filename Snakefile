@@ -1,6 +1,7 @@
 # kilosnake: spike sorting as a Snakemake workflow. Run from this folder:
 #   snakemake --cores 8                                     sorts the bundled demo recording
 #   snakemake --cores 8 --config dat=rec.bin probe=probe.json n_channels=385
+#   snakemake --cores 8 --config recording=/data/run_g0 format=spikeglx stream=imec0.ap
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,6 +11,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/recording.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/drift.smk"
 include: "workflow/rules/sorting.smk"

@@ -41,8 +41,10 @@ from kilosnake.errors import KilosnakeError
 from kilosnake.io.probe import load_probe, write_npy_folder
 from kilosnake.io.spikeglx import find_meta, has_geometry, probe_arrays, read_meta
 from kilosnake.runtime.logs import add_default_handler
+from kilosnake.workflow.config_check import check_config, coerced_config
+from kilosnake.workflow.location import default_profile
 from kilosnake.workflow.location import snakefile as workflow_snakefile
-from kilosnake.workflow.recordings import recording_name
+from kilosnake.workflow.recordings import recording_name, recording_sources
 from kilosnake.workflow.summary import recent_failure
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,9 @@ def run(
     sample_rate=None,
     cores=None,
     snakefile=None,
+    recording=None,
+    format=None,
+    stream=None,
     **kwargs,
 ) -> RunResult:
     """Sort a raw recording, pykilosort style; return where the results are.
@@ -182,6 +187,12 @@ def run(
         CPU cores Snakemake may use (default: all).
     snakefile : path, optional
         The workflow to run (default: kilosnake's own).
+    recording, format, stream : optional
+        Instead of ``dat_path``: a recording in a format SpikeInterface reads (a SpikeGLX or
+        Open Ephys folder, an NWB file, ...), as ``--config recording=... format=...
+        stream=...`` (see ``docs/parameters.md``); needs ``kilosnake[spikeinterface]``. Its
+        probe comes from the recording unless ``probe`` is given; ``output_dir`` defaults to
+        ``kilosnake_output`` beside it.
     **kwargs
         Accepted for pykilosort compatibility and ignored with a warning.
 
@@ -196,14 +207,21 @@ def run(
         log.
     """
     t0, started = time.perf_counter(), time.time()
+    if recording is not None:
+        if dat_path is not None:
+            raise ValueError("run() takes dat_path or recording, not both")
+        return run_recording(
+            recording, format, stream, dir_path, output_dir, probe, params, stop_after, cores,
+            snakefile, kwargs, t0, started,
+        )  # fmt: skip
     if dat_path is None:
-        raise ValueError("run() needs dat_path, the raw recording")
+        raise ValueError("run() needs dat_path, the raw recording (or recording= and format=)")
     if probe is None and not _meta_geometry(dat_path):
         raise ValueError(
             "run() needs a probe (a Bunch with chanMap, xc, yc, kcoords, e.g. np1_probe()), or "
             "a SpikeGLX .meta beside dat_path that describes it"
         )
-    last_output = STAGE_OUTPUTS[stage_or_default(stop_after)]
+    stage_or_default(stop_after)
     if kwargs:
         logger.warning("run(): ignoring unsupported arguments %s", ", ".join(sorted(kwargs)))
     dat_path = Path(dat_path).resolve()
@@ -221,8 +239,13 @@ def run(
         sample_rate,
         params,
     )
-    target = f"results/{name}/{last_output}"
-    logger.info("kilosnake run: %s -> %s (%s)", dat_path, workdir / target, workdir)
+    return run_workflow(name, dat_path, workdir, config, stop_after, cores, snakefile, t0, started)
+
+
+def run_workflow(name, source, workdir, config, stop_after, cores, snakefile, t0, started):
+    """Run the workflow up to ``stop_after`` for recording ``name``; collect the result."""
+    target = f"results/{name}/{STAGE_OUTPUTS[stage_or_default(stop_after)]}"
+    logger.info("kilosnake run: %s -> %s (%s)", source, workdir / target, workdir)
     snakefile = Path(snakefile or SNAKEFILE)
     check_snakefile(snakefile)
     try:
@@ -230,6 +253,29 @@ def run(
     except Exception as exc:
         raise RunError(failure_message(exc, workdir / "results" / name, started)) from exc
     return collect_result(name, workdir, stop_after, time.perf_counter() - t0)
+
+
+def run_recording(
+    recording, fmt, stream, dir_path, output_dir, probe, params, stop_after, cores, snakefile,
+    ignored, t0, started,
+) -> RunResult:  # fmt: skip
+    """:func:`run` of a recording SpikeInterface reads (``recording=``, ``format=``)."""
+    stage_or_default(stop_after)
+    if ignored:
+        logger.warning("run(): ignoring unsupported arguments %s", ", ".join(sorted(ignored)))
+    recording = Path(recording).resolve()
+    base = Path(dir_path).resolve() if dir_path is not None else recording.parent
+    workdir = Path(output_dir).resolve() if output_dir is not None else base / "kilosnake_output"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {"recording": str(recording), "format": fmt}
+    if stream is not None:
+        config["stream"] = str(stream)
+    if probe is not None:
+        config["probe"] = probe_source(probe, workdir)
+    config.update({str(k): _plain(v) for k, v in dict(params or {}).items()})
+    check_config(coerced_config(config))  # names a bad format and the choices
+    name = next(iter(recording_sources(config)))  # a missing stream is named here
+    return run_workflow(name, recording, workdir, config, stop_after, cores, snakefile, t0, started)
 
 
 def failure_message(exc: Exception, results_dir: Path, started: float) -> str:
@@ -369,6 +415,7 @@ def check_snakefile(snakefile: Path) -> None:
 def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: int) -> None:
     """Run the workflow in-process with Snakemake's Python API; raise if a job failed."""
     from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import RerunTrigger
     from snakemake.settings.types import (
         ConfigSettings,
         DAGSettings,
@@ -378,6 +425,9 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
     )
 
     check_snakefile(snakefile)
+    # the rerun triggers of the workflow's default profile, as on the command line
+    triggers = default_profile().get("rerun-triggers")
+    dag = {"rerun_triggers": RerunTrigger.parse_choices_set(triggers)} if triggers else {}
     with SnakemakeApi(OutputSettings(show_failed_logs=True)) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
@@ -386,7 +436,7 @@ def execute(snakefile: Path, workdir: Path, config: dict, targets: list, cores: 
             workdir=workdir,
         )
         # stages run as threads of this process, as the workflow's default profile has it
-        workflow.dag(DAGSettings(targets=frozenset(targets))).execute_workflow(
+        workflow.dag(DAGSettings(targets=frozenset(targets), **dag)).execute_workflow(
             executor="local", execution_settings=ExecutionSettings(use_threads=True)
         )
 

@@ -11,6 +11,10 @@ cannot use, although the parts used here work with zarr 3)::
     import spikeinterface.sorters as ss
     sorting = ss.run_sorter("kilosnake", recording, folder="ks_out")
 
+A recording folder or file can also be sorted without Python, by the workflow itself:
+``snakemake --config recording=/data/run_g0 format=spikeglx stream=imec0.ap`` (see
+:mod:`kilosnake.io.formats`, which reads and writes recordings for both routes).
+
 :func:`run_kilosnake` hands the recording to :func:`kilosnake.api.run`:
 
 * **traces**: a recording already backed by one flat binary file kilosnake reads (samples x
@@ -37,15 +41,21 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.api import Bunch, run
-from kilosnake.io.recording import SUPPORTED_DTYPES
+from kilosnake.io import formats
+from kilosnake.io.formats import binary_in_place, neo_buffer_in_place
 from kilosnake.params import PARAMS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KilosnakeSorter", "prepare_recording", "read_result", "run_kilosnake"]
+__all__ = [
+    "KilosnakeSorter",
+    "binary_in_place",
+    "neo_buffer_in_place",
+    "prepare_recording",
+    "read_result",
+    "run_kilosnake",
+]
 
-#: noise SD, in int16 steps, of floating-point traces written as int16
-NOISE_STEPS = 10.0
 #: the prepared-input description in the output folder
 INPUT_JSON = "kilosnake_input.json"
 
@@ -62,107 +72,20 @@ def _spikeinterface():
 
 
 # --------------------------------------------------------------------------------------------
-# recording -> flat binary + probe
-
-
-def binary_in_place(recording) -> dict | None:
-    """``{path, dtype, n_channels}`` when the recording is one flat binary file kilosnake can
-    read as it is (one segment, samples x channels, no offset), else None."""
-    if recording.get_num_segments() != 1:
-        return None
-    try:
-        if not recording.is_binary_compatible():
-            return None
-        d = recording.get_binary_description()
-    except Exception:
-        return None
-    paths = d.get("file_paths") or []
-    dtype = np.dtype(d.get("dtype")).name
-    if (
-        len(paths) != 1
-        or int(d.get("time_axis", 0)) != 0
-        or int(d.get("file_offset", 0) or 0) != 0
-        or dtype not in SUPPORTED_DTYPES
-        or int(d.get("num_channels", -1)) != recording.get_num_channels()
-    ):
-        return None
-    return {"path": str(Path(paths[0]).resolve()), "dtype": dtype, "n_channels": d["num_channels"]}
-
-
-def neo_buffer_in_place(recording) -> dict | None:
-    """The flat binary file behind a recording read by a Neo reader (SpikeGLX ``.bin``, Open
-    Ephys binary ``continuous.dat``...), whose channels are some of the file's columns (the
-    SpikeGLX AP stream leaves the sync column out): ``{path, dtype, n_channels, columns}``, or
-    None when the reader does not describe its buffer or the file is not one flat binary."""
-    reader = getattr(recording, "neo_reader", None)
-    stream_id = getattr(recording, "stream_id", None) or recording._kwargs.get("stream_id")
-    if reader is None or stream_id is None or recording.get_num_segments() != 1:
-        return None
-    try:
-        has_api = reader.has_buffer_description_api
-        if not (has_api() if callable(has_api) else has_api):
-            return None
-        streams = reader.header["signal_streams"]
-        buffer_id = streams["buffer_id"][list(streams["id"]).index(stream_id)]
-        d = reader.get_analogsignal_buffer_description(0, 0, buffer_id)
-        n_samples, n_columns = (int(v) for v in d["shape"])
-        selection = reader._stream_buffer_slice.get(stream_id)
-        columns = np.arange(n_columns)[selection if selection is not None else slice(None)]
-    except Exception as exc:  # a reader without a usable description: write a copy instead
-        logger.debug("no flat binary behind the recording (%s)", exc)
-        return None
-    dtype = np.dtype(d["dtype"]).name
-    if (
-        d.get("type") != "raw"
-        or d.get("order", "C") != "C"
-        or int(d.get("file_offset", 0) or 0) != 0
-        or dtype not in SUPPORTED_DTYPES
-        or columns.size != recording.get_num_channels()
-        or n_samples != recording.get_num_samples(segment_index=0)
-    ):
-        return None
-    return {
-        "path": str(Path(d["file_path"]).resolve()),
-        "dtype": dtype,
-        "n_channels": n_columns,
-        "columns": columns.tolist(),
-    }
-
-
-def _gain_uv(recording) -> float | None:
-    """µV per raw unit when every channel has the same gain (and no offset), else None."""
-    gains = recording.get_channel_gains()
-    offsets = recording.get_channel_offsets()
-    if gains is None or np.unique(gains).size != 1 or np.any(np.asarray(offsets) != 0):
-        return None
-    return float(gains[0])
-
-
-def _noise_sd(recording) -> float:
-    """Median absolute deviation (as an SD) of a second of traces from the middle."""
-    fs = recording.get_sampling_frequency()
-    n = recording.get_num_samples(segment_index=0)
-    start = max(0, n // 2 - int(fs) // 2)
-    x = recording.get_traces(start_frame=start, end_frame=min(n, start + int(fs)))
-    x = x.astype(np.float64)
-    x = x - np.median(x, axis=0)
-    sd = float(np.median(np.abs(x)) / 0.6745)
-    return sd if sd > 0 else float(np.std(x)) or 1.0
+# recording -> flat binary + probe (kilosnake.io.formats, shared with --config recording=...)
 
 
 def write_int16(recording, path: Path, job_kwargs=None) -> float:
-    """Write the recording to ``path`` as int16; return the step of one unit in the
-    recording's units (1 for integer recordings)."""
+    """Write the recording to ``path`` as int16 with SpikeInterface's writer (``job_kwargs``:
+    ``n_jobs``, ``chunk_duration``...); return the step of one unit in the recording's units
+    (1 for integer recordings of at most 16 bits; see ``kilosnake.io.formats.int16_mapping``)."""
     si = _spikeinterface()
-    step = 1.0
+    shift, step = formats.int16_mapping(recording)
     out = recording
-    if recording.get_dtype().kind == "f":
+    if (shift, step) != (0.0, 1.0) or recording.get_dtype() != np.int16:
         from spikeinterface.preprocessing import scale
 
-        step = _noise_sd(recording) / NOISE_STEPS
-        out = scale(recording, gain=1.0 / step, dtype="int16")
-    elif recording.get_dtype() != np.int16:
-        out = recording.astype("int16")
+        out = scale(recording, gain=1.0 / step, offset=-shift / step, dtype="int16")
     logger.info("writing the recording to %s as int16 (read in place next time)", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"progress_bar": True, **(job_kwargs or {})}
@@ -172,28 +95,14 @@ def write_int16(recording, path: Path, job_kwargs=None) -> float:
 
 def probe_bunch(recording) -> Bunch:
     """The recording's probe as kilosnake takes it (rows = recording channel order)."""
-    locations = recording.get_channel_locations()
-    if locations is None or len(locations) != recording.get_num_channels():
-        raise ValueError("the recording has no probe: attach one with recording.set_probe(...)")
-    n = recording.get_num_channels()
-    kcoords = np.zeros(n)
-    try:
-        table = recording.get_probegroup().to_numpy(complete=True)
-        rows = {int(c): i for i, c in enumerate(table["device_channel_indices"]) if c >= 0}
-        pairs = [
-            (int(table["probe_index"][rows[c]]), str(table["shank_ids"][rows[c]])) for c in range(n)
-        ]
-        numbers = {pair: k for k, pair in enumerate(sorted(set(pairs)))}
-        kcoords = np.array([numbers[p] for p in pairs], dtype=float)
-    except Exception as exc:  # no probe group or no shank ids: one shank
-        logger.debug("no shank ids in the recording's probe (%s): one shank", exc)
-    probe = Bunch()
-    probe.chanMap = np.arange(n)
-    probe.xc = np.asarray(locations[:, 0], dtype=float)
-    probe.yc = np.asarray(locations[:, 1], dtype=float)
-    probe.kcoords = kcoords
-    probe.NchanTOT = n
-    return probe
+    probe = formats.probe_of(recording)
+    return Bunch(
+        chanMap=probe.chan_map,
+        xc=probe.xc,
+        yc=probe.yc,
+        kcoords=probe.kcoords,
+        NchanTOT=recording.get_num_channels(),
+    )
 
 
 def prepare_recording(recording, folder, job_kwargs=None) -> dict:
@@ -207,8 +116,8 @@ def prepare_recording(recording, folder, job_kwargs=None) -> dict:
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     probe = probe_bunch(recording)
-    gain = _gain_uv(recording)
-    found = binary_in_place(recording) or neo_buffer_in_place(recording)
+    gain = formats.uniform_gain_uv(recording)
+    found = formats.flat_binary(recording)
     if found:
         logger.info("reading %s in place (a flat binary file)", found["path"])
         dat, dtype, uv_per_bit = found["path"], found["dtype"], gain

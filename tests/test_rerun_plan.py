@@ -5,7 +5,7 @@ no other reason; a workflow or run-time setting plans nothing."""
 import re
 
 import pytest
-from workflow_runs import CONFIG, snakemake
+from workflow_runs import CONFIG, TARGET, planned_rules, snakemake
 
 import kilosnake.params as kparams
 
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 DEMO_RULES = {"demo_recording", *kparams.RULE_ORDER}
 #: the recording's own description and the set of recordings: they say what is sorted
 NOT_A_SETTING = {"dat", "probe", "n_channels", "dtype", "sample_rate", "uv_per_bit",
-                 "recordings", "demo_preset"}  # fmt: skip
-#: changes the jobs themselves (one stage becomes several), so the scattered stage runs again
-CHANGES_THE_JOBS = {"scatter_blocks"}
+                 "recordings", "demo_preset", "recording", "format", "stream"}  # fmt: skip
 
 
 def changed_value(p: kparams.Param):
@@ -57,7 +55,7 @@ def params_changed(workdir, name: str, value: str) -> tuple[set, str]:
     return ({r.strip() for r in m.group(1).split(",")} if m else set()), text
 
 
-SETTINGS = [p for p in kparams.PARAMS if p.name not in NOT_A_SETTING | CHANGES_THE_JOBS]
+SETTINGS = [p for p in kparams.PARAMS if p.name not in NOT_A_SETTING]
 
 
 @pytest.mark.parametrize("param", SETTINGS, ids=[p.name for p in SETTINGS])
@@ -83,3 +81,29 @@ def min_readers(readers: set) -> set:
     order = ["demo_recording", *kparams.SORT_RULES]
     first = min(order.index(r) for r in readers if r in order)
     return {order[first]}
+
+
+#: what a change of lam reruns in a scattered run: its readers (the final pass in blocks, their
+#: gather) and what follows; not the preprocessing, although its block stores are not on disk
+LAM_RERUNS = {"learn", "final_pass_block", "gather_spikes", "merge", "split", "cutoff",
+              "export_phy", "scorecard", "report"}  # fmt: skip
+
+
+def test_a_parameter_reruns_only_its_readers_after_a_scatter_change(demo_sort):
+    text = snakemake(
+        demo_sort, "-n", config=(*CONFIG, "scatter_blocks=3", "lam=12"), timeout=300
+    ).output
+    assert planned_rules(text) == LAM_RERUNS, text[-3000:]
+    assert text.count("rule final_pass_block:") == 3
+
+
+def test_a_scattered_sort_is_kept_whatever_scatter_blocks_says(tmp_path):
+    snakemake(tmp_path, TARGET, config=(*CONFIG, "scatter_blocks=2"))
+    for n in (1, 3):
+        text = snakemake(tmp_path, TARGET, "-n", config=(*CONFIG, f"scatter_blocks={n}")).output
+        assert "Nothing to be done" in text, f"scatter_blocks={n}: {text[-3000:]}"
+    # a change that reruns the preprocessing splits it anew; the old split's stores go
+    text = snakemake(tmp_path, TARGET, config=(*CONFIG, "scatter_blocks=3", "scaleproc=250")).output
+    assert text.count("rule preprocess_block:") == 3, text[-3000:]
+    blocks = sorted(p.name for p in (tmp_path / "results/demo/blocks").iterdir())
+    assert blocks == [f"preprocessed.{b}-of-3.zarr" for b in range(3)]

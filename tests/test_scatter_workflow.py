@@ -149,4 +149,6 @@ def test_time_blocks_ran_as_block_jobs(runs):
     assert log.count("rule preprocess_block:") == 3 and log.count("rule final_pass_block:") == 3
     assert "rule gather_preprocessed:" in log and "rule gather_spikes:" in log
     assert "preprocess_block" not in runs["loop"][1]
-    assert shank_set_size(results(runs, "blocks") / "blocks" / "preprocessed.2.zarr") == N_SHANKS
+    assert (
+        shank_set_size(results(runs, "blocks") / "blocks" / "preprocessed.2-of-3.zarr") == N_SHANKS
+    )

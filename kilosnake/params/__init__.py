@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import yaml
 
 from kilosnake.params.param import (
+    GATHER_RULES,
     GPU_RULES,
     RULE_ORDER,
     RUN_TIME_SETTINGS,
@@ -39,7 +40,7 @@ from kilosnake.params.render import (
 from kilosnake.params.table import PARAMS
 
 __all__ = [
-    "GENERATED_FILES", "GPU_RULES", "PARAMS", "PARAMS_BY_NAME", "RULE_ORDER",
+    "GATHER_RULES", "GENERATED_FILES", "GPU_RULES", "PARAMS", "PARAMS_BY_NAME", "RULE_ORDER",
     "RUN_TIME_SETTINGS", "SEEDED_RULES", "SORT_RULES", "STAGES", "STAGE_RULES", "Param",
     "coerce_config", "config_schema", "defaults", "log_non_default", "main", "non_default",
     "render_config_yaml", "render_markdown_table", "render_schema_yaml", "resolve",

@@ -47,6 +47,10 @@ STAGE_RULES = {
     "cutoff": ("cutoff",),
     "export": ("export_phy",),
 }
+#: the gather of each scattered stage, and the rule whose output it makes when unscattered: it
+#: reads that rule's parameters (its store's provenance is theirs), so that the output of a
+#: stage has the same params: however many jobs made it, and scatter_blocks never reruns it
+GATHER_RULES = {"gather_preprocessed": "preprocess", "gather_spikes": "final_pass"}
 #: rules that keep the seed in their store's provenance (every stage that writes a store), and
 #: the generator of the demo recording, which draws it from the seed
 SEEDED_RULES = GPU_RULES + (
@@ -78,7 +82,9 @@ class Param:
     @property
     def readers(self) -> tuple[str, ...]:
         """The rules that read this parameter (the report reads every one of them too)."""
-        return STAGE_RULES[self.stage] if self.rules is None else self.rules
+        rules = STAGE_RULES[self.stage] if self.rules is None else self.rules
+        gathers = tuple(g for g, r in GATHER_RULES.items() if r in rules and g not in rules)
+        return rules + gathers
 
     def json_schema(self) -> dict:
         """The JSON-schema fragment validating this parameter's value."""

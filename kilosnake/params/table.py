@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from kilosnake.params.param import GPU_RULES, SEEDED_RULES, Param
 
+#: formats of ``recording=`` (SpikeInterface readers; see kilosnake.io.formats)
+RECORDING_FORMATS = ("spikeglx", "openephys", "nwb", "intan", "blackrock", "neuralynx", "plexon",
+                     "plexon2", "maxwell", "mearec", "biocam", "axona", "tdt", "spikegadgets",
+                     "neuronexus", "edf", "mcsraw", "spikeinterface")  # fmt: skip
+#: the rules that read a SpikeInterface recording (its probe, its conversion) and its check
+RECORDING_RULES = ("recording_probe", "convert_recording", "check_input")
+
 _P = Param
 PARAMS: tuple[Param, ...] = (
     # --- the recording (command-line keys) -------------------------------------------------
@@ -78,6 +85,41 @@ PARAMS: tuple[Param, ...] = (
         "n_channels, sample_rate, dtype; see config/recordings.tsv); replaces dat",
         nullable=True,
         rules=(),
+    ),
+    _P(
+        "recording",
+        None,
+        "string",
+        "input",
+        "path",
+        "a recording in a format SpikeInterface reads (a SpikeGLX or Open Ephys folder, an NWB "
+        "or Intan file, ...; see format): a flat binary behind it is read in place, any other is "
+        "written once as int16 under results/; replaces dat. Needs kilosnake[spikeinterface]",
+        nullable=True,
+        rules=RECORDING_RULES,
+    ),
+    _P(
+        "format",
+        None,
+        "string",
+        "input",
+        "",
+        "format of recording (spikeinterface: a folder written by a SpikeInterface "
+        "recording's save(), or a .json/.pkl written by its dump())",
+        choices=RECORDING_FORMATS,
+        nullable=True,
+        rules=RECORDING_RULES,
+    ),
+    _P(
+        "stream",
+        None,
+        "string",
+        "input",
+        "",
+        "stream of recording to sort, where the format has several (SpikeGLX: imec0.ap; Open "
+        "Ephys: the stream name; NWB: the electrical series path); empty = the only one",
+        nullable=True,
+        rules=RECORDING_RULES,
     ),
     _P(
         "demo_preset",

@@ -112,7 +112,41 @@ def check_config(config: dict) -> None:
     InputError
         One line per bad key (problem), then one ``fix:`` line per key.
     """
-    raise_all(config_errors(config))
+    raise_all(config_errors(config) or combination_errors(config))
+
+
+def combination_errors(config: dict) -> list[InputError]:
+    """Keys that do not go together: ``recording`` (a SpikeInterface recording) needs
+    ``format`` and replaces ``dat`` and ``recordings``; ``format`` and ``stream`` need it."""
+    choices = ", ".join(PARAMS_BY_NAME["format"].choices)
+    recording = config.get("recording")
+    if not recording:
+        given = [k for k in ("format", "stream") if config.get(k)]
+        if not given:
+            return []
+        return [
+            InputError(
+                f"{' and '.join(given)} given without recording",
+                "name the recording too: --config recording=PATH format=FORMAT (or remove "
+                f"{' and '.join(given)}; dat= takes a flat binary file)",
+            )
+        ]
+    errors = [
+        InputError(
+            f"recording={recording!r} and {key}={config[key]!r} both name what to sort",
+            f"keep one of them: remove {key} (or recording) from the config",
+        )
+        for key in ("dat", "recordings")
+        if config.get(key)
+    ]
+    if not config.get("format"):
+        errors.append(
+            InputError(
+                f"recording={recording!r} is given without its format",
+                f"add format=FORMAT, one of {choices}",
+            )
+        )
+    return errors
 
 
 def raise_all(errors) -> None:

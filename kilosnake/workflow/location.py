@@ -42,3 +42,12 @@ def snakefile() -> Path:
 def schema_path(name: str) -> Path:
     """A JSON schema of the workflow (``workflow/schemas/<name>``)."""
     return workflow_root() / "workflow" / "schemas" / name
+
+
+def default_profile() -> dict:
+    """The workflow's default profile (``profiles/default/config.yaml``): what Snakemake's
+    command line reads on every run, and :func:`kilosnake.api.run` applies too."""
+    import yaml
+
+    path = workflow_root() / "profiles" / "default" / "config.yaml"
+    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}

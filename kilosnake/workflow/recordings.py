@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 
 from kilosnake.groundtruth.presets import preset_config
+from kilosnake.io import formats
+from kilosnake.io.probe import write_probeinterface_json
 from kilosnake.io.spikeglx import find_meta, has_geometry, read_meta
 from kilosnake.params import PARAMS_BY_NAME
 from kilosnake.workflow.location import schema_path
@@ -160,8 +163,10 @@ def read_recordings_table(path, schema_path=None) -> dict:
 def recording_sources(config: dict) -> dict:
     """``{recording name: {dat, probe, n_channels, dtype, sample_rate, uv_per_bit, gt}}``.
 
-    Three sources, in this order:
+    Four sources, in this order:
 
+    * ``recording`` (with ``format`` and ``stream``): a recording SpikeInterface reads
+      (:func:`spikeinterface_source`);
     * ``recordings``: a tab-separated table (:func:`read_recordings_table`), one recording per
       row; empty cells take the config's ``probe``, ``n_channels``, ``dtype``, ``sample_rate``,
       ``uv_per_bit``;
@@ -172,6 +177,8 @@ def recording_sources(config: dict) -> dict:
     * neither: the generated demo recording (``demo_preset``), whose ground truth is known
       (``gt``).
     """
+    if config.get("recording"):
+        return spikeinterface_source(config)
     table = config.get("recordings")
     if table:
         rows = read_recordings_table(table)
@@ -227,10 +234,99 @@ def shank_counts(recordings: dict) -> dict:
 
     counts = {}
     for name, rec in recordings.items():
-        if rec.get("demo"):
+        if rec.get("n_shanks"):  # a SpikeInterface recording's, before its probe file is made
+            counts[name] = int(rec["n_shanks"])
+        elif rec.get("demo"):
             counts[name] = int(preset_config(rec["demo"]).n_shanks)
         elif rec.get("probe") and Path(rec["probe"]).exists():
             counts[name] = probe_shank_count(rec["probe"])
         else:
             counts[name] = 1
     return counts
+
+
+def spikeinterface_source(config: dict) -> dict:
+    """``{name: recording}`` of ``--config recording=PATH format=FORMAT [stream=STREAM]``.
+
+    The recording is opened with SpikeInterface (:func:`kilosnake.io.formats.open_recording`)
+    while the workflow is read: a bad format, a missing or unknown stream or a missing
+    SpikeInterface stops the run before any job, with the choices in the message. Besides the
+    usual description the entry has ``source`` (what the rules reopen), ``made`` (the files
+    the rules ``recording_probe`` and ``convert_recording`` make) and ``n_shanks``:
+
+    * a flat binary behind the recording is ``dat``, read in place (dtype, columns and
+      the file's channel count from the reader);
+    * any other recording is written once as int16 to ``results/<name>/recording.dat``;
+    * the probe is written from the recording's own to ``results/<name>/probe.json`` unless
+      ``probe=`` is given (rows of the flat binary).
+    """
+    path = Path(config["recording"]).expanduser().resolve()
+    fmt = config.get("format")
+    recording, stream = formats.open_recording(
+        path, fmt, config.get("stream"), need_probe=not config.get("probe")
+    )
+    name = formats.recording_name(path, stream)
+    found = formats.flat_binary(recording)
+    gain = formats.uniform_gain_uv(recording)
+    if found:
+        step, dat = 1.0, found["path"]
+        made = []
+    else:
+        step = formats.int16_mapping(recording)[1]
+        dat = f"results/{name}/recording.dat"
+        made = [dat]
+    probe = config.get("probe")
+    if probe:
+        n_shanks = probe_shank_count(probe) if Path(probe).exists() else 1
+    else:
+        own = formats.probe_of(recording, found["columns"] if found else None)
+        n_shanks = int(own.shank_ids().size)
+        probe = f"results/{name}/probe.json"
+        made.append(probe)
+    uv_per_bit = None if gain is None else gain * step
+    if gain is None and recording.get_dtype().kind == "f":
+        uv_per_bit = step  # floating-point traces without gains are taken to be in µV
+    return {
+        name: {
+            "dat": dat,
+            "probe": probe,
+            "n_channels": int(found["n_channels"]) if found else recording.get_num_channels(),
+            "dtype": found["dtype"] if found else "int16",
+            "sample_rate": float(recording.get_sampling_frequency()),
+            "uv_per_bit": uv_per_bit,
+            "gt": None,
+            "demo": None,
+            "source": {"recording": str(path), "format": fmt, "stream": stream},
+            "made": made,
+            "n_shanks": n_shanks,
+        }
+    }
+
+
+def write_recording_probe(source: dict, out, log=None) -> None:
+    """The ``recording_probe`` rule: the probe of a SpikeInterface recording (file columns of
+    the flat binary read in place, else channel order) as a probeinterface JSON file."""
+    log = log or logging.getLogger(__name__)
+    recording, _ = formats.open_recording(source["recording"], source["format"], source["stream"])
+    found = formats.flat_binary(recording)
+    if found:
+        log.info("the recording is read in place from %s (no copy)", found["path"])
+    else:
+        log.info("the recording is written once as int16 by the rule convert_recording")
+    probe = formats.probe_of(recording, found["columns"] if found else None)
+    log.info(
+        "probe: %d channels, %d shank(s), from the recording's probeinterface probe",
+        probe.n_channels,
+        probe.shank_ids().size,
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_probeinterface_json(probe, out)
+
+
+def convert_recording(source: dict, out, log=None) -> None:
+    """The ``convert_recording`` rule: a recording with no flat binary behind it written once
+    as int16 (:func:`kilosnake.io.formats.write_int16`)."""
+    recording, _ = formats.open_recording(
+        source["recording"], source["format"], source["stream"], need_probe=False
+    )
+    formats.write_int16(recording, out, log)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from kilosnake.sorting.detect import run_detect
 from kilosnake.sorting.final_pass import run_final_pass
 from kilosnake.sorting.gather import gather_spikes
 from kilosnake.sorting.learn import run_learn
+from kilosnake.workflow.recordings import convert_recording, write_recording_probe
 from kilosnake.workflow.shanks import per_shank
 
 logger = logging.getLogger("kilosnake")
@@ -135,6 +137,14 @@ def check_input_stage(job: StageJob) -> None:
     )
 
 
+def recording_probe_stage(job: StageJob) -> None:
+    write_recording_probe(job.params["source"], job.outputs[0], logger)
+
+
+def convert_recording_stage(job: StageJob) -> None:
+    convert_recording(job.params["source"], job.outputs[0], logger)
+
+
 def demo_recording_stage(job: StageJob) -> None:
     preset = job.wildcards["preset"]
     generate(preset, Path(job.output["dat"]).parent, name=preset, seed=job.params["seed"])
@@ -154,12 +164,26 @@ def preprocess_stage(job: StageJob) -> None:
     with shank_calls(job, single_output(job)) as calls:
         for i, o, pk in calls:
             run_preprocess(i["info"], i["whitening"], pk, o["out"], block=block_of(job))
+    if job.rule == "preprocess":  # the whole stage in one job: no block store is used
+        remove_unused_blocks(job.outputs[0], [])
 
 
 def gather_preprocessed_stage(job: StageJob) -> None:
     with shank_calls(job, single_output(job)) as calls:
         for i, o, pk in calls:
             gather_preprocessed(list(i["blocks"]), o["out"], pk)
+    remove_unused_blocks(job.outputs[0], job.input["blocks"])
+
+
+def remove_unused_blocks(preprocessed, used) -> None:
+    """Remove the block stores beside a new ``preprocessed.zarr`` that it does not point at:
+    those of an earlier run with another ``scatter_blocks`` (the traces of hours of data), which
+    the store they belonged to, now replaced, was the only reader of."""
+    keep = {Path(p).resolve() for p in used}
+    for old in sorted((Path(preprocessed).parent / "blocks").glob("preprocessed.*.zarr")):
+        if old.resolve() not in keep:
+            shutil.rmtree(old)
+            logger.info("removed %s: a block store of another scatter_blocks, unused now", old)
 
 
 def drift_stage(job: StageJob) -> None:
@@ -280,6 +304,8 @@ def report_stage(job: StageJob) -> None:
 #: the stage function of each rule
 STAGE_FUNCTIONS: dict[str, Callable[[StageJob], None]] = {
     "demo_recording": demo_recording_stage,
+    "recording_probe": recording_probe_stage,
+    "convert_recording": convert_recording_stage,
     "check_input": check_input_stage,
     "shank_input": shank_input_stage,
     "whitening": whitening_stage,

@@ -35,6 +35,7 @@ SHANKS = shank_counts(RECORDINGS)
 wildcard_constraints:
     recording=r"[^/]+(/shank[0-9]+)?",
     block=r"[0-9]+",
+    n_blocks=r"[0-9]+",
 
 
 #: jobs the preprocess and final-pass stages are split into (time blocks); 1 = unscattered
@@ -159,10 +160,16 @@ def preprocessed_output():
     return store if config["keep_intermediates"] else temp(store)
 
 
+#: a block store: block ``{block}`` of a stage split into ``{n_blocks}`` time blocks. The name
+#: says the split, so the stores of another scatter_blocks are other files: changing the
+#: setting leaves finished stores (and the stage output made from them) as they are
+BLOCK_STORE = "blocks/{name}.{{block}}-of-{{n_blocks}}.zarr"
+
+
 def block_output(name, keep=True):
-    """One block store of a scattered stage (``{block}`` wildcard): kept when ``keep`` and
-    keep_intermediates are set, else removed once its readers are done."""
-    store = directory(out(f"blocks/{name}.{{block}}.zarr"))
+    """One block store of a scattered stage (``{block}``, ``{n_blocks}`` wildcards): kept when
+    ``keep`` and keep_intermediates are set, else removed once its readers are done."""
+    store = directory(out(BLOCK_STORE.format(name=name)))
     return store if keep and config["keep_intermediates"] else temp(store)
 
 
@@ -171,23 +178,28 @@ def block_stores(name):
 
     def paths(wildcards):
         return expand(
-            out(f"blocks/{name}.{{block}}.zarr"),
+            out(BLOCK_STORE.format(name=name)),
             recording=wildcards.recording,
             block=range(SCATTER_BLOCKS),
+            n_blocks=SCATTER_BLOCKS,
         )
 
     return paths
 
 
 def preprocessed_blocks(wildcards):
-    """The block stores a scattered preprocessed.zarr points at (none when unscattered). Rules
-    reading the traces list them, so they are kept until the last reader has finished."""
-    return block_stores("preprocessed")(wildcards) if SCATTER_BLOCKS > 1 else []
+    """The block stores a scattered preprocessed.zarr points at, when they are temporary
+    (keep_intermediates false): rules reading the traces list them, so they are kept until the
+    last reader has finished. Kept stores are not listed: a stage reading the traces then
+    does not depend on how many jobs made them, and changing scatter_blocks reruns nothing."""
+    if SCATTER_BLOCKS == 1 or config["keep_intermediates"]:
+        return []
+    return block_stores("preprocessed")(wildcards)
 
 
 def block_of(wildcards):
     """``(block, n_blocks)`` of a block job, as the library functions take it."""
-    return (int(wildcards.block), SCATTER_BLOCKS)
+    return (int(wildcards.block), int(wildcards.n_blocks))
 
 
 #: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
@@ -260,7 +272,8 @@ def existing_or_made(rec, path):
     """
     if path is None:
         return []
-    return path if rec.get("demo") or Path(path).exists() else []
+    made = path in rec.get("made", ())  # by recording_probe or convert_recording
+    return path if rec.get("demo") or made or Path(path).exists() else []
 
 
 def get_raw(wildcards):
@@ -281,6 +294,11 @@ def report_scorecard(wildcards):
         if rec.get("gt")
         else {}
     )
+
+
+def recording_source(wildcards):
+    """What the rules reopening a SpikeInterface recording read: its path, format and stream."""
+    return RECORDINGS[wildcards.recording]["source"]
 
 
 def get_recording_params(wildcards):

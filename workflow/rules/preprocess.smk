@@ -95,9 +95,9 @@ else:
         output:
             block_output("preprocessed"),
         log:
-            log_path("preprocess_block.{block}"),
+            log_path("preprocess_block.{block}-of-{n_blocks}"),
         benchmark:
-            bench_path("preprocess_block.{block}")
+            bench_path("preprocess_block.{block}-of-{n_blocks}")
         conda:
             conda_env()
         resources:
@@ -121,7 +121,7 @@ else:
         benchmark:
             bench_path("gather_preprocessed")
         conda:
-            "../../envs/cpu.yaml"
+            conda_env()
         params:
             p=rule_params("gather_preprocessed"),
             shanks=shank_loop,

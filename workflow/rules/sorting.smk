@@ -86,9 +86,9 @@ else:
         output:
             block_output("spikes", keep=False),
         log:
-            log_path("final_pass_block.{block}"),
+            log_path("final_pass_block.{block}-of-{n_blocks}"),
         benchmark:
-            bench_path("final_pass_block.{block}")
+            bench_path("final_pass_block.{block}-of-{n_blocks}")
         conda:
             conda_env()
         resources:
@@ -112,7 +112,7 @@ else:
         benchmark:
             bench_path("gather_spikes")
         conda:
-            "../../envs/cpu.yaml"
+            conda_env()
         params:
             p=rule_params("gather_spikes"),
             shanks=shank_loop,
