@@ -99,13 +99,16 @@ def test_report_has_every_section_and_embedded_images(demo):
     # input check, traces, drift, batches, then one panel per drawn unit
     n_units = len(parser.images) - 4
     assert sizes == [INPUT_CHECK, TRACES, drift_size(1), BATCHES] + [UNIT] * n_units
-    good = [
+    phy = demo / "results/demo/phy"
+    noise = {
         line.split("\t")[0]
-        for line in (demo / "results/demo/phy/cluster_KSLabel.tsv").read_text().splitlines()[1:]
-        if line.endswith("\tgood")
-    ]
-    assert 0 < len(good) <= MAX_UNITS
-    assert sorted(parser.unit_figures) == sorted(f"unit-{c}" for c in good)
+        for line in (phy / "cluster_KSLabel.tsv").read_text().splitlines()[1:]
+        if line.endswith("\tnoise")
+    }
+    with_spikes = {str(c) for c in np.unique(np.load(phy / "spike_clusters.npy"))}
+    units = with_spikes - noise  # every unit gets a panel, good or mua
+    assert 0 < len(units) <= MAX_UNITS
+    assert sorted(parser.unit_figures) == sorted(f"unit-{c}" for c in units)
     for section in SECTIONS:  # every section has content besides its title
         body = page.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
         assert len(re.sub(r"<h2>.*?</h2>", "", body)) > 100, section
