@@ -226,4 +226,4 @@ def test_every_log_opens_with_the_facts_and_closes_with_resources(demo):
             r"done in [\d.]+ s \(CPU [\d.]+ s\), peak host memory \d+ MB", lines[-1]
         ), log.name
     report_log = (demo / "results/demo/logs/final_pass.log").read_text()
-    assert "input preprocessed.zarr: traces (900000, 32) int16" in report_log
+    assert "input preprocessed.zarr: traces (1800000, 32) int16" in report_log
