@@ -110,8 +110,8 @@ def sort_once(rec: dict, args, mode: tuple, root: Path) -> float:
     if path_first:
         env["PYTHONPATH"] = os.pathsep.join([str(path_first), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    done = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    done = subprocess.run(  # in the sort's folder: see cpu_speed.sort_kilosnake
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=run_dir
     )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
