@@ -4,6 +4,7 @@ MountainSort 5 (through SpikeInterface's ``run_sorter``, its defaults) in one ca
     python3 -m venv ms5 && ms5/bin/pip install mountainsort5 spikeinterface probeinterface
     python benchmarks/cpu_speed.py --ms5-python ms5/bin/python      # small preset: 32 ch, 300 s
     python benchmarks/cpu_speed.py --ms5-python ms5/bin/python --duration 60 --record
+    python benchmarks/cpu_speed.py --ms5-python ms5/bin/python --baseline ../kilosnake-old
 
 MountainSort 5 runs in an environment of its own: SpikeInterface pins zarr 2 (on Python < 3.14)
 while kilosnake's stores are zarr 3.
@@ -14,7 +15,8 @@ sorts the same file (read with ``spikeinterface.read_binary``, the probe from it
 child process. For each: wall time from start to exit, peak resident memory of the process tree
 (``wait4``), and accuracy against the ground truth (matched within 0.4 ms,
 :func:`kilosnake.groundtruth.score.score_spike_trains`): well-detected, false-positive and
-redundant units. ``--record`` appends the row to RESULTS.md.
+redundant units. ``--baseline`` sorts it with another checkout of kilosnake too (before and after
+a change, on the same machine load). ``--record`` appends the row to RESULTS.md.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-ms5", action="store_true")
     ap.add_argument(
+        "--baseline", type=Path, default=None, help="another kilosnake checkout to time too"
+    )
+    ap.add_argument(
         "--ms5-python", default=sys.executable, help="Python of an environment with mountainsort5"
     )
     ap.add_argument("--json", type=Path, default=None)
@@ -80,11 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def timed(cmd: list, env=None, log: Path | None = None) -> tuple[float, float]:
+def timed(cmd: list, env=None, log: Path | None = None, cwd=None) -> tuple[float, float]:
     """Run ``cmd``; return its wall seconds and the peak RSS (GB) of its process tree."""
     out = open(log, "w") if log else subprocess.DEVNULL
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
@@ -107,15 +112,23 @@ def recording(args, folder: Path) -> dict:
     }
 
 
-def sort_kilosnake(rec: dict, args, root: Path) -> dict:
-    run_dir = root / "kilosnake"
+def sort_kilosnake(rec: dict, args, root: Path, checkout: Path = REPO, label="kilosnake") -> dict:
+    """Sort ``rec`` with the workflow of ``checkout`` (its own package first on PYTHONPATH when
+    it is not this one)."""
+    run_dir = root / label
+    env = dict(os.environ)
+    if checkout != REPO:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), env.get("PYTHONPATH", "")])
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
         "--directory", str(run_dir), "--cores", str(args.cores), f"results/{rec['name']}/phy",
         "--config", f"dat={rec['dat']}", f"probe={rec['probe']}",
         f"n_channels={rec['n_channels']}", "device=cpu", f"seed={args.seed}",
     ]  # fmt: skip
-    wall, rss = timed(cmd, log=root / "kilosnake.log")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # run in the sort's folder: ``python -m`` puts the working folder first on sys.path, where
+    # this checkout's package would shadow the baseline's
+    wall, rss = timed(cmd, env=env, log=root / f"{label}.log", cwd=run_dir)
     score = score_phy_folder(run_dir / "results" / rec["name"] / "phy", rec["gt"])
     return {"wall_s": wall, "peak_rss_gb": rss, "summary": score.summary}
 
@@ -148,6 +161,8 @@ def main(argv=None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     rec = recording(args, root / "recording")
     figures = {"kilosnake": sort_kilosnake(rec, args, root)}
+    if args.baseline:
+        figures["baseline"] = sort_kilosnake(rec, args, root, args.baseline.resolve(), "baseline")
     if not args.skip_ms5:
         figures["mountainsort5"] = sort_ms5(rec, root, args.ms5_python)
     lines = [

@@ -6,6 +6,7 @@ the version before in-process stages), alternately, in one call.
     python benchmarks/fixed_cost.py                                  # CPU: the bundled demo
     python benchmarks/fixed_cost.py --preset np --duration 10 --device gpu --cores 16
     python benchmarks/fixed_cost.py --baseline ../kilosnake-old --repeats 3 --record
+    python benchmarks/fixed_cost.py --baseline ../kilosnake-old --skip-own-interpreter
 
 A baseline checkout runs its own Snakefile with its own ``kilosnake`` package first on
 ``PYTHONPATH``.
@@ -43,10 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def modes(args) -> dict:
     """``{label: (checkout, extra config, PYTHONPATH first entry)}`` of the sorts compared."""
-    found = {
-        "in-process": (REPO, ["in_process=true"], None),
-        "own interpreter": (REPO, ["in_process=false"], None),
-    }
+    found = {"in-process": (REPO, ["in_process=true"], None)}
+    if not args.skip_own_interpreter:
+        found["own interpreter"] = (REPO, ["in_process=false"], None)
     if args.baseline:
         found["baseline"] = (args.baseline.resolve(), [], args.baseline.resolve())
     return found
@@ -62,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", action="store_true", help="one unrecorded sort first")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--baseline", type=Path, default=None, help="another checkout to time too")
+    ap.add_argument(
+        "--skip-own-interpreter",
+        action="store_true",
+        help="time only in-process stages (and --baseline), not one interpreter per job",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
     ap.add_argument("--record", action="store_true", help="append the row to RESULTS.md")
     return ap.parse_args(argv)
@@ -80,8 +85,19 @@ def recording(args, folder: Path) -> dict:
     }
 
 
+def stage_seconds(run_dir: Path) -> dict:
+    """``{rule: seconds}`` from the rules' ``benchmark:`` files of a sort."""
+    found = {}
+    for tsv in sorted(run_dir.glob("results/*/benchmarks/*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if len(lines) >= 2:
+            found[tsv.stem] = float(lines[1].split("\t")[0])
+    return found
+
+
 def sort_once(rec: dict, args, mode: tuple, root: Path) -> float:
-    """Wall seconds of one sort of ``rec`` in a fresh folder under ``root``."""
+    """Wall seconds of one sort of ``rec`` in a fresh folder under ``root`` (and its stages'
+    seconds, printed)."""
     checkout, extra, path_first = mode
     run_dir = Path(tempfile.mkdtemp(prefix="sort-", dir=root))
     cmd = [
@@ -94,12 +110,14 @@ def sort_once(rec: dict, args, mode: tuple, root: Path) -> float:
     if path_first:
         env["PYTHONPATH"] = os.pathsep.join([str(path_first), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    done = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    done = subprocess.run(  # in the sort's folder: see cpu_speed.sort_kilosnake
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=run_dir
     )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"sort failed ({shlex.join(cmd)}):\n{done.stderr[-3000:]}")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds(run_dir).items())
+    print(f"  stages s: {stages}", flush=True)
     return wall
 
 

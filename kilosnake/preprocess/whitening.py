@@ -19,6 +19,7 @@ from kilosnake.io.store import (
 from kilosnake.io.traces import n_batches
 from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
 from kilosnake.runtime.backend import Backend, cpu_backend, get_backend
+from kilosnake.runtime.parallel import one_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def local_whitening_matrix(cov: np.ndarray, xc, yc, whitening_range: int) -> np.
     if whitening_range >= n:
         return zca(cov)
     w = np.zeros((n, n))
-    for j, nbrs in enumerate(nearest_channels(xc, yc, whitening_range)):
-        w[nbrs, j] = zca(cov[np.ix_(nbrs, nbrs)])[:, 0]
+    with one_blas_thread():  # one small eigh per channel: see one_blas_thread
+        for j, nbrs in enumerate(nearest_channels(xc, yc, whitening_range)):
+            w[nbrs, j] = zca(cov[np.ix_(nbrs, nbrs)])[:, 0]
     return w
 
 

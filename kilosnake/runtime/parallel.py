@@ -27,6 +27,8 @@ import functools
 import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -66,8 +68,25 @@ def _thread_control(lib: ctypes.CDLL) -> tuple[Callable, Callable] | None:
     return None
 
 
+#: (number of imported modules, controls) of the last scan of the loaded libraries
+_CONTROLS_SCANNED: tuple[int, list] | None = None
+
+
 def _openblas_thread_controls() -> list[tuple[Callable, Callable]]:
-    """The thread controls of every OpenBLAS loaded in this process."""
+    """The thread controls of every OpenBLAS loaded in this process.
+
+    The loaded libraries are scanned again only when modules were imported since the last scan
+    (a library comes with the import of the module that needs it): a scan reads
+    ``/proc/self/maps``, 5-20 ms, and the learn stage asks once per batch.
+    """
+    global _CONTROLS_SCANNED
+    n_modules = len(sys.modules)
+    if _CONTROLS_SCANNED is None or _CONTROLS_SCANNED[0] != n_modules:
+        _CONTROLS_SCANNED = (n_modules, _scan_openblas_thread_controls())
+    return _CONTROLS_SCANNED[1]
+
+
+def _scan_openblas_thread_controls() -> list[tuple[Callable, Callable]]:
     controls = []
     for path in _loaded_libraries("openblas"):
         try:
@@ -92,6 +111,47 @@ def blas_threads(n: int) -> Iterator[None]:
     finally:
         for (_, put), threads in zip(controls, before):
             put(threads)
+
+
+#: one_blas_thread: blocks inside (all threads), and the limit they share
+_ONE_THREAD_LOCK = threading.Lock()
+_one_thread_depth = 0
+_one_thread_limit: contextlib.ExitStack | None = None
+
+
+@contextlib.contextmanager
+def one_blas_thread(be=None) -> Iterator[None]:
+    """Run the block with one OpenBLAS thread, for NumPy arrays (``be`` None or the CPU
+    backend; nothing changes with the GPU backend).
+
+    LAPACK on many small matrices (the learn stage's batched ``eigh`` of 32 x 32 Gram matrices,
+    once per batch; the whitening's ``eigh`` per channel) gains nothing from a second thread but
+    waits for it after every small step, and while the other core is busy (the read-ahead
+    thread, another stage, another program) each wait can last a scheduler time slice: on a
+    shared 2-core machine a batched ``eigh`` of 30 such matrices took 18 ms (median; up to
+    240 ms) with two threads and 6-7 ms with one.
+
+    The thread count is the process's and stages run side by side in its threads: the first
+    block to enter (here or a :class:`WorkerPool`) sets one thread, the last to leave restores
+    the count found before.
+    """
+    if be is not None and be.name != "cpu":
+        yield
+        return
+    global _one_thread_depth, _one_thread_limit
+    with _ONE_THREAD_LOCK:
+        if _one_thread_depth == 0:
+            _one_thread_limit = contextlib.ExitStack()
+            _one_thread_limit.enter_context(blas_threads(1))
+        _one_thread_depth += 1
+    try:
+        yield
+    finally:
+        with _ONE_THREAD_LOCK:
+            _one_thread_depth -= 1
+            if _one_thread_depth == 0:
+                _one_thread_limit.close()
+                _one_thread_limit = None
 
 
 class WorkerPool:
@@ -171,7 +231,7 @@ class WorkerPool:
         """Single-threaded BLAS until :meth:`close`, when there are several workers."""
         if self.workers > 1 and self._blas_limit is None:
             self._blas_limit = contextlib.ExitStack()
-            self._blas_limit.enter_context(blas_threads(1))
+            self._blas_limit.enter_context(one_blas_thread())
 
     def _started(self) -> concurrent.futures.ProcessPoolExecutor:
         """The process pool; its workers are forked by the first submission (and inherit

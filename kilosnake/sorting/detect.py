@@ -154,11 +154,13 @@ def summed_scores_by_arrays(be: Backend, F, iC_sum):
     """:func:`kilosnake.sorting.kernels.best_summed_scores` in array operations (any backend)."""
     xp = be.xp
     weights = kernels.summed_score_weights(iC_sum.shape[0])
-    running = xp.zeros_like(F)
+    running = F[:, iC_sum[0], :]  # a copy: the partial sum over the nearest channel
+    top = xp.empty(F.shape[1:], dtype=xp.float32)
     best = xp.zeros(F.shape[1:], dtype=xp.float32)
     for j in range(iC_sum.shape[0]):
-        xp.add(running, F[:, iC_sum[j], :], out=running)
-        top = running.max(axis=0)
+        if j:
+            xp.add(running, F[:, iC_sum[j], :], out=running)
+        xp.max(running, axis=0, out=top)
         xp.maximum(top, 0, out=top)
         xp.multiply(top, top, out=top)
         xp.multiply(top, weights[j], out=top)

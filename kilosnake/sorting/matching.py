@@ -192,7 +192,8 @@ def project(be: Backend, X, tset: TemplateSet):
     for idx, chans, spectra in blocks:
         Ub = tset.U[idx][:, chans, :].transpose(0, 2, 1).reshape(-1, chans.shape[0])
         P = Ub @ Xt[chans]  # (b*rank, T)
-        S = fft.rfft(P[:, rows], axis=2) * spectra[:, None, :]  # (b*rank, n_seg, nfreq)
+        S = fft.rfft(P[:, rows], axis=2)  # (b*rank, n_seg, nfreq)
+        S *= spectra[:, None, :]  # in place: no second spectrum-sized array
         S = S.reshape(-1, rank, n_seg, S.shape[2]).sum(axis=1)
         corr = fft.irfft(S, n=segment, axis=2)[:, :, :step]  # (b, n_seg, step)
         C[:, idx] = corr.reshape(corr.shape[0], -1)[:, :n_out].T

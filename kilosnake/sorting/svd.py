@@ -14,6 +14,7 @@ import logging
 
 from kilosnake.runtime import gpu_memory
 from kilosnake.runtime.backend import Backend
+from kilosnake.runtime.parallel import one_blas_thread
 from kilosnake.sorting.arrays import fft_module
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ def leading_singular_factors(be: Backend, block, rank: int):
     xp = be.xp
     n, rows, cols = block.shape
     gram = block.transpose(0, 2, 1) @ block  # (n, cols, cols)
-    evals, evecs = xp.linalg.eigh(gram)  # ascending
+    with one_blas_thread(be):  # small matrices: see one_blas_thread
+        evals, evecs = xp.linalg.eigh(gram)  # ascending
     r = min(rank, cols)
     top = slice(cols - 1, cols - 1 - r, -1) if cols - 1 - r >= 0 else slice(cols - 1, None, -1)
     v = evecs[:, :, top]  # (n, cols, r), largest first
