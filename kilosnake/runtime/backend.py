@@ -71,32 +71,6 @@ def cpu_backend() -> Backend:
     return Backend("cpu", np, scipy.signal, scipy.ndimage, "cpu (NumPy)")
 
 
-def warm_up(device: str):
-    """Start, in a background thread, what the first stage of a run would otherwise wait for:
-    SciPy's signal module and, unless ``device`` is ``"cpu"``, CuPy with its CUDA context and
-    memory pool (stages running as threads of the same process then find them ready; the
-    primary CUDA context is shared by every thread). Failures are left to the stage that needs
-    the backend to report. Returns the thread; the interpreter waits for it at exit, so that a
-    short run never exits in the middle of starting CUDA."""
-    import atexit
-    import threading
-
-    def work():
-        try:
-            cpu_backend()
-            if device != "cpu":
-                backend, _ = _gpu_backend_or_reason()
-                if backend is not None:
-                    backend.xp.zeros(1).sum()
-        except Exception as exc:  # noqa: BLE001 - the stage's own backend says what failed
-            logger.debug("warm-up: %s: %s", exc.__class__.__name__, exc)
-
-    thread = threading.Thread(target=work, name="kilosnake-warm-up", daemon=True)
-    thread.start()
-    atexit.register(thread.join, 60.0)
-    return thread
-
-
 def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
     try:
         import cupy

@@ -11,7 +11,6 @@ from kilosnake.workflow.config_check import check_config, coerced_config
 from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import write_summary
-from kilosnake.runtime.backend import warm_up
 from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
@@ -205,14 +204,10 @@ def block_of(wildcards):
 
 #: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
 IN_PROCESS = bool(config["in_process"])
-#: GPUs this machine has, when the run may use one
-LOCAL_GPUS = 0 if config.get("device") == "cpu" else gpu_count()
 #: a machine with several GPUs and none assigned: each GPU job claims one in its own process
-SEVERAL_LOCAL_GPUS = "CUDA_VISIBLE_DEVICES" not in os.environ and LOCAL_GPUS > 1
-#: the GPU stages will run in this process: start CUDA while the workflow is being read
-USE_CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
-if IN_PROCESS and workflow.is_main_process and LOCAL_GPUS == 1 and not USE_CONDA:
-    warm_up(config.get("device"))
+SEVERAL_LOCAL_GPUS = (
+    config.get("device") != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ and gpu_count() > 1
+)
 
 
 def stage_job(rule_name, input, output, params, wildcards, threads, log):
