@@ -114,3 +114,15 @@ def test_cutoff_leaves_duplicates_out_folds_fragments_and_labels_lonely_ones_noi
     assert res.reasons[1].startswith("folded into cluster 0")
     assert res.reasons[2].startswith("not a unit: 6 spikes")
     assert res.reasons[3] == "no spikes"
+
+
+def test_duplicates_do_not_depend_on_the_order_of_the_spikes():
+    rng = np.random.default_rng(1)
+    big = np.sort(rng.choice(3_000_000, 1000, replace=False))
+    times = np.concatenate([big, big[:300] + 1, rng.choice(3_000_000, 200, replace=False)])
+    clusters = np.r_[np.zeros(1000, int), np.ones(300, int), np.full(200, 2)]
+    in_time = duplicate_spikes(*_sorted_train(times, clusters), 3, window=7, min_fraction=0.5)
+    perm = rng.permutation(times.size)
+    shuffled = duplicate_spikes(times[perm], clusters[perm], 3, window=7, min_fraction=0.5)
+    assert shuffled.sum() == in_time.sum() == 300
+    assert shuffled[clusters[perm] == 1].all()

@@ -57,7 +57,7 @@ def duplicate_spikes(
     Parameters
     ----------
     times : ndarray of int, shape (n,)
-        Spike times (samples), sorted.
+        Spike times (samples), in any order.
     clusters : ndarray of int, shape (n,)
         Cluster of every spike.
     n_clusters : int
@@ -70,11 +70,13 @@ def duplicate_spikes(
     -------
     ndarray of bool, shape (n,)
     """
-    clusters = np.asarray(clusters, dtype=np.int64)
+    order = np.argsort(np.asarray(times), kind="stable")
+    clusters = np.asarray(clusters, dtype=np.int64)[order]
     duplicate = np.zeros(clusters.size, bool)
-    i, k = coincident_pairs(times, clusters, window)
+    in_order = np.zeros(clusters.size, bool)
+    i, k = coincident_pairs(np.asarray(times)[order], clusters, window)
     if i.size == 0:
-        return duplicate
+        return in_order
     sizes = np.bincount(clusters, minlength=n_clusters)
     a, b = clusters[i], clusters[k]
     k_is_copy = (sizes[b] < sizes[a]) | ((sizes[b] == sizes[a]) & (b > a))
@@ -87,6 +89,7 @@ def duplicate_spikes(
     pairs, n_coincident = np.unique(pair, return_counts=True)
     copies = pairs[n_coincident >= min_fraction * sizes[pairs // n_clusters]]
     duplicate[spike[np.isin(pair, copies)]] = True
+    in_order[order] = duplicate
     for code in copies:
         logger.debug(
             "cluster %d: spikes coinciding with cluster %d are duplicates",
@@ -98,7 +101,7 @@ def duplicate_spikes(
         duplicate.sum(),
         np.unique(copies // n_clusters).size,
     )
-    return duplicate
+    return in_order
 
 
 def fold_small_clusters(
