@@ -99,9 +99,11 @@ def recording_params(preset: str, seed: int, duration_s: float) -> dict:
             slow_drift_velocity=10.0,
             slow_drift_amplitude=30.0,
             slow_drift_waveform="triangluar",
+            preferred_dir=[0, 0, 1],
+            angle_tol=30,
         )
     spiketrains = {
-        "n_exc": 20,
+        "n_exc": 15,
         "n_inh": 10,
         "f_exc": 5,
         "f_inh": 15,
@@ -113,7 +115,7 @@ def recording_params(preset: str, seed: int, duration_s: float) -> dict:
     }
     return {
         "spiketrains": spiketrains,
-        "templates": {"min_dist": 25, "min_amp": 50, "max_amp": 300},
+        "templates": {"min_dist": 20, "min_amp": 50, "max_amp": 300},
         "recordings": recordings,
         "seeds": {
             "spiketrains": seed,
@@ -139,7 +141,7 @@ def template_library(cache: Path, seed: int, n_jobs: int) -> Path:
     t0 = time.perf_counter()
     tempgen = mr.gen_templates(
         mr.get_default_cell_models_folder(),
-        params=templates_params(seed),
+        params=with_defaults(mr.get_default_templates_params(), templates_params(seed)),
         templates_tmp_folder=str(cache / "tmp_templates"),
         parallel=n_jobs > 1,
         n_jobs=n_jobs,
@@ -175,7 +177,10 @@ def generate_command(argv=None) -> int:
     t0 = time.perf_counter()
     recgen = mr.gen_recordings(
         templates=str(library),
-        params=recording_params(args.preset, args.seed, args.duration),
+        params=with_defaults(
+            mr.get_default_recordings_params(),
+            recording_params(args.preset, args.seed, args.duration),
+        ),
         n_jobs=args.n_jobs,
         verbose=True,
         tmp_folder=str(args.cache / "tmp_recordings"),
@@ -183,6 +188,17 @@ def generate_command(argv=None) -> int:
     write_generated(recgen, files)
     print(f"recording {files['bin']} generated in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
+
+
+def with_defaults(defaults: dict, overrides: dict) -> dict:
+    """MEArec's default parameters with ``overrides`` (nested dicts updated key by key)."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = with_defaults(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def write_generated(recgen, files: dict) -> None:
