@@ -126,3 +126,22 @@ def test_duplicates_do_not_depend_on_the_order_of_the_spikes():
     shuffled = duplicate_spikes(times[perm], clusters[perm], 3, window=7, min_fraction=0.5)
     assert shuffled.sum() == in_time.sum() == 300
     assert shuffled[clusters[perm] == 1].all()
+
+
+def test_the_weaker_fit_of_an_event_is_the_copy_even_when_it_has_more_spikes():
+    rng = np.random.default_rng(2)
+    events = np.sort(rng.choice(np.arange(0, 9_000_000, 100), 1000, replace=False))
+    strong = events[:900]  # the unit, well fitted (it misses 100 events)
+    weak = events + 20  # a template fitted to a later phase: every event, 0.67 ms late
+    times = np.concatenate([strong, weak])
+    clusters = np.r_[np.zeros(900, int), np.ones(1000, int)]
+    amplitudes = np.r_[np.full(900, 20.0), np.full(1000, 6.0)]
+    order = np.argsort(times, kind="stable")
+    dup = duplicate_spikes(
+        times[order], clusters[order], 2, window=45, min_fraction=0.5, amplitudes=amplitudes[order]
+    )
+    on_copy = dup[clusters[order] == 1]
+    assert on_copy.sum() == 900 and not dup[clusters[order] == 0].any()
+    # by spike count alone, the unit itself would have been taken for the copy
+    by_size = duplicate_spikes(times[order], clusters[order], 2, window=45, min_fraction=0.5)
+    assert by_size[clusters[order] == 0].all()

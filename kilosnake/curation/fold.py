@@ -5,10 +5,14 @@ Duplicate spikes
 The final pass sometimes matches one event twice, with two templates at the same time (the second
 on what the first left); the copy then forms a cluster whose spikes nearly all coincide with
 another cluster's. Every pair of spikes of different clusters at most ``duplicate_spike_ms`` apart
-is a coincidence. For each pair of clusters, the smaller one (fewer spikes; ties: the higher id) is
-the possible copy: when its spikes that coincide with the other's make up at least
-``duplicate_fraction`` of its spikes, those spikes are duplicates of the larger cluster's and are
-marked (merge stage); the cutoff stage leaves them out and the larger cluster keeps the event.
+is a coincidence. For each pair of clusters, the one that explains less of the events is the
+possible copy: the lower median spike amplitude (the template scaling of unit-norm templates: the
+second fit of an event, on what the first left, is the weaker one; ties: fewer spikes, then the
+higher id). When its spikes that coincide with the other's make up at least
+``duplicate_fraction`` of its spikes, those spikes are duplicates and are marked (merge stage);
+the cutoff stage leaves them out and the other cluster keeps the event. The copy may also be a
+template fitted to one phase of the waveform, its spikes a fraction of a millisecond early or
+late: hence a window of the order of the refractory period.
 Independent neurons rarely fire within a fraction of a millisecond of each other, and never for
 most of their spikes, so true neighbours keep all their spikes.
 
@@ -50,7 +54,12 @@ def coincident_pairs(times: np.ndarray, clusters: np.ndarray, window: int):
 
 
 def duplicate_spikes(
-    times: np.ndarray, clusters: np.ndarray, n_clusters: int, window: int, min_fraction: float
+    times: np.ndarray,
+    clusters: np.ndarray,
+    n_clusters: int,
+    window: int,
+    min_fraction: float,
+    amplitudes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of the spikes that repeat a spike of a larger cluster (see the module docstring).
 
@@ -64,7 +73,9 @@ def duplicate_spikes(
     window : int
         Largest time difference (samples) of a coincidence.
     min_fraction : float
-        Least fraction of the smaller cluster's spikes that must coincide with the other's.
+        Least fraction of the copy's spikes that must coincide with the other's.
+    amplitudes : ndarray of float, shape (n,), optional
+        Spike amplitudes (template scaling); without them the smaller cluster is the copy.
 
     Returns
     -------
@@ -78,8 +89,9 @@ def duplicate_spikes(
     if i.size == 0:
         return in_order
     sizes = np.bincount(clusters, minlength=n_clusters)
+    rank = weakness_rank(clusters, sizes, n_clusters, amplitudes, order)
     a, b = clusters[i], clusters[k]
-    k_is_copy = (sizes[b] < sizes[a]) | ((sizes[b] == sizes[a]) & (b > a))
+    k_is_copy = rank[b] < rank[a]
     copy_spike = np.where(k_is_copy, k, i)
     original = np.where(k_is_copy, a, b)
     # each spike of the copy counts once per cluster it coincides with
@@ -102,6 +114,23 @@ def duplicate_spikes(
         np.unique(copies // n_clusters).size,
     )
     return in_order
+
+
+def weakness_rank(clusters, sizes, n_clusters, amplitudes, order) -> np.ndarray:
+    """Rank of each cluster from weakest (0) to strongest: median spike amplitude (when given),
+    then spike count, then the lower id is the stronger."""
+    median = np.zeros(n_clusters)
+    if amplitudes is not None:
+        amp = np.asarray(amplitudes, dtype=np.float64)[order]
+        by_cluster = np.argsort(clusters, kind="stable")
+        starts = np.searchsorted(clusters[by_cluster], np.arange(n_clusters))
+        for c in np.flatnonzero(sizes):
+            median[c] = np.median(amp[by_cluster[starts[c] : starts[c] + sizes[c]]])
+    ids = np.arange(n_clusters)
+    weakest_first = np.lexsort((-ids, sizes, median))
+    rank = np.empty(n_clusters, np.int64)
+    rank[weakest_first] = np.arange(n_clusters)
+    return rank
 
 
 def fold_small_clusters(

@@ -132,7 +132,9 @@ def find_merges(
     return MergeResult(label, merges)
 
 
-def mark_duplicates(result: MergeResult, times, templates, sample_rate: float, params: dict):
+def mark_duplicates(
+    result: MergeResult, times, templates, amplitudes, sample_rate: float, params: dict
+):
     """After the merges: the spikes that repeat a spike of a larger cluster
     (:func:`kilosnake.curation.fold.duplicate_spikes`); ``result`` gains ``duplicate``."""
     window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
@@ -142,6 +144,7 @@ def mark_duplicates(result: MergeResult, times, templates, sample_rate: float, p
         result.template_cluster.size,
         window,
         params["duplicate_fraction"],
+        np.asarray(amplitudes[...], dtype=np.float64),
     )
     return result
 
@@ -226,6 +229,8 @@ def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
         params["merge_Q_max"],
         params["merge_R_max"],
     )
-    result = mark_duplicates(result, spikes.time, spikes.template, sample_rate, params)
+    result = mark_duplicates(
+        result, spikes.time, spikes.template, spikes.amplitude, sample_rate, params
+    )
     write_merge_store(out, result, spikes.template, params)
     return result

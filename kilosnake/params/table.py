@@ -494,11 +494,11 @@ PARAMS: tuple[Param, ...] = (
     ),
     _P(
         "duplicate_spike_ms",
-        0.25,
+        1.5,
         "number",
         "merge",
         "ms",
-        "spikes of two clusters this close are one event detected twice, when ...",
+        "spikes of two clusters this close are one event fitted twice, when ...",
         minimum=0.0,
     ),
     _P(
