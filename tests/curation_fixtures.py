@@ -261,7 +261,6 @@ def run_curation(paths: FixturePaths, **overrides) -> dict:
         p,
         p["Th"],
         out["cutoff"],
-        merge_zarr=out["merge"],
     )
     return out
 

@@ -15,8 +15,9 @@ Spatial test: each cluster's template energy per channel (``Σ_t T²``), channel
 largest set to 0; with the energy-weighted centre of the channel positions, the energy-weighted
 mean distance of the channels to it is the spread.
 
-Clusters that are not units: spikes the merge stage marked as duplicates (one event matched by
-two templates) are left out of every test and never kept. A cluster left with fewer than
+Clusters that are not units: duplicate spikes (one event fitted by two templates,
+:func:`kilosnake.curation.fold.duplicate_spikes`, on the clusters after merges and splits) are
+left out of every test and never kept. A cluster left with fewer than
 ``min_unit_spikes`` kept spikes is folded into the cluster with the most similar template when
 their similarity is at least ``fold_sim_min`` (:func:`kilosnake.curation.fold.fold_small_clusters`;
 its spikes join that cluster and keep their keep flag; the target's label tests stay those of its
@@ -32,6 +33,7 @@ e.g. "not a unit: 12 spikes (min_unit_spikes 30)", "too few spikes for a refract
 The stage writes ``cutoff.zarr``:
 
 * ``keep`` (nspk,) bool: spike kept after the score cutoff (duplicates never are);
+* ``duplicate`` (nspk,) bool: the spike repeats another cluster's (left out);
 * ``cluster_of`` (n_clusters,) uint32: the cluster each cluster's spikes end in (itself, or the
   one it was folded into);
 * ``folds`` (n_folds, 2) uint32 and ``fold_similarity`` (n_folds,) float32: the folds, in order;
@@ -55,7 +57,7 @@ import numpy as np
 
 from kilosnake.curation.ccg import N_CENTRAL, TBIN_S, refractory_stats
 from kilosnake.curation.data import read_probe_geometry
-from kilosnake.curation.fold import fold_small_clusters
+from kilosnake.curation.fold import duplicate_spikes, fold_small_clusters
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
@@ -100,6 +102,7 @@ class CutoffResult:
     reasons: list = dataclasses.field(default_factory=list)
     cluster_of: np.ndarray | None = None  # (n_clusters,) cluster each one's spikes end in
     folds: list = dataclasses.field(default_factory=list)  # [(cluster, target, similarity)]
+    duplicate: np.ndarray | None = None  # (nspk,) bool: left out as another cluster's copy
 
 
 def thresholds(th_high: float, th_low: float) -> np.ndarray:
@@ -349,7 +352,17 @@ def apply_cutoff(
         for c in range(n_clusters)
     ]
     return CutoffResult(
-        keep, good, noise, refr, contamination, threshold, spread, reasons, cluster_of, folds
+        keep,
+        good,
+        noise,
+        refr,
+        contamination,
+        threshold,
+        spread,
+        reasons,
+        cluster_of,
+        folds,
+        duplicate,
     )
 
 
@@ -367,14 +380,18 @@ def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
     return n_kept
 
 
-def read_duplicates(merge_zarr, n_spikes: int) -> np.ndarray:
-    """The merge stage's ``duplicate`` mask (none without the store)."""
-    if merge_zarr is None:
-        return np.zeros(n_spikes, bool)
-    duplicate = np.asarray(open_store(merge_zarr)["duplicate"][...], bool)
-    if duplicate.size != n_spikes:
-        raise ValueError(f"{merge_zarr} marks {duplicate.size} spikes, the split {n_spikes}")
-    return duplicate
+def find_duplicates(times, labels, amplitudes, n_clusters: int, sample_rate: float, params):
+    """The duplicate spikes of the clusters after merges and splits
+    (:func:`kilosnake.curation.fold.duplicate_spikes`; the per-spike columns are read whole)."""
+    window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
+    return duplicate_spikes(
+        np.asarray(times[...], dtype=np.int64),
+        np.asarray(labels[...], dtype=np.int64),
+        n_clusters,
+        window,
+        params["duplicate_fraction"],
+        np.asarray(amplitudes[...], dtype=np.float64),
+    )
 
 
 def _span_s(times, sample_rate: float) -> float:
@@ -399,10 +416,14 @@ def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
         "n_good": int(result.good.sum()),
         "n_noise": int(result.noise.sum()),
         "n_folds": len(folds),
+        "n_duplicates": int(0 if result.duplicate is None else result.duplicate.sum()),
         "label_reason": list(result.reasons),  # why each cluster is good or mua
     }
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
-        write_array(g, "keep", result.keep, chunks=(max(1, min(SPIKE_CHUNK, result.keep.size)),))
+        chunks = (max(1, min(SPIKE_CHUNK, result.keep.size)),)
+        write_array(g, "keep", result.keep, chunks=chunks)
+        duplicate = np.zeros_like(result.keep) if result.duplicate is None else result.duplicate
+        write_array(g, "duplicate", duplicate, chunks=chunks)
         write_array(g, "good", result.good)
         write_array(g, "noise", result.noise)
         write_array(g, "refractory_good", result.refractory_good)
@@ -424,7 +445,6 @@ def run_cutoff(
     Th,
     out,
     workers: int = 1,
-    merge_zarr=None,
 ) -> CutoffResult:
     """The ``cutoff`` stage: score cutoff and labels → ``cutoff.zarr``.
 
@@ -442,8 +462,6 @@ def run_cutoff(
         ``cutoff.zarr`` to write.
     workers : int
         Processes running the per-cluster threshold descents (same output whatever the number).
-    merge_zarr : path, optional
-        The merge stage's store: its ``duplicate`` spikes are left out.
     """
     g = open_store(spikes_zarr)
     times, scores = g["time"], g["score"]
@@ -459,6 +477,8 @@ def run_cutoff(
     sample_rate = float(info["sample_rate"])
     if labels.shape[0] == 0:
         logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
+    n_clusters = int(sg.attrs["n_clusters"])
+    duplicate = find_duplicates(times, labels, g["amplitude"], n_clusters, sample_rate, params)
     result = apply_cutoff(
         times,
         scores,
@@ -475,7 +495,7 @@ def run_cutoff(
         workers,
         info.get("duration_s"),
         params["min_unit_spikes"],
-        read_duplicates(merge_zarr, labels.shape[0]),
+        duplicate,
         np.asarray(sg["similar_templates"][...], dtype=np.float64),
         params["fold_sim_min"],
     )

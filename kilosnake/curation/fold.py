@@ -2,19 +2,17 @@
 
 Duplicate spikes
 ----------------
-The final pass sometimes matches one event twice, with two templates at the same time (the second
-on what the first left); the copy then forms a cluster whose spikes nearly all coincide with
-another cluster's. Every pair of spikes of different clusters at most ``duplicate_spike_ms`` apart
-is a coincidence. For each pair of clusters, the one that explains less of the events is the
-possible copy: the lower median spike amplitude (the template scaling of unit-norm templates: the
-second fit of an event, on what the first left, is the weaker one; ties: fewer spikes, then the
-higher id). When its spikes that coincide with the other's make up at least
-``duplicate_fraction`` of its spikes, those spikes are duplicates and are marked (merge stage);
-the cutoff stage leaves them out and the other cluster keeps the event. The copy may also be a
-template fitted to one phase of the waveform, its spikes a fraction of a millisecond early or
-late: hence a window of the order of the refractory period.
-Independent neurons rarely fire within a fraction of a millisecond of each other, and never for
-most of their spikes, so true neighbours keep all their spikes.
+The final pass sometimes matches one event twice, with two templates (the second on what the first
+left, or fitted to one phase of the waveform a fraction of a millisecond early or late); the copy
+then forms a cluster whose spikes nearly all coincide with another cluster's. Every pair of spikes
+of different clusters at most ``duplicate_spike_ms`` apart is a coincidence. A cluster whose
+coinciding spikes make up at least ``duplicate_fraction`` of its spikes is a copy of the other
+cluster, unless that holds for the other cluster as well and it is the weaker of the two (lower
+median spike amplitude, the template scaling of unit-norm templates: the second fit of an event is
+the weaker one; ties: fewer spikes, then the higher id). A copy's coinciding spikes are marked as
+duplicates (on the clusters after merges and splits); the cutoff stage leaves them out and the other cluster keeps the event.
+Independent neurons fire within a millisecond or two of each other for a few per cent of their
+spikes, never for most of them, so true neighbours keep all their spikes.
 
 Folds
 -----
@@ -75,7 +73,8 @@ def duplicate_spikes(
     min_fraction : float
         Least fraction of the copy's spikes that must coincide with the other's.
     amplitudes : ndarray of float, shape (n,), optional
-        Spike amplitudes (template scaling); without them the smaller cluster is the copy.
+        Spike amplitudes (template scaling); without them, when both clusters are
+        mostly copies of each other, the smaller is.
 
     Returns
     -------
@@ -90,17 +89,21 @@ def duplicate_spikes(
         return in_order
     sizes = np.bincount(clusters, minlength=n_clusters)
     rank = weakness_rank(clusters, sizes, n_clusters, amplitudes, order)
-    a, b = clusters[i], clusters[k]
-    k_is_copy = rank[b] < rank[a]
-    copy_spike = np.where(k_is_copy, k, i)
-    original = np.where(k_is_copy, a, b)
-    # each spike of the copy counts once per cluster it coincides with
-    spike_pair = np.unique(copy_spike * n_clusters + original)
+    # (spike, cluster it coincides with), each spike once per partner, on both sides
+    spike_pair = np.unique(
+        np.concatenate([i * n_clusters + clusters[k], k * n_clusters + clusters[i]])
+    )
     spike, partner = np.divmod(spike_pair, n_clusters)
-    pair = clusters[spike] * n_clusters + partner
-    pairs, n_coincident = np.unique(pair, return_counts=True)
-    copies = pairs[n_coincident >= min_fraction * sizes[pairs // n_clusters]]
-    duplicate[spike[np.isin(pair, copies)]] = True
+    directed = clusters[spike] * n_clusters + partner
+    codes, n_coincident = np.unique(directed, return_counts=True)
+    high = dict(zip(codes.tolist(), (n_coincident >= min_fraction * sizes[codes // n_clusters])))
+    copies = [
+        code
+        for code, own_high in high.items()
+        if own_high and is_the_copy(code, n_clusters, high, rank)
+    ]
+    copies = np.array(copies, dtype=np.int64)
+    duplicate[spike[np.isin(directed, copies)]] = True
     in_order[order] = duplicate
     for code in copies:
         logger.debug(
@@ -109,11 +112,19 @@ def duplicate_spikes(
             code % n_clusters,
         )
     logger.info(
-        "%d duplicate spikes in %d clusters repeating a larger cluster's",
+        "%d duplicate spikes in %d clusters repeating another cluster's",
         duplicate.sum(),
         np.unique(copies // n_clusters).size,
     )
     return in_order
+
+
+def is_the_copy(code: int, n_clusters: int, high: dict, rank: np.ndarray) -> bool:
+    """Whether cluster ``x`` of the directed pair ``code = x * n + y``, most of whose spikes
+    coincide with ``y``'s, is the copy: yes unless most of ``y``'s spikes coincide with ``x``'s
+    too and ``y`` is the weaker of the two."""
+    x, y = divmod(code, n_clusters)
+    return not high.get(y * n_clusters + x, False) or rank[x] < rank[y]
 
 
 def weakness_rank(clusters, sizes, n_clusters, amplitudes, order) -> np.ndarray:

@@ -8,22 +8,18 @@ the templates visited after it (at least as many spikes), ranked by decreasing s
 ``R < merge_R_max``) every spike labelled ``j`` (its own and those merged into it before) is
 relabelled to the candidate and the search for ``j`` stops. Templates are not recomputed and the
 similarity matrix is not updated. Cluster ids are template ids: a merged-away template keeps its id
-and ends with no spikes.
-
-After the merges, duplicate spikes (one event matched twice, by two templates) are marked
-(:mod:`kilosnake.curation.fold`).
+and ends with no spikes. Duplicate spikes and clusters too small to be units are dealt with after
+the splits, by the cutoff stage (:mod:`kilosnake.curation.fold`).
 
 The stage writes ``merge.zarr``:
 
 * ``cluster`` (nspk,) uint32: cluster of every spike after merges;
-* ``duplicate`` (nspk,) bool: the spike repeats a spike of another cluster (left out by the
-  cutoff stage);
 * ``template_cluster`` (Nfilt,) uint32: cluster each template's spikes went to;
 * ``merges`` (n_merges, 2) uint32: (template merged away, cluster it joined), in order;
 * ``merge_similarity`` (n_merges,) float32: similarity of the pair;
 * ``merge_Q``, ``merge_R`` (n_merges,) float64: correlogram Q and R of the pair when merged.
 
-Attributes: ``n_clusters`` (= Nfilt), ``n_merges``, ``n_duplicates``.
+Attributes: ``n_clusters`` (= Nfilt), ``n_merges``.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import numpy as np
 
 from kilosnake.curation.ccg import refractory_stats
 from kilosnake.curation.data import open_spikes, read_feature_indices
-from kilosnake.curation.fold import duplicate_spikes
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
@@ -52,7 +47,6 @@ class MergeResult:
 
     template_cluster: np.ndarray  # (Nfilt,) int64
     merges: list  # [(template j, target cluster, similarity, Q, R)]
-    duplicate: np.ndarray | None = None  # (nspk,) bool: spike repeats another cluster's
 
     def spike_clusters(self, spike_templates: np.ndarray) -> np.ndarray:
         """The cluster of every spike."""
@@ -132,23 +126,6 @@ def find_merges(
     return MergeResult(label, merges)
 
 
-def mark_duplicates(
-    result: MergeResult, times, templates, amplitudes, sample_rate: float, params: dict
-):
-    """After the merges: the spikes that repeat a spike of a larger cluster
-    (:func:`kilosnake.curation.fold.duplicate_spikes`); ``result`` gains ``duplicate``."""
-    window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
-    result.duplicate = duplicate_spikes(
-        np.asarray(times[...], dtype=np.int64),
-        result.spike_clusters(templates[...]),
-        result.template_cluster.size,
-        window,
-        params["duplicate_fraction"],
-        np.asarray(amplitudes[...], dtype=np.float64),
-    )
-    return result
-
-
 def trains_by_template(times, templates, n_templates: int) -> dict:
     """``{template: spike times (float64, sorted)}`` of every template, read in blocks."""
     counts = label_counts(blocks(templates), n_templates)
@@ -174,11 +151,7 @@ def write_merge_store(out, result: MergeResult, spike_templates, params: dict) -
         params,
         "cpu",
         params.get("seed"),
-        attrs={
-            "n_clusters": int(result.template_cluster.size),
-            "n_merges": len(m),
-            "n_duplicates": int(0 if result.duplicate is None else result.duplicate.sum()),
-        },
+        attrs={"n_clusters": int(result.template_cluster.size), "n_merges": len(m)},
     ) as g:
         clusters = g.create_array(
             "cluster",
@@ -194,13 +167,10 @@ def write_merge_store(out, result: MergeResult, spike_templates, params: dict) -
         write_array(g, "merge_similarity", np.array([r[2] for r in m], dtype=np.float32))
         write_array(g, "merge_Q", np.array([r[3] for r in m], dtype=np.float64))
         write_array(g, "merge_R", np.array([r[4] for r in m], dtype=np.float64))
-        duplicate = np.zeros(n, bool) if result.duplicate is None else result.duplicate
-        write_array(g, "duplicate", duplicate, chunks=(max(1, min(SPIKE_CHUNK, n)),))
 
 
 def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
-    """The ``merge`` stage: read spikes.zarr, decide merges, mark duplicate spikes, write
-    ``merge.zarr``.
+    """The ``merge`` stage: read spikes.zarr, decide merges, write ``merge.zarr``.
 
     Parameters
     ----------
@@ -209,8 +179,7 @@ def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
     input_json : path
         The recording description (sample rate).
     params : dict
-        Resolved ``merge`` parameters (``merge_sim_min``, ``merge_Q_max``, ``merge_R_max``,
-        ``duplicate_spike_ms``, ``duplicate_fraction``).
+        Resolved ``merge`` parameters (``merge_sim_min``, ``merge_Q_max``, ``merge_R_max``).
     out : path
         ``merge.zarr`` to write.
     """
@@ -228,9 +197,6 @@ def run_merge(spikes_zarr, input_json, params: dict, out) -> MergeResult:
         params["merge_sim_min"],
         params["merge_Q_max"],
         params["merge_R_max"],
-    )
-    result = mark_duplicates(
-        result, spikes.time, spikes.template, spikes.amplitude, sample_rate, params
     )
     write_merge_store(out, result, spikes.template, params)
     return result

@@ -256,7 +256,6 @@ def cutoff_stage(job: StageJob) -> None:
                 pk["Th"],
                 o["out"],
                 workers=job.threads,
-                merge_zarr=i["merge"],
             )
 
 

@@ -47,7 +47,6 @@ rule split:
 rule cutoff:
     input:
         spikes=out("spikes.zarr"),
-        merge=out("merge.zarr"),
         split=out("split.zarr"),
         whitening=out("whitening.zarr"),
         info=stage_info,
