@@ -17,7 +17,8 @@ mean distance of the channels to it is the spread.
 
 Clusters that are not units: duplicate spikes (one event fitted by two templates,
 :func:`kilosnake.curation.fold.duplicate_spikes`, on the clusters after merges and splits) are
-left out of every test and never kept. A cluster left with fewer than
+left out of every test and never kept; the search runs again on the spikes the descent kept (a
+cluster can be a copy of another once its low-score spikes are cut). A cluster left with fewer than
 ``min_unit_spikes`` kept spikes is folded into the cluster with the most similar template when
 their similarity is at least ``fold_sim_min`` (:func:`kilosnake.curation.fold.fold_small_clusters`;
 its spikes join that cluster and keep their keep flag; the target's label tests stay those of its
@@ -235,6 +236,7 @@ def apply_cutoff(
     duplicate: np.ndarray | None = None,
     similarity: np.ndarray | None = None,
     fold_sim_min: float = 1.0,
+    duplicates_among=None,
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
@@ -272,6 +274,10 @@ def apply_cutoff(
         Template similarity, for folding clusters under ``min_unit_spikes`` (no folds without).
     fold_sim_min : float
         Least similarity of a fold.
+    duplicates_among : callable, optional
+        ``duplicates_among(keep)``: the duplicates among the spikes kept by the descent (a
+        cluster whose low-score spikes were not copies can be one once they are cut); they are
+        not kept either.
 
     Returns
     -------
@@ -313,6 +319,10 @@ def apply_cutoff(
             for (s, lab), (_, sc) in zip(blocks(labels), blocks(scores))
         ]
     )
+    if duplicates_among is not None:
+        later = duplicates_among(keep)
+        keep &= ~later
+        duplicate = duplicate | later
     n_kept = kept_counts(labels, keep, n_clusters)
     cluster_of = np.arange(n_clusters, dtype=np.int64)
     folds = []
@@ -380,18 +390,25 @@ def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
     return n_kept
 
 
-def find_duplicates(times, labels, amplitudes, n_clusters: int, sample_rate: float, params):
+def find_duplicates(
+    times, labels, amplitudes, n_clusters: int, sample_rate: float, params, among=None
+) -> np.ndarray:
     """The duplicate spikes of the clusters after merges and splits
-    (:func:`kilosnake.curation.fold.duplicate_spikes`; the per-spike columns are read whole)."""
+    (:func:`kilosnake.curation.fold.duplicate_spikes`), among all spikes or the ``among`` mask
+    (the per-spike columns are read whole)."""
+    rows = np.arange(labels.shape[0]) if among is None else np.flatnonzero(among)
     window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
-    return duplicate_spikes(
-        np.asarray(times[...], dtype=np.int64),
-        np.asarray(labels[...], dtype=np.int64),
+    found = duplicate_spikes(
+        np.asarray(times[...], dtype=np.int64)[rows],
+        np.asarray(labels[...], dtype=np.int64)[rows],
         n_clusters,
         window,
         params["duplicate_fraction"],
-        np.asarray(amplitudes[...], dtype=np.float64),
+        np.asarray(amplitudes[...], dtype=np.float64)[rows],
     )
+    mask = np.zeros(labels.shape[0], bool)
+    mask[rows[found]] = True
+    return mask
 
 
 def _span_s(times, sample_rate: float) -> float:
@@ -498,6 +515,9 @@ def run_cutoff(
         duplicate,
         np.asarray(sg["similar_templates"][...], dtype=np.float64),
         params["fold_sim_min"],
+        lambda keep: find_duplicates(
+            times, labels, g["amplitude"], n_clusters, sample_rate, params, among=keep
+        ),
     )
     write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
     return result

@@ -10,7 +10,8 @@ coinciding spikes make up at least ``duplicate_fraction`` of its spikes is a cop
 cluster, unless that holds for the other cluster as well and it is the weaker of the two (lower
 median spike amplitude, the template scaling of unit-norm templates: the second fit of an event is
 the weaker one; ties: fewer spikes, then the higher id). A copy's coinciding spikes are marked as
-duplicates (on the clusters after merges and splits); the cutoff stage leaves them out and the other cluster keeps the event.
+duplicates (on the clusters after merges and splits); the cutoff stage leaves them out and the
+other cluster keeps the event.
 Independent neurons fire within a millisecond or two of each other for a few per cent of their
 spikes, never for most of them, so true neighbours keep all their spikes.
 
