@@ -145,3 +145,14 @@ def test_the_weaker_fit_of_an_event_is_the_copy_even_when_it_has_more_spikes():
     # by spike count alone, the unit itself would have been taken for the copy
     by_size = duplicate_spikes(times[order], clusters[order], 2, window=45, min_fraction=0.5)
     assert by_size[clusters[order] == 0].all()
+
+
+def test_time_separation_tells_a_unit_cut_in_time_from_two_neurons_firing_throughout():
+    from kilosnake.curation.split import time_separation
+
+    rng = np.random.default_rng(4)
+    first_half, second_half = rng.uniform(0, 150, 800), rng.uniform(150, 300, 800)
+    assert time_separation(first_half, second_half) > 0.9
+    neuron_a, neuron_b = rng.uniform(0, 300, 800), rng.uniform(0, 300, 400)
+    assert time_separation(neuron_a, neuron_b) < 0.2
+    assert time_separation(neuron_a, np.zeros(0)) == 0.0

@@ -15,7 +15,11 @@ least ``split_min_spikes`` spikes:
    and the mean confidence of each half (``mean r1`` over the low half, ``mean r2`` over the other)
    exceeds ``AUCsplit``;
 4. unless vetoed: by the halves' cross-correlogram (``Q < split_veto_Q`` and ``R < split_veto_R``:
-   both halves respect one refractory period, so they are one neuron), or by their mean waveforms
+   both halves respect one refractory period, so they are one neuron), by time (the halves'
+   firing profiles over 20 bins of the recording overlap less than ``1 -
+   split_veto_time_separation``, :func:`time_separation`: one unit whose features changed as the
+   probe moved, cut into before and after, where two neurons would both fire throughout), or by
+   their mean waveforms
    (mean PC features mapped back to waveforms with ``wPCA``; correlation above
    ``split_veto_corr`` and relative norm difference ``2 |‖c1‖ - ‖c2‖| / (‖c1‖ + ‖c2‖)`` below
    ``split_veto_ampdiff``).
@@ -88,6 +92,7 @@ class SplitSettings:
     veto_R: float = 0.05
     veto_corr: float = 0.9
     veto_ampdiff: float = 0.2
+    veto_time_separation: float = 1.0
 
     @classmethod
     def from_params(cls, p: dict) -> SplitSettings:
@@ -99,6 +104,7 @@ class SplitSettings:
             p["split_veto_R"],
             p["split_veto_corr"],
             p["split_veto_ampdiff"],
+            p["split_veto_time_separation"],
         )
 
 
@@ -231,6 +237,25 @@ def same_waveform(c1: np.ndarray, c2: np.ndarray, corr_max: float, ampdiff_max: 
         return False
     corr = float(np.corrcoef(a, b)[0, 1])
     return corr > corr_max and 2 * abs(n1 - n2) / (n1 + n2) < ampdiff_max
+
+
+#: time bins of the halves' firing profiles
+SEPARATION_BINS = 20
+
+
+def time_separation(t_a, t_b, n_bins: int = SEPARATION_BINS) -> float:
+    """How differently two spike trains spread over time, in [0, 1]: one minus the overlap of
+    their normalised histograms over ``n_bins`` equal bins of the span of both (0: the same
+    profile; 1: never active at the same time)."""
+    t_a, t_b = np.asarray(t_a, np.float64), np.asarray(t_b, np.float64)
+    if t_a.size == 0 or t_b.size == 0:
+        return 0.0
+    lo, hi = min(t_a.min(), t_b.min()), max(t_a.max(), t_b.max())
+    if hi <= lo:
+        return 0.0
+    h_a = np.histogram(t_a, n_bins, (lo, hi))[0] / t_a.size
+    h_b = np.histogram(t_b, n_bins, (lo, hi))[0] / t_b.size
+    return float(1.0 - np.minimum(h_a, h_b).sum())
 
 
 def halves_refractory(t_low, t_high, sample_rate, q_max, r_max) -> bool:
@@ -443,6 +468,9 @@ def _vetoed(fit, idx, feats, times, wpca, sample_rate, s: SplitSettings, ik) -> 
     t_low, t_high = read_rows(times, idx[fit.low]), read_rows(times, idx[~fit.low])
     if halves_refractory(t_low, t_high, sample_rate, s.veto_Q, s.veto_R):
         logger.debug("cluster %d: split vetoed, the halves share a refractory period", ik)
+        return True
+    if time_separation(t_low, t_high) > s.veto_time_separation:
+        logger.debug("cluster %d: split vetoed, the halves are one unit before and after", ik)
         return True
     c1, c2 = mean_waveform(feats[fit.low], wpca), mean_waveform(feats[~fit.low], wpca)
     if same_waveform(c1, c2, s.veto_corr, s.veto_ampdiff):

@@ -598,6 +598,16 @@ PARAMS: tuple[Param, ...] = (
         "... and their relative amplitude difference is below this",
         minimum=0.0,
     ),
+    _P(
+        "split_veto_time_separation",
+        0.5,
+        "number",
+        "split",
+        "",
+        "no split when the halves' firing over time differs more than this (0 same, 1 disjoint)",
+        minimum=0.0,
+        maximum=1.0,
+    ),
     # --- cutoff and labels ------------------------------------------------------------------
     _P(
         "cutoff_fcont",
