@@ -4,20 +4,18 @@ mistaken recording description leaves the earlier results as they were."""
 import csv
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import workflow_runs
 
 from kilosnake.errors import InputError
 from kilosnake.preprocess.check_input import check_input
 from kilosnake.workflow.input_guard import REFUSED_LOG, guard_changed_inputs
 from kilosnake.workflow.summary import closing_lines, recording_status, write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
 NT = 4096
 
 
@@ -195,22 +193,8 @@ def test_an_input_json_without_its_description_is_not_checked(checked):
 
 
 def snakemake(workdir: Path, *args: str, config=()):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-        "--config",
-        "device=cpu",
-        *config,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    """The workflow on the CPU in ``workdir``, its failure left to the test."""
+    return workflow_runs.snakemake(workdir, *args, config=("device=cpu", *config), check=False)
 
 
 SORTING_RULES = ("whitening", "preprocess", "drift", "detect", "learn", "final_pass", "export_phy")

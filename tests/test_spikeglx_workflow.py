@@ -5,20 +5,17 @@ on that probe), the .meta beside the .bin is the only description of the recordi
 count, rate, gain and geometry all come from it.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from spikeglx_meta import four_shank_layout, np1_meta, np2_meta, write_meta
+from workflow_runs import snakemake
 
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.presets import preset_config
 from kilosnake.groundtruth.score import score_phy_folder
 from kilosnake.io.probe import load_probe
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -39,24 +36,9 @@ def spikeglx_folder(folder: Path, synth, meta_text: str) -> Path:
 
 
 def sort(workdir: Path, bin_path: Path) -> str:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--config",
-        "device=cpu",
-        f"dat={bin_path}",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    return out
+    """Sort ``bin_path`` with no probe given (its ``.meta`` supplies one)."""
+    config = ("device=cpu", f"dat={bin_path}")
+    return snakemake(workdir, config=config, timeout=1800).output
 
 
 @pytest.mark.parametrize(
