@@ -104,7 +104,7 @@ def test_cutoff_leaves_duplicates_out_folds_fragments_and_labels_lonely_ones_noi
         rate,
         (10.0, 4.0),
         min_unit_spikes=30,
-        duplicate=duplicate,
+        duplicates_among=lambda among: duplicate & among,
         similarity=sim,
         fold_sim_min=0.6,
     )

@@ -104,6 +104,7 @@ class CutoffResult:
     cluster_of: np.ndarray | None = None  # (n_clusters,) cluster each one's spikes end in
     folds: list = dataclasses.field(default_factory=list)  # [(cluster, target, similarity)]
     duplicate: np.ndarray | None = None  # (nspk,) bool: left out as another cluster's copy
+    n_kept: np.ndarray | None = None  # (n_clusters,) spikes kept, after folds
 
 
 def thresholds(th_high: float, th_low: float) -> np.ndarray:
@@ -233,10 +234,9 @@ def apply_cutoff(
     workers: int = 1,
     duration_s: float | None = None,
     min_unit_spikes: int = 1,
-    duplicate: np.ndarray | None = None,
+    duplicates_among=None,
     similarity: np.ndarray | None = None,
     fold_sim_min: float = 1.0,
-    duplicates_among=None,
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
@@ -267,28 +267,26 @@ def apply_cutoff(
         spike times.
     min_unit_spikes : int
         Clusters with fewer kept spikes (and at least one) are labelled ``noise``.
-    duplicate : ndarray of bool (n,), optional
-        Spikes left out (duplicates of another cluster's, :mod:`kilosnake.curation.fold`):
-        never kept and not part of any cluster's tests.
+    duplicates_among : callable, optional
+        ``duplicates_among(mask)``: the duplicate spikes (:mod:`kilosnake.curation.fold`) among
+        those of ``mask``. Asked of every spike before the descent (duplicates are not part of
+        any cluster's tests) and again of the spikes the descent kept (a cluster can be a copy
+        of another once its low-score spikes are cut); duplicates are never kept.
     similarity : ndarray (n_clusters, n_clusters), optional
         Template similarity, for folding clusters under ``min_unit_spikes`` (no folds without).
     fold_sim_min : float
         Least similarity of a fold.
-    duplicates_among : callable, optional
-        ``duplicates_among(keep)``: the duplicates among the spikes kept by the descent (a
-        cluster whose low-score spikes were not copies can be one once they are cut); they are
-        not kept either.
-
-    Returns
-    -------
-    CutoffResult
     """
     refr = np.zeros(n_clusters, dtype=bool)
     contamination = np.ones(n_clusters)
     threshold = np.full(n_clusters, float(Th[0]))
     spread = np.array([template_spread(templates[c], xc, yc) for c in range(n_clusters)])
-    if duplicate is None:
-        duplicate = np.zeros(labels.shape[0], bool)
+
+    def no_duplicates(mask):
+        return np.zeros(mask.size, bool)
+
+    duplicates_among = duplicates_among or no_duplicates
+    duplicate = duplicates_among(np.ones(labels.shape[0], bool))
 
     def counted(start, rows):
         return rows[~duplicate[start : start + len(rows)]]
@@ -319,10 +317,9 @@ def apply_cutoff(
             for (s, lab), (_, sc) in zip(blocks(labels), blocks(scores))
         ]
     )
-    if duplicates_among is not None:
-        later = duplicates_among(keep)
-        keep &= ~later
-        duplicate = duplicate | later
+    later = duplicates_among(keep)
+    keep &= ~later
+    duplicate |= later
     n_kept = kept_counts(labels, keep, n_clusters)
     cluster_of = np.arange(n_clusters, dtype=np.int64)
     folds = []
@@ -373,6 +370,7 @@ def apply_cutoff(
         cluster_of,
         folds,
         duplicate,
+        n_kept,
     )
 
 
@@ -390,25 +388,30 @@ def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
     return n_kept
 
 
-def find_duplicates(
-    times, labels, amplitudes, n_clusters: int, sample_rate: float, params, among=None
-) -> np.ndarray:
-    """The duplicate spikes of the clusters after merges and splits
-    (:func:`kilosnake.curation.fold.duplicate_spikes`), among all spikes or the ``among`` mask
-    (the per-spike columns are read whole)."""
-    rows = np.arange(labels.shape[0]) if among is None else np.flatnonzero(among)
+def duplicate_finder(times, labels, amplitudes, n_clusters: int, sample_rate: float, params):
+    """``duplicates_among(mask)`` of :func:`apply_cutoff` over the clusters after merges and
+    splits (:func:`kilosnake.curation.fold.duplicate_spikes`); the three per-spike columns are
+    read once, whole."""
+    times = np.asarray(times[...], dtype=np.int64)
+    labels = np.asarray(labels[...], dtype=np.int64)
+    amplitudes = np.asarray(amplitudes[...], dtype=np.float64)
     window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
-    found = duplicate_spikes(
-        np.asarray(times[...], dtype=np.int64)[rows],
-        np.asarray(labels[...], dtype=np.int64)[rows],
-        n_clusters,
-        window,
-        params["duplicate_fraction"],
-        np.asarray(amplitudes[...], dtype=np.float64)[rows],
-    )
-    mask = np.zeros(labels.shape[0], bool)
-    mask[rows[found]] = True
-    return mask
+
+    def duplicates_among(mask: np.ndarray) -> np.ndarray:
+        rows = np.flatnonzero(mask)
+        found = duplicate_spikes(
+            times[rows],
+            labels[rows],
+            n_clusters,
+            window,
+            params["duplicate_fraction"],
+            amplitudes[rows],
+        )
+        duplicate = np.zeros(mask.size, bool)
+        duplicate[rows[found]] = True
+        return duplicate
+
+    return duplicates_among
 
 
 def _span_s(times, sample_rate: float) -> float:
@@ -420,35 +423,30 @@ def _span_s(times, sample_rate: float) -> float:
     return (hi - lo) / sample_rate if hi > lo else 0.0
 
 
-def write_cutoff_store(out, result: CutoffResult, labels, params: dict) -> None:
+def write_cutoff_store(out, result: CutoffResult, params: dict) -> None:
     """Write ``cutoff.zarr`` (see the module docstring)."""
     n_clusters = result.good.size
-    cluster_of = np.arange(n_clusters) if result.cluster_of is None else result.cluster_of
-    n_kept = np.bincount(
-        cluster_of, weights=kept_counts(labels, result.keep, n_clusters), minlength=n_clusters
-    )
     folds = result.folds
     attrs = {
         "n_clusters": int(n_clusters),
         "n_good": int(result.good.sum()),
         "n_noise": int(result.noise.sum()),
         "n_folds": len(folds),
-        "n_duplicates": int(0 if result.duplicate is None else result.duplicate.sum()),
+        "n_duplicates": int(result.duplicate.sum()),
         "label_reason": list(result.reasons),  # why each cluster is good or mua
     }
     with writing_store(out, "cutoff", params, "cpu", params.get("seed"), attrs=attrs) as g:
         chunks = (max(1, min(SPIKE_CHUNK, result.keep.size)),)
         write_array(g, "keep", result.keep, chunks=chunks)
-        duplicate = np.zeros_like(result.keep) if result.duplicate is None else result.duplicate
-        write_array(g, "duplicate", duplicate, chunks=chunks)
+        write_array(g, "duplicate", result.duplicate, chunks=chunks)
         write_array(g, "good", result.good)
         write_array(g, "noise", result.noise)
         write_array(g, "refractory_good", result.refractory_good)
         write_array(g, "contamination", result.contamination.astype(np.float64))
         write_array(g, "threshold", result.threshold.astype(np.float64))
         write_array(g, "spread_um", result.spread_um.astype(np.float64))
-        write_array(g, "n_kept", n_kept.astype(np.int64))
-        write_array(g, "cluster_of", cluster_of.astype(np.uint32))
+        write_array(g, "n_kept", result.n_kept.astype(np.int64))
+        write_array(g, "cluster_of", result.cluster_of.astype(np.uint32))
         write_array(g, "folds", np.array([f[:2] for f in folds], dtype=np.uint32).reshape(-1, 2))
         write_array(g, "fold_similarity", np.array([f[2] for f in folds], dtype=np.float32))
 
@@ -495,12 +493,11 @@ def run_cutoff(
     if labels.shape[0] == 0:
         logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
     n_clusters = int(sg.attrs["n_clusters"])
-    duplicate = find_duplicates(times, labels, g["amplitude"], n_clusters, sample_rate, params)
     result = apply_cutoff(
         times,
         scores,
         labels,
-        int(sg.attrs["n_clusters"]),
+        n_clusters,
         templates,
         geom["xc"],
         geom["yc"],
@@ -512,12 +509,9 @@ def run_cutoff(
         workers,
         info.get("duration_s"),
         params["min_unit_spikes"],
-        duplicate,
+        duplicate_finder(times, labels, g["amplitude"], n_clusters, sample_rate, params),
         np.asarray(sg["similar_templates"][...], dtype=np.float64),
         params["fold_sim_min"],
-        lambda keep: find_duplicates(
-            times, labels, g["amplitude"], n_clusters, sample_rate, params, among=keep
-        ),
     )
-    write_cutoff_store(out, result, labels, {**params, "Th": list(Th)})
+    write_cutoff_store(out, result, {**params, "Th": list(Th)})
     return result

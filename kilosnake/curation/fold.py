@@ -83,11 +83,10 @@ def duplicate_spikes(
     """
     order = np.argsort(np.asarray(times), kind="stable")
     clusters = np.asarray(clusters, dtype=np.int64)[order]
-    duplicate = np.zeros(clusters.size, bool)
-    in_order = np.zeros(clusters.size, bool)
+    duplicate = np.zeros(clusters.size, bool)  # in the order given
     i, k = coincident_pairs(np.asarray(times)[order], clusters, window)
     if i.size == 0:
-        return in_order
+        return duplicate
     sizes = np.bincount(clusters, minlength=n_clusters)
     rank = weakness_rank(clusters, sizes, n_clusters, amplitudes, order)
     # (spike, cluster it coincides with), each spike once per partner, on both sides
@@ -104,8 +103,7 @@ def duplicate_spikes(
         if own_high and is_the_copy(code, n_clusters, high, rank)
     ]
     copies = np.array(copies, dtype=np.int64)
-    duplicate[spike[np.isin(directed, copies)]] = True
-    in_order[order] = duplicate
+    duplicate[order[spike[np.isin(directed, copies)]]] = True
     for code in copies:
         logger.debug(
             "cluster %d: spikes coinciding with cluster %d are duplicates",
@@ -117,7 +115,7 @@ def duplicate_spikes(
         duplicate.sum(),
         np.unique(copies // n_clusters).size,
     )
-    return in_order
+    return duplicate
 
 
 def is_the_copy(code: int, n_clusters: int, high: dict, rank: np.ndarray) -> bool:
