@@ -116,7 +116,6 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
             drift_plot=r / "drift.png",
             input_check=r / "input_check.png",
             params=p,
-            workers=8,
         ),
     }
     return calls[stage]

@@ -16,7 +16,8 @@ import numpy as np
 INPUT_CHECK = (1350, 675)  # (15, 7.5) in
 TRACES = (1350, 630)  # (15, 7) in
 BATCHES = (1260, 630)  # (14, 7) in
-UNIT = (1080, 288)  # (12, 3.2) in
+#: (width, height) of a unit panel (inline SVG, kilosnake.report.svg)
+UNIT = (1080, 290)
 
 
 def drift_size(n_shanks: int = 1) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ class ReportParser(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.sections, self.images, self.external, self.unit_figures = [], [], [], []
+        self.unit_panels = []  # (width, height) of the <svg> of each unit figure
         self.table_rows = 0
 
     def handle_starttag(self, tag, attrs):
@@ -74,6 +76,8 @@ class ReportParser(html.parser.HTMLParser):
             self.images.append(a.get("src", ""))
         if tag == "figure" and (a.get("id") or "").startswith("unit-"):
             self.unit_figures.append(a["id"])
+        if tag == "svg" and len(self.unit_panels) < len(self.unit_figures):
+            self.unit_panels.append((int(a["width"]), int(a["height"])))
         if tag == "tr":
             self.table_rows += 1
         for key in ("src", "href"):
@@ -90,15 +94,17 @@ def test_report_has_every_section_and_embedded_images(demo):
     parser.feed(page)
     assert parser.sections == list(SECTIONS)
     assert parser.external == []  # self-contained
-    assert len(parser.images) >= 5
     sizes = []
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         image = assert_picture(base64.b64decode(src.split(",", 1)[1], validate=True))
         sizes.append(image.shape[1::-1])
-    # input check, traces, drift, batches, then one panel per drawn unit
-    n_units = len(parser.images) - 4
-    assert sizes == [INPUT_CHECK, TRACES, drift_size(1), BATCHES] + [UNIT] * n_units
+    # input check, traces, drift, batches as PNG; then one SVG panel per drawn unit
+    assert sizes == [INPUT_CHECK, TRACES, drift_size(1), BATCHES]
+    assert parser.unit_panels == [UNIT] * len(parser.unit_figures)
+    for svg in re.findall(r"<svg .*?</svg>", page):  # each panel is well-formed XML
+        root = xml.etree.ElementTree.fromstring(svg)
+        assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 12
     phy = demo / "results/demo/phy"
     noise = {
         line.split("\t")[0]

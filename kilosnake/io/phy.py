@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -39,15 +40,15 @@ class PhyView:
         """Indices of the spikes of ``cluster``, in time order (no per-spike index is kept)."""
         return np.flatnonzero(self.spike_clusters == cluster)
 
-    @property
+    @functools.cached_property
     def peak_channels(self) -> np.ndarray:
-        """The channel with the largest peak-to-peak of every template."""
+        """The channel with the largest peak-to-peak of every template (computed once)."""
         ptp = self.templates.max(axis=1) - self.templates.min(axis=1)
         return ptp.argmax(axis=1)
 
-    @property
+    @functools.cached_property
     def peak_to_peak(self) -> np.ndarray:
-        """Peak-to-peak of every un-whitened template on its largest channel."""
+        """Peak-to-peak of every un-whitened template on its largest channel (computed once)."""
         return (self.templates.max(axis=1) - self.templates.min(axis=1)).max(axis=1)
 
 

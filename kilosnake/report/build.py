@@ -335,15 +335,15 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
 
 
 def unit_panels_section(
-    phy: PhyView, chosen: list[dict], note: str, info: dict, workers: int = 1
+    phy: PhyView, chosen: list[dict], note: str, info: dict
 ) -> Section:
     """One picture per chosen unit."""
     fs, dur = float(info["sample_rate"]), float(info["duration_s"])
     scale, unit = info.get("uv_per_bit") or 1.0, amplitude_unit(info)
     views = [unit_view(phy, r, fs, dur, scale, unit) for r in chosen]
     figures = [
-        f'<figure id="unit-{r["id"]}">' + img_tag(png, view.title) + "</figure>"
-        for r, view, png in zip(chosen, views, render_unit_panels(views, workers))
+        f'<figure id="unit-{r["id"]}">{svg}</figure>'
+        for r, svg in zip(chosen, render_unit_panels(views))
     ]
     return Section(
         "unit-panels", "Unit panels", f'<p class="note">{html.escape(note)}</p>' + "".join(figures)
@@ -355,7 +355,7 @@ def unit_panels_section(
 
 
 def build_report(
-    paths: ReportInputs, max_units: int = MAX_UNITS, params: dict | None = None, workers: int = 1
+    paths: ReportInputs, max_units: int = MAX_UNITS, params: dict | None = None
 ) -> str:
     """The report page of one recording, as HTML text.
 
@@ -367,8 +367,6 @@ def build_report(
     params : dict, optional
         The run's resolved parameters (the non-default ones are listed); those of
         ``spikes.zarr`` when not given.
-    workers : int
-        Processes drawing the unit panels.
 
     Returns
     -------
@@ -387,7 +385,7 @@ def build_report(
         drift_section(paths),
         batches_section(info, phy, rows, spikes_group),
         units_section(phy, rows, {r["id"] for r in chosen}, unit),
-        unit_panels_section(phy, chosen, note, info, workers),
+        unit_panels_section(phy, chosen, note, info),
         run_section(paths.run_dir),
     ]
     name = Path(paths.run_dir).name if paths.run_dir else Path(info["dat"]).stem
@@ -413,7 +411,6 @@ def write_report(
     run_dir=None,
     max_units: int = MAX_UNITS,
     params: dict | None = None,
-    workers: int = 1,
 ) -> None:
     """The ``report`` stage: the sort's outputs → ``report.html`` (see the module docstring).
 
@@ -431,8 +428,6 @@ def write_report(
         Per-unit panels drawn at most.
     params : dict, optional
         The run's resolved parameters, for the summary's non-default list.
-    workers : int
-        Processes drawing the unit panels (the rule's threads).
     """
     out = Path(out)
     paths = ReportInputs(
@@ -451,6 +446,6 @@ def write_report(
             )
         )
     )
-    text = build_report(paths, max_units, params, workers)
+    text = build_report(paths, max_units, params)
     _write_bytes(out, text.encode("utf-8"))
     logger.info("report written to %s (%.1f MB)", out, len(text) / 1e6)

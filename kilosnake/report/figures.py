@@ -4,7 +4,7 @@ Every ``plot_*`` function draws one panel on an ``Axes`` it is given, from plain
 ``*_figure`` functions assemble panels into a figure; :func:`png_bytes` renders a figure to PNG
 bytes and closes it. Nothing here reads files (that is :mod:`kilosnake.report`), and nothing
 needs a display: the Agg backend is selected before pyplot is imported (:func:`pyplot`, on
-the first picture).
+the first picture). The unit panels are written as SVG instead (:mod:`kilosnake.report.svg`).
 """
 
 from __future__ import annotations
@@ -282,121 +282,6 @@ def plot_unit_raster(
     ax.set_ylabel("unit depth (µm)")
     ax.set_title("sorted spikes at their unit's depth")
     ax.legend(fontsize=7, loc="upper right", markerscale=6)
-
-
-# --------------------------------------------------------------------------------------------
-# one unit
-
-
-def plot_waveform(
-    ax, waveform, positions, channels, peak: int, sample_rate: float, unit: str
-) -> None:
-    """A template on its nearest channels, each drawn at the contact's position.
-
-    Parameters
-    ----------
-    ax : matplotlib Axes
-    waveform : ndarray (nt0, Nchan)
-        The template (``unit``).
-    positions : ndarray (Nchan, 2)
-        Contact positions (µm).
-    channels : ndarray of int
-        Channels to draw (nearest to the peak channel).
-    peak : int
-        The peak channel, drawn in colour.
-    sample_rate : float
-    unit : str
-    """
-    w = np.asarray(waveform)[:, channels]
-    pos = np.asarray(positions)[channels]
-    dx = _spacing(pos[:, 0], 16.0)
-    dy = _spacing(pos[:, 1], 20.0)
-    scale = np.abs(w).max() or 1.0
-    t = np.linspace(-0.4, 0.4, w.shape[0]) * dx
-    for k, c in enumerate(channels):
-        colour = GOOD_COLOUR if c == peak else "black"
-        ax.plot(
-            pos[k, 0] + t,
-            pos[k, 1] + w[:, k] / scale * dy * 0.9,
-            color=colour,
-            linewidth=1.0 if c == peak else 0.6,
-        )
-    ax.set_xlabel("x (µm)")
-    ax.set_ylabel("y (µm)")
-    ax.set_title(
-        f"template, {w.shape[0] / sample_rate * 1e3:.1f} ms (peak {scale:.3g} {unit})", fontsize=9
-    )
-
-
-def _spacing(v, default: float) -> float:
-    d = np.diff(np.unique(np.round(v, 3)))
-    return float(d.min()) if d.size else default
-
-
-def plot_autocorrelogram(ax, counts, bin_ms: float, refractory_ms: float) -> None:
-    """The autocorrelogram (spike pairs per bin), the refractory period shaded."""
-    counts = np.asarray(counts)
-    half = counts.size // 2
-    lags = (np.arange(counts.size) - half) * bin_ms
-    edges = np.append(lags - bin_ms / 2, lags[-1] + bin_ms / 2) if counts.size else [0.0]
-    ax.stairs(counts, edges, fill=True, color="#4d4d4d", linewidth=0)  # one patch, not a bar each
-    ax.axvspan(-refractory_ms, refractory_ms, color="#d7191c", alpha=0.15, linewidth=0)
-    ax.set_xlim(lags[0] - bin_ms / 2, lags[-1] + bin_ms / 2)
-    ax.set_xlabel("lag (ms)")
-    ax.set_ylabel("pairs")
-    ax.set_title("autocorrelogram", fontsize=9)
-
-
-def plot_amplitudes(
-    ax, times_s, amplitudes, duration_s: float, unit: str, max_points: int = 20_000
-) -> None:
-    """Spike amplitude over time."""
-    t, a = np.asarray(times_s), np.asarray(amplitudes)
-    if t.size > max_points:
-        keep = np.sort(np.random.default_rng(0).choice(t.size, max_points, replace=False))
-        t, a = t[keep], a[keep]
-    ax.scatter(t, a, s=3, color="#2166ac", linewidths=0, rasterized=True)
-    ax.set_xlim(0, duration_s)
-    ax.set_ylim(0, max(float(a.max()) * 1.1, 1e-9) if a.size else 1.0)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel(f"amplitude ({unit})")
-    ax.set_title("amplitude over time", fontsize=9)
-
-
-def unit_figure(unit) -> Figure:
-    """The panel of one unit: waveform, autocorrelogram, amplitude over time.
-
-    Parameters
-    ----------
-    unit : kilosnake.report.units.UnitView
-
-    Returns
-    -------
-    matplotlib Figure
-    """
-    plt = pyplot()
-    # a fixed layout: constrained layout would cost more than the drawing (100 panels a report)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 1.2, 2]})
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.16, top=0.84, wspace=0.3)
-    plot_waveform(
-        axes[0],
-        unit.waveform,
-        unit.positions,
-        unit.channels,
-        unit.peak_channel,
-        unit.sample_rate,
-        unit.amplitude_unit,
-    )
-    plot_autocorrelogram(axes[1], unit.acg, unit.acg_bin_ms, unit.refractory_ms)
-    plot_amplitudes(axes[2], unit.times_s, unit.amplitudes, unit.duration_s, unit.amplitude_unit)
-    fig.suptitle(
-        unit.title,
-        fontsize=10,
-        x=0.01,
-        ha="left",
-        color=GOOD_COLOUR if unit.label == "good" else "black",
-    )
-    return fig
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from kilosnake.curation.ccg import correlogram
 from kilosnake.curation.metrics import REFRACTORY_S
 from kilosnake.io.phy import PhyView
 from kilosnake.io.streaming import blocks
-from kilosnake.report.figures import png_bytes, unit_figure
-from kilosnake.runtime.parallel import map_ordered
+from kilosnake.report.svg import unit_panel_svg
 
 #: per-unit panels drawn at most (good units first, then by depth)
 MAX_UNITS = 100
@@ -140,13 +139,6 @@ def units_to_draw(rows: list[dict], max_units: int) -> tuple[list[dict], str]:
     return units[:max_units], note
 
 
-def unit_panel_png(view: UnitView) -> bytes:
-    """The PNG of one unit's panel."""
-
-    return png_bytes(unit_figure(view))
-
-
-def render_unit_panels(views: list[UnitView], workers: int = 1) -> list[bytes]:
-    """PNGs of the unit panels, drawn by ``workers`` processes (same bytes in the same order
-    whatever the number)."""
-    return map_ordered(unit_panel_png, views, workers)
+def render_unit_panels(views: list[UnitView]) -> list[str]:
+    """The unit panels, as inline SVG (:mod:`kilosnake.report.svg`), in the order given."""
+    return [unit_panel_svg(view) for view in views]

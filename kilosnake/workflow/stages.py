@@ -296,7 +296,6 @@ def report_stage(job: StageJob) -> None:
         input_check=i["input_check"],
         scorecard=i.get("scorecard"),
         params=job.p,
-        workers=job.threads,
     )
 
 

@@ -58,7 +58,6 @@ rule report:
         bench_path("report")
     conda:
         "../../envs/cpu.yaml"
-    threads: 8  # processes drawing the unit panels (Snakemake lowers it to --cores)
     params:
         p=report_params(),  # the summary lists the non-default ones
     run:
