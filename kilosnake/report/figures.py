@@ -127,8 +127,14 @@ def plot_channel_values(
     ``lines`` are ``(value, label)`` pairs drawn as dashed horizontal references.
     """
     v = np.asarray(values, dtype=np.float64)[order]
-    x = np.arange(v.size)
-    ax.bar(x, v, width=1.0, color=shank_colours(np.asarray(kcoords)[order]), linewidth=0)
+    shank_of = np.asarray(kcoords)[order]
+    colours = shank_colours(shank_of)
+    # one filled outline per run of a shank's channels (bars of width 1): a patch per channel
+    # would cost more than the rest of the figure
+    starts = np.flatnonzero(np.r_[True, shank_of[1:] != shank_of[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], v.size]):
+        edges = np.arange(a, b + 1) - 0.5
+        ax.stairs(np.nan_to_num(v[a:b]), edges, fill=True, color=colours[a], linewidth=0)
     for name, style in FLAG_STYLE.items():
         mask = flags.get(name)
         if mask is not None and mask[order].any():
