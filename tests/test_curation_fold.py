@@ -148,7 +148,7 @@ def test_the_weaker_fit_of_an_event_is_the_copy_even_when_it_has_more_spikes():
 
 
 def test_time_separation_tells_a_unit_cut_in_time_from_two_neurons_firing_throughout():
-    from kilosnake.curation.split import time_separation
+    from kilosnake.curation.ccg import time_separation
 
     rng = np.random.default_rng(4)
     first_half, second_half = rng.uniform(0, 150, 800), rng.uniform(150, 300, 800)

@@ -357,3 +357,22 @@ def refractory_stats_many(
             sorted_trains[b] = np.sort(np.asarray(trains[b], dtype=np.float64))
         q[k], r[k] = refractory_stats(trains[a], sorted_trains[b], sample_rate, tbin_s)
     return q, r
+
+
+#: time bins of the firing profiles compared by :func:`time_separation`
+SEPARATION_BINS = 20
+
+
+def time_separation(t_a, t_b, n_bins: int = SEPARATION_BINS) -> float:
+    """How differently two spike trains spread over time, in [0, 1]: one minus the overlap of
+    their normalised histograms over ``n_bins`` equal bins of the span of both (0: the same
+    profile; 1: never active at the same time)."""
+    t_a, t_b = np.asarray(t_a, np.float64), np.asarray(t_b, np.float64)
+    if t_a.size == 0 or t_b.size == 0:
+        return 0.0
+    lo, hi = min(t_a.min(), t_b.min()), max(t_a.max(), t_b.max())
+    if hi <= lo:
+        return 0.0
+    h_a = np.histogram(t_a, n_bins, (lo, hi))[0] / t_a.size
+    h_b = np.histogram(t_b, n_bins, (lo, hi))[0] / t_b.size
+    return float(1.0 - np.minimum(h_a, h_b).sum())

@@ -58,7 +58,13 @@ import numpy as np
 
 from kilosnake.curation.ccg import N_CENTRAL, TBIN_S, refractory_stats
 from kilosnake.curation.data import read_probe_geometry
-from kilosnake.curation.fold import duplicate_spikes, fold_small_clusters
+from kilosnake.curation.fold import (
+    PIECE_BASELINE_S,
+    duplicate_spikes,
+    fold_pieces,
+    fold_small_clusters,
+)
+from kilosnake.curation.metrics import REFRACTORY_S
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
@@ -237,6 +243,7 @@ def apply_cutoff(
     duplicates_among=None,
     similarity: np.ndarray | None = None,
     fold_sim_min: float = 1.0,
+    piece_folds=None,
 ) -> CutoffResult:
     """Score cutoff and labels of every cluster.
 
@@ -276,6 +283,10 @@ def apply_cutoff(
         Template similarity, for folding clusters under ``min_unit_spikes`` (no folds without).
     fold_sim_min : float
         Least similarity of a fold.
+    piece_folds : callable, optional
+        ``piece_folds(keep, cluster_of, n_kept, similarity)``: the folds of pieces of units into
+        them (:func:`kilosnake.curation.fold.fold_pieces`), after the folds of small clusters;
+        updates ``cluster_of``.
     """
     refr = np.zeros(n_clusters, dtype=bool)
     contamination = np.ones(n_clusters)
@@ -326,10 +337,17 @@ def apply_cutoff(
     if similarity is not None:
         sim = np.array(similarity, dtype=np.float64, copy=True)
         np.fill_diagonal(sim, 0.0)
+        own_kept = n_kept
         folds = fold_small_clusters(cluster_of, n_kept, sim, min_unit_spikes, fold_sim_min)
-        n_kept = np.bincount(cluster_of, weights=n_kept, minlength=n_clusters).astype(np.int64)
+        n_kept = np.bincount(cluster_of, weights=own_kept, minlength=n_clusters).astype(np.int64)
+        if piece_folds is not None:
+            pieces = piece_folds(keep, cluster_of, n_kept, sim)
+            folds += [(j, target, s, PIECE) for j, target, s in pieces]
+            n_kept = np.bincount(cluster_of, weights=own_kept, minlength=n_clusters)
+            n_kept = n_kept.astype(np.int64)
     noise = (n_kept > 0) & (n_kept < min_unit_spikes)
-    good = refr & (spread < max_spread_um) & ~noise
+    live = cluster_of == np.arange(n_clusters)  # folded clusters keep no spikes of their own
+    good = refr & (spread < max_spread_um) & ~noise & live
     logger.info(
         "cutoff: %d of %d spikes kept; %d good and %d noise clusters of %d with spikes",
         keep.sum(),
@@ -341,7 +359,7 @@ def apply_cutoff(
     if duration_s is None:
         duration_s = _span_s(times, sample_rate)
     empty = ClusterCutoff(float(Th[0]), 1.0, False)
-    folded = {j: (target, sim) for j, target, sim in folds}
+    folded = {fold[0]: fold[1:] for fold in folds}
     reasons = [
         fold_reason(*folded[c])
         if c in folded
@@ -374,9 +392,14 @@ def apply_cutoff(
     )
 
 
-def fold_reason(target: int, similarity: float) -> str:
+#: the fourth item of a fold of a piece of a unit (:func:`kilosnake.curation.fold.fold_pieces`)
+PIECE = "piece"
+
+
+def fold_reason(target: int, similarity: float, kind: str = "small") -> str:
     """The label reason of a cluster folded into another."""
-    return f"folded into cluster {target} (too few spikes; template similarity {similarity:.2f})"
+    why = "a weaker piece of it, no refractory collisions" if kind == PIECE else "too few spikes"
+    return f"folded into cluster {target} ({why}; template similarity {similarity:.2f})"
 
 
 def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -388,30 +411,61 @@ def kept_counts(labels, keep: np.ndarray, n_clusters: int) -> np.ndarray:
     return n_kept
 
 
-def duplicate_finder(times, labels, amplitudes, n_clusters: int, sample_rate: float, params):
-    """``duplicates_among(mask)`` of :func:`apply_cutoff` over the clusters after merges and
-    splits (:func:`kilosnake.curation.fold.duplicate_spikes`); the three per-spike columns are
-    read once, whole."""
-    times = np.asarray(times[...], dtype=np.int64)
-    labels = np.asarray(labels[...], dtype=np.int64)
-    amplitudes = np.asarray(amplitudes[...], dtype=np.float64)
-    window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
+class SpikeColumns:
+    """The per-spike columns the cluster-level checks of :func:`apply_cutoff` need (times,
+    clusters after merges and splits, amplitudes), read once, whole; their
+    :meth:`duplicates_among` and :meth:`piece_folds` are handed to :func:`apply_cutoff`."""
 
-    def duplicates_among(mask: np.ndarray) -> np.ndarray:
+    def __init__(self, times, labels, amplitudes, n_clusters: int, sample_rate: float, params):
+        self.times = np.asarray(times[...], dtype=np.int64)
+        self.labels = np.asarray(labels[...], dtype=np.int64)
+        self.amplitudes = np.asarray(amplitudes[...], dtype=np.float64)
+        self.n_clusters = n_clusters
+        self.params = params
+        self.window = int(round(params["duplicate_spike_ms"] * 1e-3 * sample_rate))
+        self.refractory = max(int(round(REFRACTORY_S * sample_rate)), 1)
+        self.baseline = int(round(PIECE_BASELINE_S * sample_rate))
+
+    def duplicates_among(self, mask: np.ndarray) -> np.ndarray:
+        """Duplicate spikes (:func:`kilosnake.curation.fold.duplicate_spikes`) among ``mask``."""
         rows = np.flatnonzero(mask)
         found = duplicate_spikes(
-            times[rows],
-            labels[rows],
-            n_clusters,
-            window,
-            params["duplicate_fraction"],
-            amplitudes[rows],
+            self.times[rows],
+            self.labels[rows],
+            self.n_clusters,
+            self.window,
+            self.params["duplicate_fraction"],
+            self.amplitudes[rows],
         )
         duplicate = np.zeros(mask.size, bool)
         duplicate[rows[found]] = True
         return duplicate
 
-    return duplicates_among
+    def piece_folds(self, keep, cluster_of, n_kept, similarity) -> list:
+        """Folds of pieces of units (:func:`kilosnake.curation.fold.fold_pieces`) among the
+        kept spikes, each cluster's spikes counted in the cluster they end in."""
+        rows = np.flatnonzero(keep)
+        group = np.asarray(cluster_of, dtype=np.int64)[self.labels[rows]]
+        by_group = np.argsort(group, kind="stable")  # time order kept within a cluster
+        starts = np.searchsorted(group[by_group], np.arange(self.n_clusters + 1))
+        trains, median = {}, np.zeros(self.n_clusters)
+        for c in np.flatnonzero(np.diff(starts)):
+            members = rows[by_group[starts[c] : starts[c + 1]]]
+            trains[int(c)] = self.times[members]
+            median[c] = np.median(self.amplitudes[members])
+        return fold_pieces(
+            cluster_of,
+            n_kept,
+            similarity,
+            trains,
+            median,
+            self.params["fold_sim_min"],
+            self.params["piece_max_fraction"],
+            self.params["piece_max_coincidence"],
+            self.params["piece_time_separation"],
+            self.refractory,
+            self.baseline,
+        )
 
 
 def _span_s(times, sample_rate: float) -> float:
@@ -493,6 +547,7 @@ def run_cutoff(
     if labels.shape[0] == 0:
         logger.warning("no spikes found: no cutoff to set; cutoff.zarr is written empty")
     n_clusters = int(sg.attrs["n_clusters"])
+    columns = SpikeColumns(times, labels, g["amplitude"], n_clusters, sample_rate, params)
     result = apply_cutoff(
         times,
         scores,
@@ -509,9 +564,10 @@ def run_cutoff(
         workers,
         info.get("duration_s"),
         params["min_unit_spikes"],
-        duplicate_finder(times, labels, g["amplitude"], n_clusters, sample_rate, params),
+        columns.duplicates_among,
         np.asarray(sg["similar_templates"][...], dtype=np.float64),
         params["fold_sim_min"],
+        columns.piece_folds,
     )
     write_cutoff_store(out, result, {**params, "Th": list(Th)})
     return result

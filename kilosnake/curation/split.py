@@ -50,7 +50,7 @@ import logging
 
 import numpy as np
 
-from kilosnake.curation.ccg import refractory_stats
+from kilosnake.curation.ccg import refractory_stats, time_separation
 from kilosnake.curation.data import (
     StoreMismatchError,
     check_template_counts,
@@ -237,25 +237,6 @@ def same_waveform(c1: np.ndarray, c2: np.ndarray, corr_max: float, ampdiff_max: 
         return False
     corr = float(np.corrcoef(a, b)[0, 1])
     return corr > corr_max and 2 * abs(n1 - n2) / (n1 + n2) < ampdiff_max
-
-
-#: time bins of the halves' firing profiles
-SEPARATION_BINS = 20
-
-
-def time_separation(t_a, t_b, n_bins: int = SEPARATION_BINS) -> float:
-    """How differently two spike trains spread over time, in [0, 1]: one minus the overlap of
-    their normalised histograms over ``n_bins`` equal bins of the span of both (0: the same
-    profile; 1: never active at the same time)."""
-    t_a, t_b = np.asarray(t_a, np.float64), np.asarray(t_b, np.float64)
-    if t_a.size == 0 or t_b.size == 0:
-        return 0.0
-    lo, hi = min(t_a.min(), t_b.min()), max(t_a.max(), t_b.max())
-    if hi <= lo:
-        return 0.0
-    h_a = np.histogram(t_a, n_bins, (lo, hi))[0] / t_a.size
-    h_b = np.histogram(t_b, n_bins, (lo, hi))[0] / t_b.size
-    return float(1.0 - np.minimum(h_a, h_b).sum())
 
 
 def halves_refractory(t_low, t_high, sample_rate, q_max, r_max) -> bool:
