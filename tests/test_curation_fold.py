@@ -1,6 +1,8 @@
-"""Duplicate spikes and folds of clusters too small to be units (kilosnake.curation.fold)."""
+"""Duplicate spikes, folds of clusters too small to be units and of pieces of units
+(kilosnake.curation.fold)."""
 
 import numpy as np
+import pytest
 
 from kilosnake.curation.fold import coincident_pairs, duplicate_spikes, fold_small_clusters
 
@@ -156,3 +158,117 @@ def test_time_separation_tells_a_unit_cut_in_time_from_two_neurons_firing_throug
     neuron_a, neuron_b = rng.uniform(0, 300, 800), rng.uniform(0, 300, 400)
     assert time_separation(neuron_a, neuron_b) < 0.2
     assert time_separation(neuron_a, np.zeros(0)) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# pieces of units
+
+RATE = 30000.0
+REFRACTORY = 45  # 1.5 ms
+BASELINE = 1500  # 50 ms
+
+
+def refractory_train(rng, n, duration=9_000_000, gap=REFRACTORY + 15):
+    """``n`` spike times at least ``gap`` samples apart (one neuron)."""
+    slots = np.sort(rng.choice(duration // gap, n, replace=False))
+    return slots * gap
+
+
+def test_collisions_of_independent_trains_are_about_the_number_expected():
+    from kilosnake.curation.fold import coincidences
+
+    rng = np.random.default_rng(5)
+    unit = np.sort(rng.choice(9_000_000, 6000, replace=False))  # 20 Hz
+    neighbour = np.sort(rng.choice(9_000_000, 600, replace=False))
+    seen, expected = coincidences(neighbour, unit, REFRACTORY, BASELINE)
+    assert expected == pytest.approx(600 * 20 * 2 * REFRACTORY / RATE, rel=0.2)  # about 36
+    assert 0.6 * expected < seen < 1.4 * expected
+    one_neuron = refractory_train(rng, 6600)
+    piece, rest = one_neuron[::11], np.delete(one_neuron, np.s_[::11])
+    seen, expected = coincidences(piece, rest, REFRACTORY, BASELINE)
+    assert seen == 0 and expected > 20
+
+
+def pieces_case(rng):
+    """Cluster 0: a unit; 1: its weaker spikes; 2: an independent weaker neighbour of similar
+    template; 3 and 4: one neuron cut in time (before and after drift); 5: a neuron at another
+    place."""
+    neuron = refractory_train(rng, 6600)
+    weaker = np.zeros(neuron.size, bool)
+    weaker[::11] = True
+    drifting = refractory_train(rng, 3000)
+    trains = {
+        0: neuron[~weaker],
+        1: neuron[weaker],
+        2: np.sort(rng.choice(9_000_000, 500, replace=False)),
+        3: drifting[drifting < 4_000_000],  # the smaller part
+        4: drifting[drifting >= 4_000_000],
+        5: np.sort(rng.choice(9_000_000, 400, replace=False)),
+    }
+    sizes = np.array([trains[c].size for c in range(6)])
+    amplitude = np.array([20.0, 10.0, 12.0, 15.0, 13.0, 11.0])
+    sim = np.full((6, 6), 0.1)
+    sim[0, 1] = sim[1, 0] = 0.75
+    sim[0, 2] = sim[2, 0] = 0.8
+    sim[3, 4] = sim[4, 3] = 0.85
+    np.fill_diagonal(sim, 0.0)
+    return trains, sizes, amplitude, sim
+
+
+def fold_the_pieces(trains, sizes, amplitude, sim, **changes):
+    from kilosnake.curation.fold import fold_pieces
+
+    settings = dict(sim_min=0.6, max_fraction=0.25, max_coincidence=0.2, min_separation=0.5)
+    settings.update(changes)
+    cluster_of = np.arange(sizes.size)
+    folds = fold_pieces(
+        cluster_of, sizes, sim, dict(trains), amplitude, **settings,
+        window=REFRACTORY, baseline=BASELINE,
+    )  # fmt: skip
+    return cluster_of, folds
+
+
+def test_weaker_pieces_and_a_unit_cut_in_time_are_folded_an_independent_neighbour_is_not():
+    cluster_of, folds = fold_the_pieces(*pieces_case(np.random.default_rng(6)))
+    assert cluster_of.tolist() == [0, 0, 2, 4, 4, 5]
+    assert [f[:2] for f in folds] == [(1, 0), (3, 4)]  # smallest first, into the larger
+    assert folds[0][2] == pytest.approx(0.75)
+
+
+def test_no_piece_below_the_similarity_or_above_the_size_fraction():
+    trains, sizes, amplitude, sim = pieces_case(np.random.default_rng(6))
+    cluster_of, _ = fold_the_pieces(trains, sizes, amplitude, sim, sim_min=0.9)
+    assert cluster_of.tolist() == list(range(6))
+    cluster_of, _ = fold_the_pieces(trains, sizes, amplitude, sim, max_fraction=0.05)
+    assert cluster_of[1] == 1  # 600 of 6000 spikes is more than 5 %
+    stronger = amplitude.copy()
+    stronger[1] = 30.0  # not weaker than the unit: not a piece of it by amplitude
+    cluster_of, _ = fold_the_pieces(trains, sizes, stronger, sim)
+    assert cluster_of[1] == 1
+
+
+def test_the_cutoff_stage_folds_pieces_among_its_kept_spikes_and_says_why():
+    from kilosnake.curation.cutoff import SpikeColumns, apply_cutoff
+
+    trains, _, amplitude, sim = pieces_case(np.random.default_rng(7))
+    times, labels = _sorted_train(
+        np.concatenate([trains[c] for c in range(6)]),
+        np.concatenate([np.full(trains[c].size, c) for c in range(6)]),
+    )
+    params = {
+        "duplicate_spike_ms": 2.0, "duplicate_fraction": 0.5, "fold_sim_min": 0.6,
+        "piece_max_fraction": 0.25, "piece_max_coincidence": 0.2, "piece_time_separation": 0.5,
+    }  # fmt: skip
+    columns = SpikeColumns(times, labels, amplitude[labels], 6, RATE, params)
+    templates = np.zeros((6, 20, 4), np.float32)
+    templates[:, 10, 0] = 1.0
+    res = apply_cutoff(
+        times, np.full(times.size, 20.0), labels, 6, templates, np.zeros(4),
+        np.arange(4) * 20.0, RATE, (10.0, 4.0), min_unit_spikes=30,
+        duplicates_among=columns.duplicates_among, similarity=sim, fold_sim_min=0.6,
+        piece_folds=columns.piece_folds,
+    )  # fmt: skip
+    assert res.cluster_of.tolist() == [0, 0, 2, 4, 4, 5]
+    assert res.reasons[1].startswith("folded into cluster 0 (a weaker piece of it")
+    assert res.n_kept[0] == trains[0].size + trains[1].size and res.n_kept[1] == 0
+    assert not res.good[1] and not res.good[3]  # folded clusters keep no label of their own
