@@ -334,9 +334,7 @@ def units_section(phy: PhyView, rows: list[dict], drawn: set, unit: str) -> Sect
     )
 
 
-def unit_panels_section(
-    phy: PhyView, chosen: list[dict], note: str, info: dict
-) -> Section:
+def unit_panels_section(phy: PhyView, chosen: list[dict], note: str, info: dict) -> Section:
     """One picture per chosen unit."""
     fs, dur = float(info["sample_rate"]), float(info["duration_s"])
     scale, unit = info.get("uv_per_bit") or 1.0, amplitude_unit(info)

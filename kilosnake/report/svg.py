@@ -86,10 +86,9 @@ def axes_markup(frame: Frame, title: str, xlabel: str, ylabel: str) -> str:
         parts.append(f"<path d='M{left:.1f},{py:.1f}h-4' stroke='#333'/>")
         parts.append(text(left - 6, py + 3.5, tick_label(v), 10, anchor="end"))
     parts.append(text(left + w / 2, bottom + 32, xlabel, 11))
-    parts.append(
-        text(left - 44, top + h / 2, ylabel, 11, transform=f"rotate(-90 {left - 44:.1f} "
-             f"{top + h / 2:.1f})")  # fmt: skip
-    )
+    x_label, y_label = left - 44, top + h / 2
+    rotate = f"rotate(-90 {x_label:.1f} {y_label:.1f})"
+    parts.append(text(x_label, y_label, ylabel, 11, transform=rotate))
     parts.append(text(left + w / 2, top - 7, title, 12))
     return "".join(parts)
 
