@@ -25,6 +25,18 @@ def sine(freq, n=30000, channels=3):
     return np.repeat(np.sin(2 * np.pi * freq * t)[:, None], channels, axis=1)
 
 
+@backends_agree(rtol=1e-12, atol=1e-14)
+def test_each_backend_designs_scipys_butterworth_filter(be):
+    for fslow in (None, 3000.0):
+        sos = butterworth_sos(300, FS, fslow=fslow, be=be)
+        assert isinstance(sos, np.ndarray)
+        band = [300 / (FS / 2)] + ([fslow / (FS / 2)] if fslow else [])
+        btype = "bandpass" if fslow else "highpass"
+        expected = scipy.signal.butter(3, band if fslow else band[0], btype=btype, output="sos")
+        np.testing.assert_allclose(sos, expected, rtol=1e-12, atol=1e-14)
+    return sos
+
+
 @backends_agree(rtol=0, atol=1e-6)
 def test_filter_matches_scipy_in_float64(be):
     rng = np.random.default_rng(1)

@@ -69,7 +69,7 @@ def preprocess_recording(
     rec = RawRecording(info)
     NT = p["NT"]
     nb = n_batches(rec.n_samples, NT)
-    sos = butterworth_sos(p["fshigh"], info.sample_rate, p["fslow"])
+    sos = butterworth_sos(p["fshigh"], info.sample_rate, p["fslow"], be)
     margin = filter_margin(p["fshigh"], info.sample_rate, p["ntbuff"])
     logger.info(
         "preprocessing %d samples x %d channels in %d batches of %d (margin %d)",

@@ -93,7 +93,7 @@ def estimate_channel_offsets(
 def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: Backend):
     """Covariance of the filtered data over every ``nSkipCov``-th batch."""
     NT = p["NT"]
-    sos = butterworth_sos(p["fshigh"], rec.info.sample_rate, p["fslow"])
+    sos = butterworth_sos(p["fshigh"], rec.info.sample_rate, p["fslow"], be)
     margin = filter_margin(p["fshigh"], rec.info.sample_rate, p["ntbuff"])
     batches = covariance_batches(n_batches(rec.n_samples, NT), p["nSkipCov"])
     cov = be.xp.zeros((probe.n_channels, probe.n_channels), dtype=be.xp.float64)
