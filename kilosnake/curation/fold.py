@@ -177,6 +177,15 @@ def weakness_rank(clusters, sizes, n_clusters, amplitudes, order) -> np.ndarray:
     return rank
 
 
+def fold_into(cluster_of, sizes, cluster: int, target: int, similarity: float) -> tuple:
+    """Move ``cluster``'s spikes (and those folded into it) to ``target``: ``cluster_of`` and
+    ``sizes`` updated in place; returns the fold ``(cluster, target, similarity)``."""
+    cluster_of[cluster_of == cluster] = target
+    sizes[target] += sizes[cluster]
+    sizes[cluster] = 0
+    return cluster, target, similarity
+
+
 def fold_small_clusters(
     template_cluster: np.ndarray,
     sizes: np.ndarray,
@@ -218,10 +227,7 @@ def fold_small_clusters(
         if sims[best] < sim_min:
             continue
         target = int(live[best])
-        template_cluster[template_cluster == j] = target
-        sizes[target] += sizes[j]
-        sizes[j] = 0
-        folds.append((int(j), target, float(sims[best])))
+        folds.append(fold_into(template_cluster, sizes, int(j), target, float(sims[best])))
         logger.debug("fold %d -> %d (similarity %.3f)", j, target, sims[best])
     logger.info("%d clusters under %d spikes folded into similar units", len(folds), min_spikes)
     return folds
@@ -298,11 +304,8 @@ def fold_pieces(
         seen, expected = coincidences(trains[b], trains[target], window, baseline)
         if seen > max_coincidence * expected:
             continue
-        cluster_of[cluster_of == b] = target
         trains[target] = np.sort(np.concatenate([trains[target], trains.pop(b)]), kind="stable")
-        sizes[target] += sizes[b]
-        sizes[b] = 0
-        folds.append((int(b), target, float(similarity[b, target])))
+        folds.append(fold_into(cluster_of, sizes, int(b), target, float(similarity[b, target])))
         logger.debug(
             "piece %d -> %d (similarity %.3f, %d coincidences, %.1f expected)",
             b, target, similarity[b, target], seen, expected,
