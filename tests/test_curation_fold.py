@@ -215,36 +215,35 @@ def pieces_case(rng):
     return trains, sizes, amplitude, sim
 
 
-def fold_the_pieces(trains, sizes, amplitude, sim, **changes):
+def fold_the_pieces(trains, sizes, sim, **changes):
     from kilosnake.curation.fold import fold_pieces
 
     settings = dict(sim_min=0.6, max_fraction=0.25, max_coincidence=0.2, min_separation=0.5)
     settings.update(changes)
     cluster_of = np.arange(sizes.size)
     folds = fold_pieces(
-        cluster_of, sizes, sim, dict(trains), amplitude, **settings,
+        cluster_of, sizes, sim, dict(trains), **settings,
         window=REFRACTORY, baseline=BASELINE,
     )  # fmt: skip
     return cluster_of, folds
 
 
 def test_weaker_pieces_and_a_unit_cut_in_time_are_folded_an_independent_neighbour_is_not():
-    cluster_of, folds = fold_the_pieces(*pieces_case(np.random.default_rng(6)))
+    trains, sizes, _, sim = pieces_case(np.random.default_rng(6))
+    cluster_of, folds = fold_the_pieces(trains, sizes, sim)
     assert cluster_of.tolist() == [0, 0, 2, 4, 4, 5]
     assert [f[:2] for f in folds] == [(1, 0), (3, 4)]  # smallest first, into the larger
     assert folds[0][2] == pytest.approx(0.75)
 
 
 def test_no_piece_below_the_similarity_or_above_the_size_fraction():
-    trains, sizes, amplitude, sim = pieces_case(np.random.default_rng(6))
-    cluster_of, _ = fold_the_pieces(trains, sizes, amplitude, sim, sim_min=0.9)
+    trains, sizes, _, sim = pieces_case(np.random.default_rng(6))
+    cluster_of, _ = fold_the_pieces(trains, sizes, sim, sim_min=0.9)
     assert cluster_of.tolist() == list(range(6))
-    cluster_of, _ = fold_the_pieces(trains, sizes, amplitude, sim, max_fraction=0.05)
+    cluster_of, _ = fold_the_pieces(trains, sizes, sim, max_fraction=0.05)
     assert cluster_of[1] == 1  # 600 of 6000 spikes is more than 5 %
-    stronger = amplitude.copy()
-    stronger[1] = 30.0  # not weaker than the unit: not a piece of it by amplitude
-    cluster_of, _ = fold_the_pieces(trains, sizes, stronger, sim)
-    assert cluster_of[1] == 1
+    cluster_of, _ = fold_the_pieces(trains, sizes, sim, max_coincidence=1e9)
+    assert cluster_of[2] == 0  # without the collision test the neighbour would be lost
 
 
 def test_the_cutoff_stage_folds_pieces_among_its_kept_spikes_and_says_why():
@@ -269,6 +268,6 @@ def test_the_cutoff_stage_folds_pieces_among_its_kept_spikes_and_says_why():
         piece_folds=columns.piece_folds,
     )  # fmt: skip
     assert res.cluster_of.tolist() == [0, 0, 2, 4, 4, 5]
-    assert res.reasons[1].startswith("folded into cluster 0 (a weaker piece of it")
+    assert res.reasons[1].startswith("folded into cluster 0 (a piece of it")
     assert res.n_kept[0] == trains[0].size + trains[1].size and res.n_kept[1] == 0
     assert not res.good[1] and not res.good[3]  # folded clusters keep no label of their own

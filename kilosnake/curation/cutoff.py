@@ -398,7 +398,7 @@ PIECE = "piece"
 
 def fold_reason(target: int, similarity: float, kind: str = "small") -> str:
     """The label reason of a cluster folded into another."""
-    why = "a weaker piece of it, no refractory collisions" if kind == PIECE else "too few spikes"
+    why = "a piece of it, no refractory collisions" if kind == PIECE else "too few spikes"
     return f"folded into cluster {target} ({why}; template similarity {similarity:.2f})"
 
 
@@ -448,17 +448,15 @@ class SpikeColumns:
         group = np.asarray(cluster_of, dtype=np.int64)[self.labels[rows]]
         by_group = np.argsort(group, kind="stable")  # time order kept within a cluster
         starts = np.searchsorted(group[by_group], np.arange(self.n_clusters + 1))
-        trains, median = {}, np.zeros(self.n_clusters)
-        for c in np.flatnonzero(np.diff(starts)):
-            members = rows[by_group[starts[c] : starts[c + 1]]]
-            trains[int(c)] = self.times[members]
-            median[c] = np.median(self.amplitudes[members])
+        trains = {
+            int(c): self.times[rows[by_group[starts[c] : starts[c + 1]]]]
+            for c in np.flatnonzero(np.diff(starts))
+        }
         return fold_pieces(
             cluster_of,
             n_kept,
             similarity,
             trains,
-            median,
             self.params["fold_sim_min"],
             self.params["piece_max_fraction"],
             self.params["piece_max_coincidence"],

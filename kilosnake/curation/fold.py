@@ -30,15 +30,16 @@ Pieces
 ------
 A neuron can also end in two clusters that are too large to fold by size:
 
-* *weaker spikes.* Template learning can give one neuron a second template for its weaker,
-  reshaped spikes (a bursting cell's spikes shrink and widen within a burst); the second cluster
-  is too small for the correlogram tests of the merge stage to reach significance;
+* *a second template.* Template learning can give one neuron a second template, most often for
+  its weaker, reshaped spikes (a bursting cell's spikes shrink and widen within a burst); the
+  second cluster is too small for the correlogram tests of the merge stage to reach
+  significance;
 * *before and after drift.* A unit whose waveform changed as the probe moved can be cut in time
   into two clusters that each cover a range of the displacement (they fire at different times).
 
 A live cluster B is folded into the live cluster A most similar to it (similarity at least
-``fold_sim_min``) when B is a weaker piece of A (at most ``piece_max_fraction`` of A's kept
-spikes, lower median amplitude) or the two fire at different times (their firing profiles over
+``fold_sim_min``) when B is a small piece of A (at most ``piece_max_fraction`` of A's kept
+spikes) or the two fire at different times (their firing profiles over
 the recording differ by at least ``piece_time_separation``, :func:`kilosnake.curation.ccg.
 time_separation`; B the smaller), and when the spikes of the two respect one refractory period:
 the pairs of B's and A's spikes within the refractory period (``O``) are at most
@@ -259,7 +260,6 @@ def fold_pieces(
     n_kept: np.ndarray,
     similarity: np.ndarray,
     trains: dict,
-    median_amplitude: np.ndarray,
     sim_min: float,
     max_fraction: float,
     max_coincidence: float,
@@ -279,8 +279,6 @@ def fold_pieces(
         Template similarity, diagonal 0.
     trains : dict
         Kept spike times (sorted) of each live cluster; updated in place.
-    median_amplitude : ndarray, shape (Nfilt,)
-        Median amplitude of each cluster's kept spikes.
     sim_min, max_fraction, max_coincidence, min_separation : float
         ``fold_sim_min``, ``piece_max_fraction``, ``piece_max_coincidence``,
         ``piece_time_separation``.
@@ -296,9 +294,7 @@ def fold_pieces(
     for b in np.argsort(sizes, kind="stable"):
         if sizes[b] == 0 or cluster_of[b] != b:
             continue
-        target = piece_target(
-            b, sizes, similarity, trains, median_amplitude, sim_min, max_fraction, min_separation
-        )
+        target = piece_target(b, sizes, similarity, trains, sim_min, max_fraction, min_separation)
         if target is None:
             continue
         seen, expected = coincidences(trains[b], trains[target], window, baseline)
@@ -314,17 +310,15 @@ def fold_pieces(
     return folds
 
 
-def piece_target(
-    b, sizes, similarity, trains, median_amplitude, sim_min, max_fraction, min_separation
-):
+def piece_target(b, sizes, similarity, trains, sim_min, max_fraction, min_separation):
     """The live cluster most similar to ``b`` (at least ``sim_min``) that ``b`` could be a piece
-    of: one ``b`` is a weaker piece of, or a larger one firing at other times; else None."""
+    of: one ``b`` is a small piece of, or a larger one firing at other times; else None."""
     live = np.flatnonzero(sizes > 0)
     live = live[(live != b) & (sizes[live] >= sizes[b])]
     for a in live[np.argsort(-similarity[b, live], kind="stable")]:
         if similarity[b, a] < sim_min:
             return None
-        weaker = sizes[b] <= max_fraction * sizes[a] and median_amplitude[a] > median_amplitude[b]
-        if weaker or time_separation(trains[b], trains[a]) >= min_separation:
+        small = sizes[b] <= max_fraction * sizes[a]
+        if small or time_separation(trains[b], trains[a]) >= min_separation:
             return int(a)
     return None

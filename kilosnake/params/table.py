@@ -536,8 +536,7 @@ PARAMS: tuple[Param, ...] = (
         "number",
         "cutoff",
         "",
-        "a weaker cluster with at most this fraction of a similar unit's spikes is a piece of it "
-        "when ...",
+        "a cluster with at most this fraction of a similar unit's spikes is a piece of it when ...",
         minimum=0.0,
     ),
     _P(
