@@ -271,3 +271,15 @@ def test_the_cutoff_stage_folds_pieces_among_its_kept_spikes_and_says_why():
     assert res.reasons[1].startswith("folded into cluster 0 (a piece of it")
     assert res.n_kept[0] == trains[0].size + trains[1].size and res.n_kept[1] == 0
     assert not res.good[1] and not res.good[3]  # folded clusters keep no label of their own
+
+
+def test_a_unit_takes_small_pieces_up_to_the_fraction_in_all():
+    rng = np.random.default_rng(8)
+    neuron = refractory_train(rng, 5000)
+    trains = {0: neuron[:3000], 1: neuron[3000:3450], 2: neuron[3450:3900]}  # 15 % each
+    trains = {c: np.sort(t) for c, t in trains.items()}
+    sizes = np.array([t.size for t in trains.values()])
+    sim = np.array([[0.0, 0.9, 0.8], [0.9, 0.0, 0.1], [0.8, 0.1, 0.0]])
+    cluster_of, folds = fold_the_pieces(trains, sizes, sim)
+    # 450 + 450 spikes would be 30 % of the unit's 3000: the second piece stays apart
+    assert [f[:2] for f in folds] == [(1, 0)] and cluster_of.tolist() == [0, 0, 2]

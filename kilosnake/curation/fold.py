@@ -38,8 +38,9 @@ A neuron can also end in two clusters that are too large to fold by size:
   into two clusters that each cover a range of the displacement (they fire at different times).
 
 A live cluster B is folded into the live cluster A most similar to it (similarity at least
-``fold_sim_min``) when B is a small piece of A (at most ``piece_max_fraction`` of A's kept
-spikes) or the two fire at different times (their firing profiles over
+``fold_sim_min``) when B is a small piece of A (B and the small pieces A took already at most
+``piece_max_fraction`` of A's own kept spikes, so a unit gains at most that fraction of spikes
+by mistake) or the two fire at different times (their firing profiles over
 the recording differ by at least ``piece_time_separation``, :func:`kilosnake.curation.ccg.
 time_separation`; B the smaller), and when the spikes of the two respect one refractory period:
 the pairs of B's and A's spikes within the refractory period (``O``) are at most
@@ -290,16 +291,21 @@ def fold_pieces(
     list of (piece folded away, target cluster, similarity), in order.
     """
     sizes = np.array(n_kept, dtype=np.int64, copy=True)
+    absorbed = np.zeros_like(sizes)  # spikes of small pieces folded into each cluster so far
     folds = []
     for b in np.argsort(sizes, kind="stable"):
         if sizes[b] == 0 or cluster_of[b] != b:
             continue
-        target = piece_target(b, sizes, similarity, trains, sim_min, max_fraction, min_separation)
+        target = piece_target(
+            b, sizes, absorbed, similarity, trains, sim_min, max_fraction, min_separation
+        )
         if target is None:
             continue
         seen, expected = coincidences(trains[b], trains[target], window, baseline)
         if seen > max_coincidence * expected:
             continue
+        if small_piece(b, target, sizes, absorbed, max_fraction):  # not a part cut in time
+            absorbed[target] += sizes[b]
         trains[target] = np.sort(np.concatenate([trains[target], trains.pop(b)]), kind="stable")
         folds.append(fold_into(cluster_of, sizes, int(b), target, float(similarity[b, target])))
         logger.debug(
@@ -310,15 +316,24 @@ def fold_pieces(
     return folds
 
 
-def piece_target(b, sizes, similarity, trains, sim_min, max_fraction, min_separation):
+def piece_target(b, sizes, absorbed, similarity, trains, sim_min, max_fraction, min_separation):
     """The live cluster most similar to ``b`` (at least ``sim_min``) that ``b`` could be a piece
-    of: one ``b`` is a small piece of, or a larger one firing at other times; else None."""
+    of: one ``b`` is a small piece of (with the small pieces it took already, at most
+    ``max_fraction`` of its own spikes), or a larger one firing at other times; else None."""
     live = np.flatnonzero(sizes > 0)
     live = live[(live != b) & (sizes[live] >= sizes[b])]
     for a in live[np.argsort(-similarity[b, live], kind="stable")]:
         if similarity[b, a] < sim_min:
             return None
-        small = sizes[b] <= max_fraction * sizes[a]
-        if small or time_separation(trains[b], trains[a]) >= min_separation:
+        if (
+            small_piece(b, a, sizes, absorbed, max_fraction)
+            or time_separation(trains[b], trains[a]) >= min_separation
+        ):
             return int(a)
     return None
+
+
+def small_piece(b, a, sizes, absorbed, max_fraction) -> bool:
+    """Whether ``b``, with the small pieces ``a`` took already, is at most ``max_fraction`` of
+    ``a``'s own spikes."""
+    return absorbed[a] + sizes[b] <= max_fraction * (sizes[a] - absorbed[a])
