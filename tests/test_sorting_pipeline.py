@@ -105,3 +105,28 @@ def test_learning_that_keeps_no_template_gives_empty_templates(tmp_path, toy_rec
     out = learn.finalise_templates(cpu_backend(), none_left, det, p, m0=1.0)
     assert out["W"].shape == (nt0, 0, 3) and out["U"].shape == (n_chan, 0, 3)
     assert out["similar_templates"].shape == (0, 0) and out["iC"].shape[1] == n_chan
+
+
+def test_learning_visits_the_first_learn_batches_of_the_seeded_order():
+    order = np.array([5, 2, 7, 0, 3])
+    assert learn.learning_batches(order, 0).tolist() == [5, 2, 7, 0, 3]
+    assert learn.learning_batches(order, 2).tolist() == [5, 2]
+    assert learn.learning_batches(order, 9).tolist() == [5, 2, 7, 0, 3]
+
+
+def test_a_learning_cap_changes_the_templates_only_below_the_batch_count(tmp_path, toy_recording):
+    """6 s at NT=16384 is 11 batches: a cap of 11 or more learns as without a cap."""
+    _write_input(tmp_path / "a", toy_recording)
+    pre = tmp_path / "a" / "preprocessed.zarr"
+
+    def learned(cap):
+        p = kparams.resolve({"device": "cpu", "seed": 42, "learn_batches": cap})
+        detect.run_detect(pre, tmp_path / "a" / "detect.zarr", p)
+        out = tmp_path / "a" / f"templates_{cap}.zarr"
+        learn.run_learn(pre, tmp_path / "a" / "detect.zarr", out, p)
+        return np.asarray(open_store(out)["dWU"][...])
+
+    every = learned(0)
+    assert np.array_equal(every, learned(11))
+    fewer = learned(3)
+    assert fewer.shape != every.shape or not np.array_equal(fewer, every)

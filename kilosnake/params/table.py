@@ -444,6 +444,16 @@ PARAMS: tuple[Param, ...] = (
         minimum=1.0,
     ),
     _P(
+        "learn_batches",
+        160,
+        "integer",
+        "learn",
+        "batches",
+        "template learning visits at most this many batches, the first of its seeded random "
+        "order (a sample of the whole recording); 0 = every batch, as Kilosort 2.5",
+        minimum=0,
+    ),
+    _P(
         "nfilt_factor",
         4,
         "integer",

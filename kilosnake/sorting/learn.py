@@ -1,6 +1,7 @@
 """The learn stage: Kilosort 2.5 online template learning.
 
-Every batch is visited once, in the seeded order stored by the detect stage. For each batch:
+Every batch is visited once, in the seeded order stored by the detect stage (at most
+``learn_batches`` of them: the first of that order). For each batch:
 
 1. rank-3 factors ``W, U, mu`` of the running-average waveforms ``dWU`` (batched SVD on each
    template's 32 nearest channels, peaks aligned to ``nt0min``);
@@ -82,6 +83,16 @@ def momentum_schedule(momentum, n_iter: int) -> np.ndarray:
     """Per-batch forgetting factors ``pm = exp(−1/m)``, ``m`` linear in ``momentum``."""
     m = np.linspace(float(momentum[0]), float(momentum[1]), max(1, n_iter))
     return np.exp(-1.0 / m)
+
+
+def learning_batches(batch_order: np.ndarray, limit: int) -> np.ndarray:
+    """The batches learning visits: the first ``limit`` of the seeded order (all for 0).
+
+    The order is a seeded random permutation, so its first batches sample the whole recording:
+    a long recording is learned from as much data as a short one (the final pass still reads
+    every batch).
+    """
+    return batch_order if limit <= 0 else batch_order[:limit]
 
 
 def min_spikes_per_batch(minFR: float, NT: int, sample_rate: float) -> float:
@@ -243,7 +254,7 @@ def learn_templates(be: Backend, reader, det: dict, p: dict) -> dict:
     xp = be.xp
     dev = {k: xp.asarray(det[k]) for k in ("iC", "Ka", "Kb", "wTEMP")}
     wPCA3 = det["wPCA"][:, :3]
-    order = np.asarray(det["batch_order"])
+    order = learning_batches(np.asarray(det["batch_order"]), int(p["learn_batches"]))
     pms = momentum_schedule(p["momentum"], order.size)
     m0 = min_spikes_per_batch(p["minFR"], reader.NT, reader.sample_rate)
     cap = int(p["nfilt_factor"]) * reader.n_channels
