@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 #: the stages this script can rerun (named like their rules)
-STAGES = ("whitening", "preprocess", "drift", "detect", "learn", "final_pass", "merge", "split",
-          "cutoff", "export_phy", "report")  # fmt: skip
+STAGES = ("whitening", "preprocess", "drift", "drift_plot", "detect", "learn", "final_pass",
+          "merge", "split", "cutoff", "export_phy", "report")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,6 +54,7 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
     """A zero-argument callable that runs ``stage`` on the stores in ``results``."""
     from kilosnake.curation import cutoff, merge, split
     from kilosnake.drift.estimate import run_drift
+    from kilosnake.drift.plot import run_drift_plot
     from kilosnake.export.shanks import export_recording
     from kilosnake.preprocess.traces import run_preprocess
     from kilosnake.preprocess.whitening import run_whitening
@@ -65,9 +66,8 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
     calls = {
         "whitening": lambda: run_whitening(r / "input.json", p, out),
         "preprocess": lambda: run_preprocess(r / "input.json", r / "whitening.zarr", p, out),
-        "drift": lambda: run_drift(
-            r / "preprocessed.zarr", r / "whitening.zarr", out, out.with_suffix(".png"), p
-        ),
+        "drift": lambda: run_drift(r / "preprocessed.zarr", r / "whitening.zarr", out, p),
+        "drift_plot": lambda: run_drift_plot(r / "drift.zarr", out.with_suffix(".png")),
         "detect": lambda: detect.run_detect(r / "preprocessed.zarr", out, p, drift_store),
         "learn": lambda: learn.run_learn(
             r / "preprocessed.zarr", r / "detect.zarr", out, p, drift_store

@@ -7,6 +7,7 @@ from pictures import assert_picture, drift_size
 
 from kilosnake.drift.detection import unwhitening_matrix
 from kilosnake.drift.estimate import estimate_drift, run_drift
+from kilosnake.drift.plot import run_drift_plot
 from kilosnake.drift.registration import corrected_depths, register_shank
 from kilosnake.drift.suitability import registration_check
 from kilosnake.errors import KilosnakeError
@@ -192,9 +193,9 @@ def test_corrected_data_show_no_drift(zigzag, tmp_path):
         zigzag / "preprocessed.zarr",
         zigzag / "whitening.zarr",
         tmp_path / "drift.zarr",
-        tmp_path / "drift.png",
         p,
     )
+    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
     before = read_drift_store(tmp_path / "drift.zarr")
     reader = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     assert reader.enabled
@@ -223,9 +224,9 @@ def test_store_and_plot(zigzag, tmp_path):
         zigzag / "preprocessed.zarr",
         zigzag / "whitening.zarr",
         tmp_path / "drift.zarr",
-        tmp_path / "drift.png",
         p,
     )
+    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is True and g.attrs["stage"] == "drift"
     assert g.attrs["NT"] == NT and g.attrs["localisation"] == "filtered"
@@ -241,9 +242,9 @@ def test_nblocks_zero_is_identity(zigzag, tmp_path):
         zigzag / "preprocessed.zarr",
         zigzag / "whitening.zarr",
         tmp_path / "drift.zarr",
-        tmp_path / "drift.png",
         p,
     )
+    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "nblocks = 0" in g.attrs["reason"]
     assert not g["dshift"][...].any()
@@ -302,7 +303,7 @@ def test_short_probe_switches_itself_off(tmp_path):
     noise = np.random.default_rng(0).normal(size=(3 * 4096, 16)).astype(np.float32)
     pre = write_toy_preprocessed(tmp_path / "pre.zarr", noise, probe, nt=4096)
     p = resolve({"nblocks": 5, "device": "cpu"})
-    run_drift(pre, None, tmp_path / "drift.zarr", tmp_path / "drift.png", p)
+    run_drift(pre, None, tmp_path / "drift.zarr", p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "vertical extent 140 um" in g.attrs["reason"]
     assert g["dshift"].shape == (1, 3, 1) and not g["dshift"][...].any()

@@ -71,7 +71,6 @@ import logging
 import numpy as np
 
 from kilosnake.drift.detection import detect_spikes, unwhitening_matrix
-from kilosnake.drift.plot import plot_drift
 from kilosnake.drift.registration import MIN_SPIKES_PER_BATCH, register_shank
 from kilosnake.drift.suitability import registration_check
 from kilosnake.io.drift_store import DriftEstimate, empty_spikes, write_drift_store
@@ -210,8 +209,11 @@ def log_estimate_summary(est: DriftEstimate) -> None:
         )
 
 
-def run_drift(preprocessed, whitening, out, plot_path, p: dict) -> None:
-    """The ``drift`` stage: ``preprocessed.zarr`` (+ ``whitening.zarr``) → ``drift.zarr``, plot.
+def run_drift(preprocessed, whitening, out, p: dict) -> None:
+    """The ``drift`` stage: ``preprocessed.zarr`` (+ ``whitening.zarr``) → ``drift.zarr``.
+
+    Its picture is the ``drift_plot`` stage's (:func:`kilosnake.drift.plot.run_drift_plot`),
+    drawn from the store beside the stages that follow.
 
     Parameters
     ----------
@@ -220,8 +222,6 @@ def run_drift(preprocessed, whitening, out, plot_path, p: dict) -> None:
         filtered waveforms; pass None to localise on whitened ones).
     out : str or Path
         The store to write.
-    plot_path : str or Path
-        The PNG to write (displacement and spike rasters before and after correction).
     p : dict
         Resolved parameters of the drift stage, device and seed.
     """
@@ -234,4 +234,3 @@ def run_drift(preprocessed, whitening, out, plot_path, p: dict) -> None:
         unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
     est = estimate_drift(reader, p, be, unwhiten)
     write_drift_store(out, est, p, be.name)
-    plot_drift(est, plot_path)

@@ -19,12 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from kilosnake.drift.registration import corrected_depths
+from kilosnake.io.drift_store import read_drift_store
 
 logger = logging.getLogger(__name__)
 
 
 #: at most this many spikes are drawn per shank (a seeded random subset)
 MAX_POINTS = 100_000
+
+
+def run_drift_plot(drift, path) -> None:
+    """The ``drift_plot`` stage: ``drift.zarr`` → its picture (see :func:`plot_drift`)."""
+    plot_drift(read_drift_store(drift), path)
 
 
 def plot_drift(est, path, max_points: int = MAX_POINTS) -> None:

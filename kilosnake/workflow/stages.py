@@ -23,6 +23,7 @@ from kilosnake.curation.cutoff import run_cutoff
 from kilosnake.curation.merge import run_merge
 from kilosnake.curation.split import run_split
 from kilosnake.drift.estimate import run_drift
+from kilosnake.drift.plot import run_drift_plot
 from kilosnake.export.shanks import export_recording
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.score import write_scorecard
@@ -187,10 +188,15 @@ def remove_unused_blocks(preprocessed, used) -> None:
 
 
 def drift_stage(job: StageJob) -> None:
-    stores, figures = {"store": job.output["store"]}, {"plot": job.output["plot"]}
-    with shank_calls(job, stores, figures) as calls:
-        for i, o, pk in calls:  # one call, or one per shank (their plots stacked)
-            run_drift(i["preprocessed"], i["whitening"], o["store"], o["plot"], pk)
+    with shank_calls(job, single_output(job)) as calls:
+        for i, o, pk in calls:
+            run_drift(i["preprocessed"], i["whitening"], o["out"], pk)
+
+
+def drift_plot_stage(job: StageJob) -> None:
+    with shank_calls(job, {}, {"plot": job.outputs[0]}) as calls:
+        for i, o, _ in calls:  # one call, or one per shank (their plots stacked)
+            run_drift_plot(i["drift"], o["plot"])
 
 
 def detect_stage(job: StageJob) -> None:
@@ -311,6 +317,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageJob], None]] = {
     "preprocess_block": preprocess_stage,
     "gather_preprocessed": gather_preprocessed_stage,
     "drift": drift_stage,
+    "drift_plot": drift_plot_stage,
     "detect": detect_stage,
     "learn": learn_stage,
     "final_pass": final_pass_stage,
