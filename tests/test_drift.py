@@ -187,15 +187,15 @@ def test_estimate_is_deterministic(randomwalk):
     np.testing.assert_array_equal(a.spikes["depth"], b.spikes["depth"])
 
 
+def drift_stages(zigzag, folder, p):
+    """The drift and drift_plot stages on the zigzag recording, into ``folder``."""
+    run_drift(zigzag / "preprocessed.zarr", zigzag / "whitening.zarr", folder / "drift.zarr", p)
+    run_drift_plot(folder / "drift.zarr", folder / "drift.png")
+
+
 def test_corrected_data_show_no_drift(zigzag, tmp_path):
     p = resolve({"nblocks": 1, "device": "cpu"})
-    run_drift(
-        zigzag / "preprocessed.zarr",
-        zigzag / "whitening.zarr",
-        tmp_path / "drift.zarr",
-        p,
-    )
-    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
+    drift_stages(zigzag, tmp_path, p)
     before = read_drift_store(tmp_path / "drift.zarr")
     reader = DriftCorrectedReader(zigzag / "preprocessed.zarr", tmp_path / "drift.zarr")
     assert reader.enabled
@@ -220,13 +220,7 @@ def test_corrected_data_show_no_drift(zigzag, tmp_path):
 
 def test_store_and_plot(zigzag, tmp_path):
     p = resolve({"nblocks": 2, "device": "cpu"})
-    run_drift(
-        zigzag / "preprocessed.zarr",
-        zigzag / "whitening.zarr",
-        tmp_path / "drift.zarr",
-        p,
-    )
-    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
+    drift_stages(zigzag, tmp_path, p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is True and g.attrs["stage"] == "drift"
     assert g.attrs["NT"] == NT and g.attrs["localisation"] == "filtered"
@@ -238,13 +232,7 @@ def test_store_and_plot(zigzag, tmp_path):
 
 def test_nblocks_zero_is_identity(zigzag, tmp_path):
     p = resolve({"nblocks": 0, "device": "cpu"})
-    run_drift(
-        zigzag / "preprocessed.zarr",
-        zigzag / "whitening.zarr",
-        tmp_path / "drift.zarr",
-        p,
-    )
-    run_drift_plot(tmp_path / "drift.zarr", tmp_path / "drift.png")
+    drift_stages(zigzag, tmp_path, p)
     g = open_store(tmp_path / "drift.zarr")
     assert g.attrs["enabled"] is False and "nblocks = 0" in g.attrs["reason"]
     assert not g["dshift"][...].any()

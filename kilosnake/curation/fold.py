@@ -38,15 +38,15 @@ A neuron can also end in two clusters that are too large to fold by size:
   into two clusters that each cover a range of the displacement (they fire at different times).
 
 A live cluster B is folded into the most similar live cluster A (similarity at least
-``fold_sim_min``, at least B's size) for which B is a small piece of A (B and the small pieces A took already at most
-``piece_max_fraction`` of A's own kept spikes, so a unit gains at most that fraction of spikes
-by mistake) or the two fire at different times (their firing profiles over
-the recording differ by at least ``piece_time_separation``, :func:`kilosnake.curation.ccg.
-time_separation`; B the smaller), provided the spikes of the two respect one refractory period:
-the pairs of B's and A's spikes within the refractory period (``O``) are at most
-``piece_max_coincidence`` times the number expected from A's spikes around B's (``E``, from the
-lags between the refractory period and 50 ms on both sides, scaled to the refractory window).
-Two neurons firing independently collide about ``E`` times; one neuron never collides with
+``fold_sim_min``, at least B's size) for which B is a small piece of A (B and the small pieces A
+took already at most ``piece_max_fraction`` of A's own kept spikes, so a unit gains at most that
+fraction of spikes by mistake) or the two fire at different times (their firing profiles over the
+recording differ by at least ``piece_time_separation``,
+:func:`kilosnake.curation.ccg.time_separation`; B the smaller), provided the spikes of the two
+respect one refractory period: the pairs of B's and A's spikes within the refractory period (``O``)
+are at most ``piece_max_coincidence`` times the number expected from A's spikes around B's (``E``,
+from the lags between the refractory period and 50 ms on both sides, scaled to the refractory
+window). Two neurons firing independently collide about ``E`` times; one neuron never collides with
 itself. Clusters are visited smallest first, so pieces gather into the unit. A true small unit
 beside a large one with a similar template passes only if it collides with it less than
 ``piece_max_coincidence * E`` times: rarely when ``E`` is a few collisions or more (for ``E = 3``,
