@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from kilosnake.errors import KilosnakeError
+from kilosnake.runtime.logs import ignore_snakemake_timestamps
 from kilosnake.version import __version__
 
 
@@ -122,9 +122,8 @@ def open_store(path) -> zarr.Group:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store {str(path)!r} does not exist")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Snakemake's .snakemake_timestamp inside the folder
-        group = zarr.open_group(str(path), mode="r")
+    ignore_snakemake_timestamps()  # Snakemake's .snakemake_timestamp inside the folder
+    group = zarr.open_group(str(path), mode="r")
     if not group.attrs.get("complete", False):
         raise IncompleteStoreError(
             f"store {str(path)!r} is incomplete (its writer did not finish); delete it and rerun "

@@ -26,6 +26,7 @@ import resource
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from kilosnake.errors import KilosnakeError
@@ -166,17 +167,28 @@ def format_size(n_bytes: int) -> str:
     return f"{n_bytes / 1e9:.2f} GB"
 
 
-def _describe_zarr(path: Path) -> str:
-    import warnings
+#: Snakemake keeps the time of a directory output in a file inside it, which Zarr warns about
+#: whenever it lists the store's members
+_SNAKEMAKE_TIMESTAMP_WARNING = r"Object at \.snakemake_timestamp is not recognized"
 
+
+def ignore_snakemake_timestamps() -> None:
+    """Silence Zarr's warning about Snakemake's timestamp file inside a store.
+
+    A filter added for good (adding it again replaces it), not ``warnings.catch_warnings``:
+    that swaps the process-wide filters in and out and is not thread-safe, and stages run side
+    by side as threads of one process.
+    """
+    warnings.filterwarnings("ignore", message=_SNAKEMAKE_TIMESTAMP_WARNING)
+
+
+def _describe_zarr(path: Path) -> str:
     import zarr
 
-    # Snakemake's .snakemake_timestamp inside the folder: Zarr warns on listing the members
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        g = zarr.open_group(str(path), mode="r")
-        arrays = [(name, a) for name, a in g.arrays()]
-        n_groups = 0 if arrays else len(list(g.group_keys()))
+    ignore_snakemake_timestamps()
+    g = zarr.open_group(str(path), mode="r")
+    arrays = [(name, a) for name, a in g.arrays()]
+    n_groups = 0 if arrays else len(list(g.group_keys()))
     if not arrays:
         return f"{n_groups} groups"
     name, a = max(arrays, key=lambda kv: kv[1].nbytes)
