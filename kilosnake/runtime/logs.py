@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import sys
 import threading
@@ -172,14 +173,21 @@ def format_size(n_bytes: int) -> str:
 _SNAKEMAKE_TIMESTAMP_WARNING = r"Object at \.snakemake_timestamp is not recognized"
 
 
+#: ... and the entry of ``warnings.filters`` that silences it
+_SNAKEMAKE_TIMESTAMP_FILTER = (
+    "ignore", re.compile(_SNAKEMAKE_TIMESTAMP_WARNING, re.I), Warning, None, 0
+)  # fmt: skip
+
+
 def ignore_snakemake_timestamps() -> None:
     """Silence Zarr's warning about Snakemake's timestamp file inside a store.
 
-    A filter added for good (adding it again replaces it), not ``warnings.catch_warnings``:
-    that swaps the process-wide filters in and out and is not thread-safe, and stages run side
-    by side as threads of one process.
+    A filter added for good, once (changing the filters would let other warnings already shown
+    once show again), not ``warnings.catch_warnings``: that swaps the process-wide filters in
+    and out and is not thread-safe, and stages run side by side as threads of one process.
     """
-    warnings.filterwarnings("ignore", message=_SNAKEMAKE_TIMESTAMP_WARNING)
+    if _SNAKEMAKE_TIMESTAMP_FILTER not in warnings.filters:
+        warnings.filterwarnings("ignore", message=_SNAKEMAKE_TIMESTAMP_WARNING)
 
 
 def _describe_zarr(path: Path) -> str:
