@@ -14,7 +14,12 @@ import workflow_runs
 from kilosnake.errors import InputError
 from kilosnake.preprocess.check_input import check_input
 from kilosnake.workflow.input_guard import REFUSED_LOG, guard_changed_inputs
-from kilosnake.workflow.summary import closing_lines, recording_status, write_summary
+from kilosnake.workflow.summary import (
+    closing_lines,
+    filesystem_now,
+    recording_status,
+    write_summary,
+)
 
 NT = 4096
 
@@ -64,6 +69,20 @@ def test_a_failure_of_an_earlier_run_does_not_count_once_the_run_succeeds(tmp_pa
     assert recording_status("a", tmp_path)["status"] == "done"
     write_log(tmp_path / "a", "report", FAILED.replace("cutoff", "report"))
     assert recording_status("a", tmp_path)["status"] == "failed"
+
+
+def test_a_log_written_just_after_the_run_started_counts_as_this_runs(tmp_path):
+    # file times come from the filesystem's clock, which may run behind time.time()
+    (tmp_path / "rec").mkdir()
+    for attempt in range(200):
+        since = filesystem_now(tmp_path)
+        log = write_log(
+            tmp_path / "rec", "check_input", f"x ERROR kilosnake: check_input failed: {attempt}\n"
+        )
+        assert log.stat().st_mtime >= since
+        assert recording_status("rec", tmp_path, since=since)["status"] == "failed"
+    assert filesystem_now(tmp_path / "not there") == 0.0
+    assert not list(tmp_path.glob(".clock-*"))  # the marker file is gone
 
 
 def test_an_unexpected_error_gives_its_last_error_line(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kilosnake.errors import InputError
 from kilosnake.preprocess.check_input import check_input, requested_description
-from kilosnake.workflow.summary import write_summary
+from kilosnake.workflow.summary import filesystem_now, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def guard_changed_inputs(recordings: dict, NT: int, results="results", config=No
         For the first recording whose new description fails the check: the recording, the
         problem, the fix, and that the earlier results are kept.
     """
-    started = time.time()
+    started = filesystem_now(results)
     before = sorted(Path(results).glob(f"*/logs/{REFUSED_LOG}"))
     failures = refused(recordings, NT, results)
     if failures or before:

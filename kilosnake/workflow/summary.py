@@ -19,8 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from kilosnake.export.manifest import kept_folders
@@ -63,6 +66,21 @@ SCATTERED_LOGS = {
     "preprocess": ("preprocess_block.*.log", "gather_preprocessed.log"),
     "final_pass": ("final_pass_block.*.log", "gather_spikes.log"),
 }
+
+
+def filesystem_now(folder="results") -> float:
+    """Now, as the filesystem holding ``folder`` stamps the files written there: a run's start
+    to compare log times with. The system clock would not do: file times come from a coarser
+    clock (a few milliseconds behind ``time.time()``) or, on a network filesystem, from the
+    server's. 0.0 when ``folder`` does not exist yet (every file in it will be new)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0.0
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".clock-") as marker:
+            return os.fstat(marker.fileno()).st_mtime
+    except OSError:  # a folder one cannot write to: no log of this run lands there either
+        return time.time()
 
 
 def _last_error_line(log: Path) -> str:
@@ -174,7 +192,7 @@ def recording_status(
     results : path
         The results folder.
     since : float, optional
-        When this run started (``time.time()``): a stage log written since then that names a
+        When this run started (:func:`filesystem_now`): a stage log written since then that names a
         failure makes the recording ``failed``. Default: a log newer than the Phy folder.
     config : dict, optional
         The run's config: the stores' recorded parameters are compared with it (``note``).

@@ -10,13 +10,13 @@ import kilosnake.params as kparams
 from kilosnake.workflow.config_check import check_config, coerced_config
 from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
-from kilosnake.workflow.summary import write_summary
+from kilosnake.workflow.summary import filesystem_now, write_summary
 from kilosnake.workflow.ending import cancel_rescheduling_timers
 from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
 #: when this run started: the summary counts a stage log written since then as this run's
-RUN_STARTED = time.time()
+RUN_STARTED = filesystem_now("results")
 
 config.update(coerced_config(config))  # a YAML syntax error names its key and the fix
 check_config(config)  # names the key, the bad value, what is allowed and the fix
