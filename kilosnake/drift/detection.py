@@ -9,7 +9,9 @@ import logging
 
 import numpy as np
 
+from kilosnake.drift.suitability import registration_check
 from kilosnake.io.probe import Probe
+from kilosnake.io.store import open_store, write_array
 from kilosnake.io.traces import n_batches, prefetching
 from kilosnake.runtime.backend import Backend
 from kilosnake.runtime.progress import Progress
@@ -211,7 +213,7 @@ def detect_spikes(
     """
     hood = channel_neighbourhoods(reader.probe)
     unwhiten = None if unwhiten is None else be.asarray(unwhiten, be.xp.float32)
-    margin = DETECT_HALF_WINDOW + COM_HALF_WINDOW + 1
+    margin = DETECT_MARGIN
     nb = n_batches(reader.n_samples, reader.NT)
     parts, n_found = [], 0
     progress = Progress(nb, "drift detection", logger, every_n=progress_every)
@@ -227,17 +229,160 @@ def detect_spikes(
     for b in range(nb):
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
-        d = detect_batch_spikes(
-            X, (margin, margin + stop - start), hood, reader.probe.yc, threshold, be, unwhiten
+        parts.append(
+            batch_detections(X, b, start, stop, hood, reader.probe.yc, threshold, be, unwhiten)
         )
-        d["time"] = d.pop("t") + (start - margin)
-        d["batch"] = np.full(d["time"].size, b, dtype=np.int32)
-        parts.append(d)
-        n_found += d["time"].size
+        n_found += parts[-1]["time"].size
         progress.update(spikes=n_found)
     progress.close()
     reader.close()
-    keys = ("time", "channel", "depth", "amplitude", "batch")
-    out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return joined_detections(parts)
+
+
+#: samples of context each side of a batch that its detections need (the peak window, then the
+#: centre-of-mass window around a peak at the batch's edge)
+DETECT_MARGIN = DETECT_HALF_WINDOW + COM_HALF_WINDOW + 1
+#: the per-spike arrays of the detections, and their types
+DETECTION_DTYPES = {
+    "time": np.int64,
+    "channel": np.int64,
+    "depth": np.float32,
+    "amplitude": np.float32,
+    "batch": np.int32,
+}
+
+
+def batch_detections(X, b: int, start: int, stop: int, hood, yc, threshold, be, unwhiten) -> dict:
+    """The detections of batch ``b`` (samples ``[start, stop)``) from ``X``, its whitened
+    samples ``[start - DETECT_MARGIN, stop + DETECT_MARGIN)`` (zero outside the recording)."""
+    m = DETECT_MARGIN
+    d = detect_batch_spikes(X, (m, m + stop - start), hood, yc, threshold, be, unwhiten)
+    d["time"] = d.pop("t") + (start - m)
+    d["batch"] = np.full(d["time"].size, b, dtype=np.int32)
+    return d
+
+
+def joined_detections(parts: list) -> dict:
+    """The detections of consecutive batches as one set of arrays (:data:`DETECTION_DTYPES`)."""
+    if not parts:
+        return {k: np.zeros(0, dtype) for k, dtype in DETECTION_DTYPES.items()}
+    out = {k: np.concatenate([p[k] for p in parts]) for k in DETECTION_DTYPES}
     out["depth"] = out["depth"].astype(np.float32)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# detection while preprocessing writes the traces
+
+#: the group of ``preprocessed.zarr`` that holds the detections made while preprocessing
+DETECTIONS_GROUP = "drift_detections"
+
+
+class DetectionWhilePreprocessing:
+    """The drift stage's detections made from the whitened batches as preprocessing writes them
+    (a :class:`kilosnake.preprocess.traces.BatchObserver`), so that the drift stage need not
+    read the traces back: the same values as :func:`detect_spikes` on the finished store.
+
+    Batch ``b``'s detections need the edges of batches ``b - 1`` and ``b + 1``: each batch is
+    searched once the next one is whitened, and a block of a scattered run also whitens the
+    batch before and after its own (not written).
+
+    Parameters
+    ----------
+    whitening_path : path
+        The whitening store: spikes are localised on filtered waveforms
+        (:func:`unwhitening_matrix`), as the drift stage does.
+    threshold : float
+        ``spkTh_drift``.
+    """
+
+    def __init__(self, whitening_path, threshold: float):
+        self.whitening_path = whitening_path
+        self.threshold = float(threshold)
+        self.enabled = False
+        self.parts: list[dict] = []
+        self._held: dict = {}
+
+    def start(self, probe, NT: int, n_samples: int, scaleproc: float, be: Backend) -> None:
+        self.probe, self.NT, self.n_samples = probe, int(NT), int(n_samples)
+        self.scaleproc, self.be = float(scaleproc), be
+        self.enabled = registration_check(probe, 1)[0]  # else the drift stage detects nothing
+        if not self.enabled:
+            return
+        self.hood = channel_neighbourhoods(probe)
+        wg = open_store(self.whitening_path)
+        unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
+        self.unwhiten = be.asarray(unwhiten, be.xp.float32)
+        self.n_batches = n_batches(self.n_samples, self.NT)
+
+    def batches(self, owned: range, n_batches: int) -> range:
+        if not self.enabled or len(owned) == 0:
+            return owned
+        return range(max(owned.start - 1, 0), min(owned.stop + 1, n_batches))
+
+    def observe(self, b: int, whitened, owned: bool) -> None:
+        if not self.enabled:
+            return
+        self._held[b] = (whitened, owned)
+        if b - 1 in self._held and self._held[b - 1][1]:
+            self._search(b - 1)
+        self._held.pop(b - 2, None)
+
+    def write(self, group) -> None:
+        if not self.enabled:
+            return
+        last = max(self._held, default=None)
+        if last is not None and self._held[last][1]:  # the recording's last batch
+            self._search(last)
+        self._held.clear()
+        found = joined_detections(self.parts)
+        det = group.create_group(DETECTIONS_GROUP)
+        det.attrs.update(threshold=self.threshold, localised_on="filtered")
+        for name, values in found.items():
+            write_array(det, name, values)
+        logger.info(
+            "drift detections: %d spikes (spkTh_drift=%g)", found["time"].size, self.threshold
+        )
+
+    def _search(self, b: int) -> None:
+        start, stop = b * self.NT, min((b + 1) * self.NT, self.n_samples)
+        X = self._window(b, start, stop)
+        self.parts.append(
+            batch_detections(
+                X, b, start, stop, self.hood, self.probe.yc, self.threshold, self.be, self.unwhiten
+            )
+        )
+
+    def _window(self, b: int, start: int, stop: int):
+        """Batch ``b`` with :data:`DETECT_MARGIN` samples each side, whitened units, as
+        :class:`kilosnake.io.traces.PreprocessedReader` reads it from the store."""
+        xp, m, n = self.be.xp, DETECT_MARGIN, stop - start
+        own = self._held[b][0]
+        X = xp.zeros((n + 2 * m, own.shape[1]), dtype=xp.int16)
+        X[m : m + n] = own
+        if b > 0:
+            before = self._neighbour(b - 1)
+            k = min(m, before.shape[0])
+            X[m - k : m] = before[before.shape[0] - k :]
+        if b + 1 < self.n_batches:
+            after = self._neighbour(b + 1)
+            k = min(m, after.shape[0])
+            X[m + n : m + n + k] = after[:k]
+        return X.astype(xp.float32) / xp.float32(self.scaleproc)
+
+    def _neighbour(self, b: int):
+        if b not in self._held:
+            raise RuntimeError(f"batch {b} was not whitened before its neighbour was searched")
+        return self._held[b][0]
+
+
+def stored_detections(group, threshold: float, localised_on: str) -> dict | None:
+    """The detections a preprocessed store holds (:class:`DetectionWhilePreprocessing`) when
+    they were made with ``threshold`` and localised on ``localised_on`` waveforms, else None."""
+    if group is None or DETECTIONS_GROUP not in group:
+        return None
+    det = group[DETECTIONS_GROUP]
+    made = (float(det.attrs.get("threshold", float("nan"))), det.attrs.get("localised_on"))
+    if made != (float(threshold), localised_on):
+        return None
+    return {k: np.asarray(det[k][...], dtype=dtype) for k, dtype in DETECTION_DTYPES.items()}

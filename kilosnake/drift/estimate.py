@@ -70,7 +70,7 @@ import logging
 
 import numpy as np
 
-from kilosnake.drift.detection import detect_spikes, unwhitening_matrix
+from kilosnake.drift.detection import detect_spikes, stored_detections, unwhitening_matrix
 from kilosnake.drift.registration import MIN_SPIKES_PER_BATCH, register_shank
 from kilosnake.drift.suitability import registration_check
 from kilosnake.io.drift_store import DriftEstimate, empty_spikes, write_drift_store
@@ -141,7 +141,13 @@ def estimate_drift(reader, p: dict, be: Backend, unwhiten=None) -> DriftEstimate
     threshold = float(p["spkTh_drift"])
     if unwhiten is None:
         logger.info("no whitening matrix given: spikes are localised on whitened waveforms")
-    spikes = detect_spikes(reader, threshold, be, unwhiten)
+    spikes = stored_detections(
+        getattr(reader, "group", None), threshold, "whitened" if unwhiten is None else "filtered"
+    )
+    if spikes is None:  # not made while preprocessing (another threshold, or an older store)
+        spikes = detect_spikes(reader, threshold, be, unwhiten)
+    else:
+        logger.info("drift detection: the detections made while preprocessing")
     probe = reader.probe
     ids = probe.shank_ids()
     spikes["channel"] = spikes["channel"].astype(np.int32)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kilosnake.io.store import open_store, own_attrs
+import numpy as np
+
+from kilosnake.io.store import open_store, own_attrs, write_array
 
 #: attributes that only block stores carry (left out of the gathered store)
 BLOCK_ATTRS = ("block", "n_blocks", "first_batch", "stop_batch", "first_sample", "stop_sample")
@@ -40,3 +42,20 @@ def _sorted_blocks(paths) -> list:
             f"scatter (blocks {found}, of {sorted(n_blocks)})"
         )
     return groups
+
+
+def join_row_groups(groups, name: str, target) -> bool:
+    """Group ``name`` of every block store in ``groups`` (in block order), its arrays joined
+    along axis 0, written into ``target`` with the first block's attributes. Nothing is
+    written, and False returned, unless every block has the group (with the same arrays)."""
+    parts = [g[name] for g in groups if name in g]
+    if not parts or len(parts) != len(groups):
+        return False
+    arrays = sorted(parts[0].array_keys())
+    if any(sorted(part.array_keys()) != arrays for part in parts):
+        return False
+    joined = target.create_group(name)
+    joined.attrs.update(dict(parts[0].attrs))
+    for key in arrays:
+        write_array(joined, key, np.concatenate([np.asarray(part[key][...]) for part in parts]))
+    return True

@@ -317,8 +317,10 @@ PARAMS: tuple[Param, ...] = (
         "number",
         "drift",
         "whitened SD",
-        "threshold of the negative peaks detected for drift estimation",
+        "threshold of the negative peaks detected for drift estimation (detected while "
+        "preprocessing: a change reruns it)",
         minimum=1.0,
+        rules=("preprocess", "preprocess_block", "drift"),
     ),
     # --- detection and universal waveforms -------------------------------------------------
     _P(

@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from kilosnake.io.blocks import _sorted_blocks, stage_attrs
+from kilosnake.io.blocks import _sorted_blocks, join_row_groups, stage_attrs
 from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.store import writing_store
 
@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def gather_preprocessed(block_paths, out, p: dict, device: str = "cpu") -> None:
-    """Write ``preprocessed.zarr`` pointing at the block stores (no traces copied).
+    """Write ``preprocessed.zarr`` pointing at the block stores (no traces copied); a group
+    of per-spike rows that every block made (the drift detections) is joined and copied.
 
     Parameters
     ----------
@@ -54,4 +55,6 @@ def gather_preprocessed(block_paths, out, p: dict, device: str = "cpu") -> None:
     attrs.update(n_channels=int(first["traces"].shape[1]), blocks=blocks)
     with writing_store(out, "preprocess", p, device, p.get("seed"), attrs) as g:
         write_probe_arrays(g, probe_from_store(first))
+        for name in sorted(set(first.group_keys())):
+            join_row_groups([block for block, _ in groups], name, g)
     logger.info("preprocessed.zarr: %d samples in %d block stores", n_samples, len(blocks))

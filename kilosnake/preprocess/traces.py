@@ -16,6 +16,7 @@ apart from the filter edge at the very start and end of the recording.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import numpy as np
 
@@ -37,14 +38,39 @@ logger = logging.getLogger(__name__)
 # the preprocess stage
 
 
-def whiten_to_int16(x, w, scaleproc: float, be: Backend, out: np.ndarray | None = None):
-    """``round((x @ w) * scaleproc)`` clipped to int16, on the host (on a GPU copied into
-    ``out`` when given, e.g. a page-locked buffer of :class:`kilosnake.io.prefetch.HostBuffers`)."""
+def whitened_int16(x, w, scaleproc: float, be: Backend):
+    """``round((x @ w) * scaleproc)`` clipped to int16, an array of ``be``: the values stored."""
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
-    y = be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
+    return be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
+
+
+def host_copy(y, be: Backend, out: np.ndarray | None = None) -> np.ndarray:
+    """``y`` on the host (into ``out`` when given and ``y`` is on a GPU)."""
     if out is None or be.name != "gpu":
         return be.to_host(y)
     return y.get(out=out)
+
+
+class BatchObserver(Protocol):
+    """Something computed from every whitened batch while preprocessing writes it (e.g. the
+    drift stage's spike detection), so that no later pass has to read the traces back for it.
+
+    An observer sees exactly the int16 values stored, batch by batch in order, and writes what
+    it made into the preprocessed store.
+    """
+
+    def start(self, probe, NT: int, n_samples: int, scaleproc: float, be: Backend) -> None:
+        """Called once, before the first batch."""
+
+    def batches(self, owned: range, n_batches: int) -> range:
+        """The batches to compute: the ``owned`` ones written to the store, and any neighbours
+        the observer needs beside them (computed, shown to the observer, not written)."""
+
+    def observe(self, b: int, whitened, owned: bool) -> None:
+        """Batch ``b``'s whitened int16 samples (an array of the backend)."""
+
+    def write(self, group) -> None:
+        """Called once after the last batch, with the store being written."""
 
 
 def preprocess_recording(
@@ -55,8 +81,12 @@ def preprocess_recording(
     out,
     progress_every_s: float = 10.0,
     block: tuple[int, int] = (0, 1),
+    observer: BatchObserver | None = None,
 ) -> None:
     """The ``preprocess`` stage: every batch filtered and whitened → ``preprocessed.zarr``.
+
+    ``observer`` (:class:`BatchObserver`) sees every whitened batch and adds its results to the
+    store.
 
     ``block=(i, n)`` with ``n > 1`` writes only the batches of block ``i`` of ``n``
     (:func:`kilosnake.io.traces.block_batches`): a block store whose traces start at its first
@@ -110,7 +140,11 @@ def preprocess_recording(
         # the next batch is read, and the last ones encoded and written (a thread per chunk),
         # while this one computes; results go through a ring of reused host buffers
         raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
-        ahead = Prefetching(raw_batches, [(b,) for b in batch_range])
+        computed = batch_range
+        if observer is not None:
+            observer.start(probe, NT, rec.n_samples, p["scaleproc"], be)
+            computed = observer.batches(batch_range, nb)
+        ahead = Prefetching(raw_batches, [(b,) for b in computed])
         depth = 2
         # page-locked result buffers on a GPU (on the CPU the result is already a host array)
         results = (
@@ -119,7 +153,7 @@ def preprocess_recording(
             else None
         )
         with ahead, WritingBehind(depth, workers=max(1, NT // traces.chunks[0])) as behind:
-            for b in batch_range:
+            for b in computed:
                 x = read_filtered_batch(
                     rec,
                     probe,
@@ -132,17 +166,30 @@ def preprocess_recording(
                     be,
                     raw=raw_batches.on_device(ahead.read(b), be),
                 )
-                out = None if results is None else results.take(x.shape, np.int16)
-                y = whiten_to_int16(x, w, p["scaleproc"], be, out=out)
-                behind.write_rows(traces, b * NT - first, y)
-                progress.update()
+                y = whitened_int16(x, w, p["scaleproc"], be)
+                owned = b in batch_range
+                if owned:
+                    out = None if results is None else results.take(x.shape, np.int16)
+                    behind.write_rows(traces, b * NT - first, host_copy(y, be, out))
+                    progress.update()
+                if observer is not None:
+                    observer.observe(b, y, owned)
+        if observer is not None:
+            observer.write(g)
 
 
 def run_preprocess(
-    input_json, whitening_path, p: dict, out, block: tuple[int, int] = (0, 1)
+    input_json,
+    whitening_path,
+    p: dict,
+    out,
+    block: tuple[int, int] = (0, 1),
+    observer: BatchObserver | None = None,
 ) -> None:
     """Stage ``preprocess`` from the checked input description and the whitening store
-    (``block=(i, n)``: only block ``i`` of ``n``, see :func:`preprocess_recording`)."""
+    (``block=(i, n)``: only block ``i`` of ``n``; ``observer``: see
+    :func:`preprocess_recording`)."""
 
     info = info_from_input_json(read_input_json(input_json))
-    preprocess_recording(info, whitening_path, p, get_backend(p["device"]), out, block=block)
+    be = get_backend(p["device"])
+    preprocess_recording(info, whitening_path, p, be, out, block=block, observer=observer)

@@ -22,6 +22,7 @@ from pathlib import Path
 from kilosnake.curation.cutoff import run_cutoff
 from kilosnake.curation.merge import run_merge
 from kilosnake.curation.split import run_split
+from kilosnake.drift.detection import DetectionWhilePreprocessing
 from kilosnake.drift.estimate import run_drift
 from kilosnake.drift.plot import run_drift_plot
 from kilosnake.export.shanks import export_recording
@@ -164,7 +165,10 @@ def whitening_stage(job: StageJob) -> None:
 def preprocess_stage(job: StageJob) -> None:
     with shank_calls(job, single_output(job)) as calls:
         for i, o, pk in calls:
-            run_preprocess(i["info"], i["whitening"], pk, o["out"], block=block_of(job))
+            detections = DetectionWhilePreprocessing(i["whitening"], pk["spkTh_drift"])
+            run_preprocess(
+                i["info"], i["whitening"], pk, o["out"], block=block_of(job), observer=detections
+            )
     if job.rule == "preprocess":  # the whole stage in one job: no block store is used
         remove_unused_blocks(job.outputs[0], [])
 
