@@ -4,12 +4,14 @@ and amplitudes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 
 import numpy as np
 
 from kilosnake.drift.suitability import registration_check
+from kilosnake.io.prefetch import use_device_of_this_thread
 from kilosnake.io.probe import Probe
 from kilosnake.io.store import open_store, write_array
 from kilosnake.io.traces import n_batches, prefetching
@@ -314,6 +316,11 @@ class DetectionWhilePreprocessing:
         unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
         self.unwhiten = be.asarray(unwhiten, be.xp.float32)
         self.n_batches = n_batches(self.n_samples, self.NT)
+        # batches are searched on a thread beside the preprocessing loop
+        self._searching = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="drift-detect", initializer=use_device_of_this_thread()
+        )
+        self._pending: list[concurrent.futures.Future] = []
 
     def batches(self, owned: range, n_batches: int) -> range:
         if not self.enabled or len(owned) == 0:
@@ -335,6 +342,8 @@ class DetectionWhilePreprocessing:
         if last is not None and self._held[last][1]:  # the recording's last batch
             self._search(last)
         self._held.clear()
+        self._wait(0)
+        self._searching.shutdown()
         found = joined_detections(self.parts)
         det = group.create_group(DETECTIONS_GROUP)
         det.attrs.update(threshold=self.threshold, localised_on="filtered")
@@ -344,14 +353,21 @@ class DetectionWhilePreprocessing:
             "drift detections: %d spikes (spkTh_drift=%g)", found["time"].size, self.threshold
         )
 
+    #: batches searched at most at once on the background thread
+    IN_FLIGHT = 2
+
     def _search(self, b: int) -> None:
+        """Search batch ``b`` on the background thread (its window is made here, in order)."""
         start, stop = b * self.NT, min((b + 1) * self.NT, self.n_samples)
         X = self._window(b, start, stop)
-        self.parts.append(
-            batch_detections(
-                X, b, start, stop, self.hood, self.probe.yc, self.threshold, self.be, self.unwhiten
-            )
-        )
+        self._wait(self.IN_FLIGHT - 1)
+        args = (X, b, start, stop, self.hood, self.probe.yc, self.threshold, self.be)
+        self._pending.append(self._searching.submit(batch_detections, *args, self.unwhiten))
+
+    def _wait(self, at_most: int) -> None:
+        """Collect finished searches, in batch order, until ``at_most`` are left running."""
+        while len(self._pending) > at_most:
+            self.parts.append(self._pending.pop(0).result())
 
     def _window(self, b: int, start: int, stop: int):
         """Batch ``b`` with :data:`DETECT_MARGIN` samples each side, whitened units, as

@@ -22,13 +22,19 @@ import numpy as np
 import zarr
 
 from kilosnake.errors import KilosnakeError
+from kilosnake.io.chunk_reads import read_rows_direct
 from kilosnake.runtime.logs import ignore_snakemake_timestamps
 from kilosnake.version import __version__
 
 
 def read_rows_into(array, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
     """Rows ``[lo, hi)`` of ``array`` into ``out`` (C-ordered): a Zarr array decodes its chunks
-    straight into ``out``; anything else (e.g. the traces of a scattered run) is copied."""
+    straight into ``out`` (Blosc-compressed chunks of whole rows by a pool of threads,
+    :mod:`kilosnake.io.chunk_reads`); anything else is copied."""
+    if hi <= lo or read_rows_direct(array, lo, hi, out):
+        return out
+    if hasattr(array, "read_into"):  # e.g. the blocks of a scattered run
+        return array.read_into(lo, hi, out)
     if isinstance(array, zarr.Array):
         from zarr.core.buffer import default_buffer_prototype
 

@@ -153,11 +153,14 @@ class BlockTraces:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("BlockTraces supports time slices [lo:hi] only")
         lo, hi, _ = key.indices(self.shape[0])
-        out = np.zeros((max(0, hi - lo), self.shape[1]), dtype=self.dtype)
+        return self.read_into(lo, hi, np.zeros((max(0, hi - lo), self.shape[1]), self.dtype))
+
+    def read_into(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``[lo, hi)`` into ``out`` (each block's part decoded in place)."""
         for start, stop, traces in self.blocks:
             a, z = max(lo, start), min(hi, stop)
             if z > a:
-                out[a - lo : z - lo] = traces[a - start : z - start]
+                read_rows_into(traces, a - start, z - start, out[a - lo : z - lo])
         return out
 
 
