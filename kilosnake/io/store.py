@@ -173,7 +173,8 @@ class AppendableArray:
 
     With ``buffered=True`` appended rows are held until they fill whole chunks, so each chunk
     is encoded and written once (instead of the last partial chunk being rewritten on every
-    append); :meth:`close` must then be called to write the rest.
+    append); :meth:`close` must then be called to write the rest. ``compressors``: Zarr's
+    (``"auto"``: its default, ``None``: stored as they are).
     """
 
     def __init__(
@@ -184,10 +185,16 @@ class AppendableArray:
         dtype,
         chunk_rows: int = 262144,
         buffered: bool = False,
+        compressors="auto",
     ):
         rows = max(1, chunk_rows // max(1, int(np.prod(tail_shape, dtype=np.int64))))
         self.array = group.create_array(
-            name, shape=(0, *tail_shape), dtype=dtype, chunks=(rows, *tail_shape), fill_value=0
+            name,
+            shape=(0, *tail_shape),
+            dtype=dtype,
+            chunks=(rows, *tail_shape),
+            fill_value=0,
+            compressors=compressors,
         )
         self.n = 0
         self.rows = rows

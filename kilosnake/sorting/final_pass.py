@@ -185,11 +185,13 @@ def write_final_pass(
         name: AppendableArray(group, name, (), dtype, buffered=True)
         for name, dtype in SPIKE_COLUMNS.items()
     }
+    # the features (float32 projections) barely compress (about 1.06x): stored as they are,
+    # which writes and reads them several times faster
     columns["template_features"] = AppendableArray(
-        group, "template_features", (k,), np.float32, buffered=True
+        group, "template_features", (k,), np.float32, buffered=True, compressors=None
     )
     columns["pc_features"] = AppendableArray(
-        group, "pc_features", (int(p["nPCs"]), c), np.float32, buffered=True
+        group, "pc_features", (int(p["nPCs"]), c), np.float32, buffered=True, compressors=None
     )
     if batch_range is None:
         batch_range = range(n_batches(reader.n_samples, reader.NT))

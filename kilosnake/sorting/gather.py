@@ -34,7 +34,13 @@ def gather_spikes(block_paths, out, p: dict, device: str = "cpu") -> int:
     per_spike = list(SPIKE_COLUMNS) + ["template_features", "pc_features"]
     with writing_store(out, "final_pass", p, device, p.get("seed"), attrs) as g:
         columns = {
-            name: AppendableArray(g, name, tuple(first[name].shape[1:]), first[name].dtype)
+            name: AppendableArray(
+                g,
+                name,
+                tuple(first[name].shape[1:]),
+                first[name].dtype,
+                compressors=first[name].compressors or None,
+            )
             for name in per_spike
         }
         total = 0
