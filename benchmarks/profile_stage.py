@@ -53,6 +53,7 @@ def stage_parameters(stage: str, device: str, overrides: list[str]) -> dict:
 def stage_call(stage: str, results: Path, p: dict, out: Path):
     """A zero-argument callable that runs ``stage`` on the stores in ``results``."""
     from kilosnake.curation import cutoff, merge, split
+    from kilosnake.drift.detection import DetectionWhilePreprocessing
     from kilosnake.drift.estimate import run_drift
     from kilosnake.drift.plot import run_drift_plot
     from kilosnake.export.shanks import export_recording
@@ -65,7 +66,13 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
     drift_store = r / "drift.zarr" if (r / "drift.zarr").exists() else None
     calls = {
         "whitening": lambda: run_whitening(r / "input.json", p, out),
-        "preprocess": lambda: run_preprocess(r / "input.json", r / "whitening.zarr", p, out),
+        "preprocess": lambda: run_preprocess(  # with the drift detections, as the workflow
+            r / "input.json",
+            r / "whitening.zarr",
+            p,
+            out,
+            observer=DetectionWhilePreprocessing(r / "whitening.zarr", p["spkTh_drift"]),
+        ),
         "drift": lambda: run_drift(r / "preprocessed.zarr", r / "whitening.zarr", out, p),
         "drift_plot": lambda: run_drift_plot(r / "drift.zarr", out.with_suffix(".png")),
         "detect": lambda: detect.run_detect(r / "preprocessed.zarr", out, p, drift_store),

@@ -191,3 +191,16 @@ def test_reads_into_a_used_buffer_equal_fresh_reads(wavy):
         np.testing.assert_array_equal(
             r.read_int16(start, stop, out=dirty), r.read_int16(start, stop)
         )
+
+
+@pytest.mark.parametrize("n_channels", [1, 2, 7, 32, 385])
+def test_the_median_across_channels_is_numpys_bit_for_bit(n_channels):
+    from kilosnake.preprocess.filters import median_across_channels
+    from kilosnake.runtime.backend import cpu_backend
+
+    rng = np.random.default_rng(n_channels)
+    x = rng.normal(0, 50, (3000, n_channels)).astype(np.float32)
+    x[::7] = np.round(x[::7])  # ties
+    got = median_across_channels(x, cpu_backend())
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.median(x, axis=1))

@@ -55,7 +55,23 @@ def filter_forward_backward(x, sos, be: Backend):
 
 def common_median_reference(x, be: Backend):
     """Subtract, at every sample, the median across channels."""
-    return x - be.xp.median(x, axis=1, keepdims=True)
+    return x - median_across_channels(x, be)[:, None]
+
+
+def median_across_channels(x, be: Backend):
+    """The median of every row of ``x`` (time, channel): NumPy's ``median(x, axis=1)``.
+
+    On the CPU the rows are sorted instead (NumPy's vectorised sort of short rows is about 6-10x
+    faster than the selection ``median`` runs row by row) and the middle one or two values taken
+    as ``median`` takes them: the same values, bit for bit, for data without NaNs.
+    """
+    if be.name == "gpu":
+        return be.xp.median(x, axis=1)
+    n = x.shape[1]
+    ordered = np.sort(x, axis=1)
+    if n % 2:
+        return ordered[:, n // 2]
+    return np.mean(ordered[:, n // 2 - 1 : n // 2 + 1], axis=1)
 
 
 def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
