@@ -16,6 +16,7 @@ beside it, and the new export takes its place. Nothing is deleted.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -35,6 +36,8 @@ BOOKKEEPING = frozenset({MANIFEST_NAME, ".snakemake_timestamp"})
 #: the name a kept folder gets: ``<name>.curated-<UTC time>``
 CURATED_SUFFIX = ".curated-"
 _HASH_BLOCK = 1 << 20
+#: files hashed at once (reading and hashing release the GIL)
+_HASH_THREADS = 8
 
 
 @dataclasses.dataclass
@@ -97,13 +100,24 @@ def file_entry(path: Path) -> dict:
     return {"sha256": file_sha256(path), "size": path.stat().st_size}
 
 
-def write_manifest(folder) -> dict:
-    """Record every file of ``folder`` in its manifest (written last, atomically)."""
+def file_entries(folder, names: list | None = None) -> dict:
+    """:func:`file_entry` of the files ``names`` of ``folder`` (default: every one,
+    :func:`folder_files`), several files hashed at once."""
+    folder = Path(folder)
+    names = folder_files(folder) if names is None else names
+    with concurrent.futures.ThreadPoolExecutor(_HASH_THREADS) as pool:
+        entries = pool.map(file_entry, [folder / rel for rel in names])
+        return dict(zip(names, entries))
+
+
+def write_manifest(folder, entries: dict | None = None) -> dict:
+    """Record every file of ``folder`` in its manifest (written last, atomically);
+    ``entries``: its :func:`file_entries`, when already made."""
     folder = Path(folder)
     manifest = {
         "written_by": f"kilosnake {__version__}",
         "note": "files the export wrote; a rerun keeps this folder if any of them changed",
-        "files": {rel: file_entry(folder / rel) for rel in folder_files(folder)},
+        "files": file_entries(folder) if entries is None else entries,
     }
     tmp = folder / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

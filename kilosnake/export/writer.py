@@ -33,6 +33,7 @@ folder that a person has changed since (curation in Phy) is moved aside whole, n
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import shutil
 from pathlib import Path
@@ -46,7 +47,12 @@ from kilosnake.curation.metrics import (
     peak_whitened,
     unit_metrics,
 )
-from kilosnake.export.manifest import keep_curated, write_manifest
+from kilosnake.export.manifest import (
+    file_entries,
+    folder_files,
+    keep_curated,
+    write_manifest,
+)
 from kilosnake.export.sources import ExportSources, KeptSpikes, kept_spikes, read_sources
 from kilosnake.export.tables import (
     ClusterTable,
@@ -346,8 +352,11 @@ def publish_phy_folder(sources: ExportSources, params: dict, out) -> dict:
         shutil.rmtree(tmp)
     try:
         summary = write_folder(tmp, sources, params, final)
-        summary.update({k: v for k, v in validate_phy(tmp).items() if k != "params"})
-        write_manifest(tmp)
+        # the files are hashed while phylib checks them (it adds files of its own, removed after)
+        with concurrent.futures.ThreadPoolExecutor(1) as hashing:
+            entries = hashing.submit(file_entries, tmp, folder_files(tmp))
+            summary.update({k: v for k, v in validate_phy(tmp).items() if k != "params"})
+            write_manifest(tmp, entries.result())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
