@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from kilosnake.drift.suitability import registration_check
-from kilosnake.io.prefetch import use_device_of_this_thread
+from kilosnake.io.prefetch import stream_marker, use_device_and_own_stream, wait_for_marker
 from kilosnake.io.probe import Probe
 from kilosnake.io.store import open_store, write_array
 from kilosnake.io.traces import n_batches, prefetching
@@ -316,9 +316,10 @@ class DetectionWhilePreprocessing:
         unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
         self.unwhiten = be.asarray(unwhiten, be.xp.float32)
         self.n_batches = n_batches(self.n_samples, self.NT)
-        # batches are searched on a thread beside the preprocessing loop
+        # batches are searched on a thread beside the preprocessing loop, on a CUDA stream of
+        # its own: on the default stream each thread's waits would also wait for the other's work
         self._searching = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="drift-detect", initializer=use_device_of_this_thread()
+            1, thread_name_prefix="drift-detect", initializer=use_device_and_own_stream()
         )
         self._pending: list[concurrent.futures.Future] = []
 
@@ -362,7 +363,10 @@ class DetectionWhilePreprocessing:
         X = self._window(b, start, stop)
         self._wait(self.IN_FLIGHT - 1)
         args = (X, b, start, stop, self.hood, self.probe.yc, self.threshold, self.be)
-        self._pending.append(self._searching.submit(batch_detections, *args, self.unwhiten))
+        marker = stream_marker(self.be)  # the window is made on this thread's stream
+        self._pending.append(
+            self._searching.submit(_detections_after, marker, *args, self.unwhiten)
+        )
 
     def _wait(self, at_most: int) -> None:
         """Collect finished searches, in batch order, until ``at_most`` are left running."""
@@ -390,6 +394,13 @@ class DetectionWhilePreprocessing:
         if b not in self._held:
             raise RuntimeError(f"batch {b} was not whitened before its neighbour was searched")
         return self._held[b][0]
+
+
+def _detections_after(marker, *args):
+    """:func:`batch_detections` once the work ``marker`` marks is done (the window it reads
+    is made on another stream; it is freed after the search has copied its results back)."""
+    wait_for_marker(marker)
+    return batch_detections(*args)
 
 
 def stored_detections(group, threshold: float, localised_on: str) -> dict | None:

@@ -73,6 +73,44 @@ def use_device_of_this_thread():
     return lambda: cupy.cuda.runtime.setDevice(device)
 
 
+def use_device_and_own_stream():
+    """A thread initialiser like :func:`use_device_of_this_thread` that also gives the thread a
+    CUDA stream of its own, one that does not wait for the default stream: its kernels and its
+    waits for them then run beside another thread's. Work it reads from another stream must
+    wait for that stream first (:func:`stream_marker`, :func:`wait_for_marker`)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return None
+    device = cupy.cuda.runtime.getDevice()
+
+    def initialise():
+        cupy.cuda.runtime.setDevice(device)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        _OWN_STREAMS.append(stream)  # kept alive while the thread may use it
+        stream.use()
+
+    return initialise
+
+
+#: the streams :func:`use_device_and_own_stream` made (a stream lives as long as its object)
+_OWN_STREAMS: list = []
+
+
+def stream_marker(be):
+    """A mark of the work queued so far on this thread's current stream (None on the CPU)."""
+    if be.name != "gpu":
+        return None
+    event = be.xp.cuda.Event(disable_timing=True)
+    event.record()
+    return event
+
+
+def wait_for_marker(marker) -> None:
+    """Make this thread's current stream wait for the work a :func:`stream_marker` marked."""
+    if marker is not None:
+        sys.modules["cupy"].cuda.get_current_stream().wait_event(marker)
+
+
 class WritingBehind:
     """Writes (or any calls, :meth:`call`) done on background threads, at most ``depth`` batches
     waiting, so encoding and writing one batch overlaps the computation of the next.
