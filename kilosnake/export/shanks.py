@@ -9,7 +9,7 @@ import numpy as np
 
 from kilosnake.export.sources import ExportSources, read_sources
 from kilosnake.export.tables import ClusterTable
-from kilosnake.export.writer import export_phy, publish_phy_folder
+from kilosnake.export.writer import publish_phy_folder
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.shank_sets import shank_stores
 
@@ -187,15 +187,10 @@ def join_sources(parts: list, report: dict):
     )
 
 
-def export_recording(
-    spikes, templates, whitening, input_json, split, cutoff, shank_inputs, params: dict, out
-) -> dict:
-    """The ``export_phy`` stage of a recording sorted whole (one path per store) or shank by
-    shank (one path per shank in each list, in shank order, or one shank set per store;
-    ``shank_inputs`` the shanks' ``input.json``).
-
-    Returns the summary of :func:`kilosnake.export.writer.export_phy`.
-    """
+def recording_sources(spikes, templates, whitening, input_json, split, cutoff, shank_inputs):
+    """What the export of a recording reads (:class:`~kilosnake.export.sources.ExportSources`):
+    one path per store for a recording sorted whole, or one path per shank in each list, in
+    shank order, or one shank set per store (``shank_inputs``: the shanks' ``input.json``)."""
 
     lists = [
         [str(p)] if isinstance(p, (str, Path)) else [str(x) for x in p]
@@ -203,12 +198,26 @@ def export_recording(
     ]
     lists = [[s for path in paths for s in shank_stores(path)] for paths in lists]
     if len(lists[0]) == 1:
-        return export_phy(
-            lists[0][0], lists[1][0], lists[2][0], input_json, lists[3][0], lists[4][0], params, out
+        return read_sources(
+            lists[0][0], lists[1][0], lists[2][0], input_json, lists[3][0], lists[4][0]
         )
     shank_inputs = [shank_inputs] if isinstance(shank_inputs, (str, Path)) else shank_inputs
     parts = [
         read_sources(sp, tp, wp, ip, sl, cu)
         for sp, tp, wp, sl, cu, ip in zip(*lists, shank_inputs, strict=True)
     ]
-    return publish_phy_folder(join_sources(parts, read_input_json(input_json)), params, out)
+    return join_sources(parts, read_input_json(input_json))
+
+
+def export_recording(
+    spikes, templates, whitening, input_json, split, cutoff, shank_inputs, params: dict, out
+) -> dict:
+    """The ``export_phy`` stage of a recording sorted whole or shank by shank (the stores as
+    :func:`recording_sources` takes them).
+
+    Returns the summary of :func:`kilosnake.export.writer.publish_phy_folder`.
+    """
+    sources = recording_sources(
+        spikes, templates, whitening, input_json, split, cutoff, shank_inputs
+    )
+    return publish_phy_folder(sources, params, out)

@@ -127,17 +127,8 @@ def write_streamed_features(
 
 def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) -> dict:
     """Write every file of the Phy folder into ``folder``; return a summary."""
-    folder.mkdir(parents=True)
-    table = pad_clusters(s.table)
-    kept = kept_spikes(s)
-    winv = inverse_whitening(s.whitening)
-    ptp = peak_to_peak_unwhitened(table.templates, winv)
-    counts, amp_sums = write_spike_files(folder, s, kept, ptp, table.n)
-    write_template_files(folder, table, s.nt0min)
-    write_channel_files(folder, s.geometry, s.whitening, winv)
+    table, kept, counts = write_unit_files(folder, s, params)
     write_features(folder, s, table, kept)
-    write_cluster_tables(folder, table, cluster_amplitudes(amp_sums, counts, params["gain"]))
-    write_metrics(folder, s, table, counts, winv, params)
     (folder / "params.py").write_text(
         params_py_text(
             relative_dat_path(s.report["dat"], final_dir),
@@ -156,6 +147,25 @@ def write_folder(folder: Path, s: ExportSources, params: dict, final_dir: Path) 
         "n_units": int(np.count_nonzero(counts > 0) - np.count_nonzero(noise_with_spikes)),
         "n_noise": int(np.count_nonzero(noise_with_spikes)),
     }
+
+
+def write_unit_files(
+    folder: Path, s: ExportSources, params: dict
+) -> tuple[ClusterTable, KeptSpikes, np.ndarray]:
+    """The Phy folder's files but the features and ``params.py`` (spikes, templates, channels,
+    cluster tables, metrics: what :func:`kilosnake.io.phy.read_phy` reads) into a new
+    ``folder``; returns the padded cluster table, the kept spikes and their count per cluster."""
+    folder.mkdir(parents=True)
+    table = pad_clusters(s.table)
+    kept = kept_spikes(s)
+    winv = inverse_whitening(s.whitening)
+    ptp = peak_to_peak_unwhitened(table.templates, winv)
+    counts, amp_sums = write_spike_files(folder, s, kept, ptp, table.n)
+    write_template_files(folder, table, s.nt0min)
+    write_channel_files(folder, s.geometry, s.whitening, winv)
+    write_cluster_tables(folder, table, cluster_amplitudes(amp_sums, counts, params["gain"]))
+    write_metrics(folder, s, table, counts, winv, params)
+    return table, kept, counts
 
 
 def write_spike_files(

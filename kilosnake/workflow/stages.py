@@ -26,6 +26,7 @@ from kilosnake.drift.detection import DetectionWhilePreprocessing
 from kilosnake.drift.estimate import run_drift
 from kilosnake.drift.plot import run_drift_plot
 from kilosnake.export.shanks import export_recording
+from kilosnake.export.view import unit_files_folder
 from kilosnake.groundtruth.generate import generate
 from kilosnake.groundtruth.score import write_scorecard
 from kilosnake.preprocess.check_input import check_input
@@ -294,19 +295,23 @@ def input_report_stage(job: StageJob) -> None:
 
 
 def report_stage(job: StageJob) -> None:
+    # the units come from the stores, so the report runs beside the export
     i = job.input
-    write_report(
-        job.outputs[0],
-        i["info"],
-        i["phy"],
-        preprocessed=i.get("preprocessed"),
-        spikes=i.get("spikes"),
-        drift=i.get("drift"),
-        drift_plot=i.get("drift_plot"),
-        input_check=i["input_check"],
-        scorecard=i.get("scorecard"),
-        params=job.p,
-    )
+    stores = [i[f"units_{k}"] for k in ("spikes", "templates", "whitening")]
+    stores += [i["info"], i["units_split"], i["units_cutoff"], i["units_shank_info"]]
+    with unit_files_folder(*stores, job.p) as units:
+        write_report(
+            job.outputs[0],
+            i["info"],
+            units,
+            preprocessed=i.get("preprocessed"),
+            spikes=i.get("spikes"),
+            drift=i.get("drift"),
+            drift_plot=i.get("drift_plot"),
+            input_check=i["input_check"],
+            scorecard=i.get("scorecard"),
+            params=job.p,
+        )
 
 
 #: the stage function of each rule

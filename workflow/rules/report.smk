@@ -44,7 +44,13 @@ rule report:
         dat=get_raw,
         info=out("input.json"),
         input_check=out("input_check.png"),
-        phy=out("phy"),
+        # the units are read from the stores the export reads, so the report runs beside it
+        units_spikes=per_shank("spikes.zarr"),
+        units_templates=per_shank("templates.zarr"),
+        units_whitening=per_shank("whitening.zarr"),
+        units_split=per_shank("split.zarr"),
+        units_cutoff=per_shank("cutoff.zarr"),
+        units_shank_info=shank_infos,
     output:
         report(
             whole_out("report.html"),
