@@ -147,8 +147,12 @@ def changes_since_export(folder, manifest: dict) -> Changes:
     folder = Path(folder)
     recorded = manifest["files"]
     present = folder_files(folder)
+    kept = [r for r in present if r in recorded]
+    with concurrent.futures.ThreadPoolExecutor(_HASH_THREADS) as pool:
+        same = pool.map(lambda r: _unchanged(folder / r, recorded[r]), kept)
+        changed = [r for r, unchanged in zip(kept, same) if not unchanged]
     return Changes(
-        changed=[r for r in present if r in recorded and not _unchanged(folder / r, recorded[r])],
+        changed=changed,
         added=[r for r in present if r not in recorded],
         removed=sorted(set(recorded) - set(present)),
     )
