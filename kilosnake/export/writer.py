@@ -164,7 +164,7 @@ def write_unit_files(
     write_template_files(folder, table, s.nt0min)
     write_channel_files(folder, s.geometry, s.whitening, winv)
     write_cluster_tables(folder, table, cluster_amplitudes(amp_sums, counts, params["gain"]))
-    write_metrics(folder, s, table, counts, winv, params)
+    write_metrics(folder, s, table, counts, ptp, params)
     return table, kept, counts
 
 
@@ -223,17 +223,16 @@ def write_metrics(
     s: ExportSources,
     table: ClusterTable,
     counts: np.ndarray,
-    whitening_inv,
+    ptp: np.ndarray,
     params: dict,
 ) -> None:
     """``cluster_metrics.tsv`` (docs/metrics.md), a few clusters at a time from the spike files
-    just written."""
+    just written (``ptp``: :func:`peak_to_peak_unwhitened` of the table's templates)."""
     sample_rate = float(s.report["sample_rate"])
     duration_s = float(s.report["duration_s"])
     uv_per_bit = s.report.get("uv_per_bit")
     refractory_s = params["metrics_refractory_ms"] * 1e-3
     censored_s = params["metrics_censored_ms"] * 1e-3
-    ptp = peak_to_peak_unwhitened(table.templates, whitening_inv)
     peak = peak_whitened(table.templates)
 
     def spike_blocks():
