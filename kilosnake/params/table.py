@@ -214,6 +214,17 @@ PARAMS: tuple[Param, ...] = (
         "a cluster job, or several GPUs on one machine, which always do). The result does not "
         "change",
     ),
+    _P(
+        "side_stages_in_process",
+        True,
+        "boolean",
+        "workflow",
+        "",
+        "with in_process: also run the pictures made beside the sort (input check, drift "
+        "picture, QC report) inside the Snakemake process. false: each in a Python process of "
+        "its own, so that its drawing does not hold the interpreter lock the stage running "
+        "beside it needs. The result does not change",
+    ),
     # --- batches -------------------------------------------------------------------------
     _P(
         "NT",

@@ -205,6 +205,10 @@ def block_of(wildcards):
 
 #: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
 IN_PROCESS = bool(config["in_process"])
+#: the pictures made beside the sort's main line: with side_stages_in_process false they run
+#: in an interpreter of their own, not sharing the lock of the stage that runs beside them
+SIDE_STAGES = {"input_report", "drift_plot", "report"}
+SIDE_STAGES_IN_PROCESS = bool(config["side_stages_in_process"])
 #: a machine with several GPUs and none assigned: each GPU job claims one in its own process
 SEVERAL_LOCAL_GPUS = (
     config.get("device") != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ and gpu_count() > 1
@@ -238,7 +242,12 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
     the job has a conda environment (--use-conda), uses a GPU on a machine with several, or
     in_process is false. Same stage function, same log file, same result."""
     job = stage_job(rule_name, input, output, params, wildcards, threads, log)
-    own = conda_env or not IN_PROCESS or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
+    own = (
+        conda_env
+        or not IN_PROCESS
+        or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
+        or (rule_name in SIDE_STAGES and not SIDE_STAGES_IN_PROCESS)
+    )
     if not own:
         from kilosnake.workflow.stages import run_stage
 
