@@ -215,15 +215,15 @@ PARAMS: tuple[Param, ...] = (
         "change",
     ),
     _P(
-        "side_stages_in_process",
-        True,
+        "side_pictures_in_process",
+        False,
         "boolean",
         "workflow",
         "",
-        "with in_process: also run the pictures made beside the sort (input check, drift "
-        "picture, QC report) inside the Snakemake process. false: each in a Python process of "
-        "its own, so that its drawing does not hold the interpreter lock the stage running "
-        "beside it needs. The result does not change",
+        "with in_process: also draw the input check and drift pictures inside the Snakemake "
+        "process. false: each in a Python process of its own, so that its drawing does not "
+        "hold the interpreter lock of the stage running beside it (whitening, detect). The "
+        "result does not change",
     ),
     # --- batches -------------------------------------------------------------------------
     _P(

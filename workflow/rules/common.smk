@@ -205,10 +205,11 @@ def block_of(wildcards):
 
 #: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
 IN_PROCESS = bool(config["in_process"])
-#: the pictures made beside the sort's main line: with side_stages_in_process false they run
-#: in an interpreter of their own, not sharing the lock of the stage that runs beside them
-SIDE_STAGES = {"input_report", "drift_plot", "report"}
-SIDE_STAGES_IN_PROCESS = bool(config["side_stages_in_process"])
+#: the pictures drawn beside the sort's main line: unless side_pictures_in_process is set they
+#: run in an interpreter of their own, not holding the lock of the stage that runs beside them
+#: (the QC report stays: it ends the run, where an interpreter's start would be waited for)
+SIDE_PICTURES = {"input_report", "drift_plot"}
+SIDE_PICTURES_IN_PROCESS = bool(config["side_pictures_in_process"])
 #: a machine with several GPUs and none assigned: each GPU job claims one in its own process
 SEVERAL_LOCAL_GPUS = (
     config.get("device") != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ and gpu_count() > 1
@@ -246,7 +247,7 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
         conda_env
         or not IN_PROCESS
         or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
-        or (rule_name in SIDE_STAGES and not SIDE_STAGES_IN_PROCESS)
+        or (rule_name in SIDE_PICTURES and not SIDE_PICTURES_IN_PROCESS)
     )
     if not own:
         from kilosnake.workflow.stages import run_stage
