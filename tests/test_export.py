@@ -182,6 +182,24 @@ def test_same_input_gives_identical_bytes(exported):
         assert (again / name).read_bytes() == (phy / name).read_bytes(), name
 
 
+def test_the_reports_unit_files_are_the_exports(exported):
+    """The QC report reads its units from a folder written from the stores beside the export:
+    each of its files must be the export's file of that name, byte for byte."""
+    from kilosnake.export.view import unit_files_folder
+    from kilosnake.params import resolve
+
+    paths, stores, phy, _ = exported
+    stores_in_order = (paths.spikes, paths.templates, paths.whitening, paths.input_json)
+    with unit_files_folder(
+        *stores_in_order, stores["split"], stores["cutoff"], [], resolve({})
+    ) as units:
+        names = sorted(os.listdir(units))
+        assert {"spike_times.npy", "cluster_metrics.tsv", "templates.npy"} <= set(names)
+        for name in names:
+            assert (units / name).read_bytes() == (phy / name).read_bytes(), name
+    assert not units.exists()  # removed on leaving
+
+
 def test_multi_shank_probe(tmp_path):
     rng = np.random.default_rng(12)
     units = [Unit(refractory_train(rng, 15, 30), 0), Unit(refractory_train(rng, 15, 30), 1)]
