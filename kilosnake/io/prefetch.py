@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+import threading
 
 import numpy as np
 
@@ -85,15 +86,15 @@ def use_device_and_own_stream():
 
     def initialise():
         cupy.cuda.runtime.setDevice(device)
-        stream = cupy.cuda.Stream(non_blocking=True)
-        _OWN_STREAMS.append(stream)  # kept alive while the thread may use it
-        stream.use()
+        # held by the thread itself (a stream lives as long as its object), freed with it
+        _THIS_THREAD.own_stream = cupy.cuda.Stream(non_blocking=True)
+        _THIS_THREAD.own_stream.use()
 
     return initialise
 
 
-#: the streams :func:`use_device_and_own_stream` made (a stream lives as long as its object)
-_OWN_STREAMS: list = []
+#: per-thread state of this module's thread initialisers
+_THIS_THREAD = threading.local()
 
 
 def stream_marker(be):
