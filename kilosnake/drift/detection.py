@@ -62,11 +62,15 @@ def neighbours_within(probe: Probe, radius_um: float) -> np.ndarray:
     return out
 
 
-def channel_neighbourhoods(probe: Probe) -> ChannelNeighbourhoods:
-    """The neighbourhoods the detector uses."""
-    return ChannelNeighbourhoods(
+def channel_neighbourhoods(probe: Probe, be: Backend | None = None) -> ChannelNeighbourhoods:
+    """The neighbourhoods the detector uses (arrays of ``be`` when given: moved to a GPU once,
+    not with every batch)."""
+    hood = ChannelNeighbourhoods(
         neighbours_within(probe, NMS_RADIUS_UM), neighbours_within(probe, COM_RADIUS_UM)
     )
+    if be is None:
+        return hood
+    return ChannelNeighbourhoods(be.asarray(hood.suppress), be.asarray(hood.com))
 
 
 def detect_batch_spikes(
@@ -213,7 +217,8 @@ def detect_spikes(
         Host arrays ``time`` (sample, int64), ``channel``, ``depth`` (µm, float32),
         ``amplitude`` (whitened SD, float32), ``batch`` (int32), sorted by time.
     """
-    hood = channel_neighbourhoods(reader.probe)
+    hood = channel_neighbourhoods(reader.probe, be)
+    yc = be.asarray(reader.probe.yc, be.xp.float64)
     unwhiten = None if unwhiten is None else be.asarray(unwhiten, be.xp.float32)
     margin = DETECT_MARGIN
     nb = n_batches(reader.n_samples, reader.NT)
@@ -232,7 +237,7 @@ def detect_spikes(
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
         parts.append(
-            batch_detections(X, b, start, stop, hood, reader.probe.yc, threshold, be, unwhiten)
+            batch_detections(X, b, start, stop, hood, yc, threshold, be, unwhiten)
         )
         n_found += parts[-1]["time"].size
         progress.update(spikes=n_found)
@@ -311,7 +316,8 @@ class DetectionWhilePreprocessing:
         self.enabled = registration_check(probe, 1)[0]  # else the drift stage detects nothing
         if not self.enabled:
             return
-        self.hood = channel_neighbourhoods(probe)
+        self.hood = channel_neighbourhoods(probe, be)
+        self.yc = be.asarray(probe.yc, be.xp.float64)
         wg = open_store(self.whitening_path)
         unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
         self.unwhiten = be.asarray(unwhiten, be.xp.float32)
@@ -362,7 +368,7 @@ class DetectionWhilePreprocessing:
         start, stop = b * self.NT, min((b + 1) * self.NT, self.n_samples)
         X = self._window(b, start, stop)
         self._wait(self.IN_FLIGHT - 1)
-        args = (X, b, start, stop, self.hood, self.probe.yc, self.threshold, self.be)
+        args = (X, b, start, stop, self.hood, self.yc, self.threshold, self.be)
         marker = stream_marker(self.be)  # the window is made on this thread's stream
         self._pending.append(
             self._searching.submit(_detections_after, marker, *args, self.unwhiten)

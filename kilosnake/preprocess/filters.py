@@ -74,6 +74,13 @@ def median_across_channels(x, be: Backend):
     return np.mean(ordered[:, n // 2 - 1 : n // 2 + 1], axis=1)
 
 
+def batch_constants(offsets, sos, be: Backend):
+    """``offsets`` and ``sos`` as :func:`filter_batch` uses them (float32 arrays of ``be``), to
+    move once before a loop over batches: on a GPU, moving them with every batch costs a
+    host-to-device copy each, and each such copy waits for the GPU's queued work."""
+    return be.asarray(offsets, dtype=be.xp.float32), be.asarray(sos, dtype=be.xp.float32)
+
+
 def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
     """Offsets, CAR and high-pass on one (time, channel) batch; returns float32."""
     x = be.asarray(raw_batch).astype(be.xp.float32)  # moved as stored, converted on the device

@@ -27,7 +27,12 @@ from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import open_store, writing_store
 from kilosnake.io.traces import block_batches, create_traces, n_batches
-from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
+from kilosnake.preprocess.filters import (
+    batch_constants,
+    butterworth_sos,
+    filter_margin,
+    read_filtered_batch,
+)
 from kilosnake.runtime.backend import Backend, get_backend
 from kilosnake.runtime.progress import Progress
 
@@ -101,6 +106,8 @@ def preprocess_recording(
     nb = n_batches(rec.n_samples, NT)
     sos = butterworth_sos(p["fshigh"], info.sample_rate, p["fslow"], be)
     margin = filter_margin(p["fshigh"], info.sample_rate, p["ntbuff"])
+    offsets, sos = batch_constants(offsets, sos, be)
+    w = be.asarray(w, dtype=be.xp.float32)  # on the device once, not with every batch
     logger.info(
         "preprocessing %d samples x %d channels in %d batches of %d (margin %d)",
         rec.n_samples,

@@ -17,7 +17,12 @@ from kilosnake.io.store import (
     writing_store,
 )
 from kilosnake.io.traces import n_batches
-from kilosnake.preprocess.filters import butterworth_sos, filter_margin, read_filtered_batch
+from kilosnake.preprocess.filters import (
+    batch_constants,
+    butterworth_sos,
+    filter_margin,
+    read_filtered_batch,
+)
 from kilosnake.runtime.backend import Backend, cpu_backend, get_backend
 from kilosnake.runtime.parallel import one_blas_thread
 
@@ -94,6 +99,7 @@ def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: B
     """Covariance of the filtered data over every ``nSkipCov``-th batch."""
     NT = p["NT"]
     sos = butterworth_sos(p["fshigh"], rec.info.sample_rate, p["fslow"], be)
+    offsets, sos = batch_constants(offsets, sos, be)
     margin = filter_margin(p["fshigh"], rec.info.sample_rate, p["ntbuff"])
     batches = covariance_batches(n_batches(rec.n_samples, NT), p["nSkipCov"])
     cov = be.xp.zeros((probe.n_channels, probe.n_channels), dtype=be.xp.float64)
