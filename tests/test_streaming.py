@@ -90,6 +90,32 @@ def test_blocks_cover_the_array_once(zarr_rows):
     np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), data)
 
 
+class CountedReads:
+    """A Zarr array that counts the slices read from it."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, 0
+        self.shape, self.dtype, self.chunks = array.shape, array.dtype, array.chunks
+
+    def __getitem__(self, rows):
+        self.reads += 1
+        return self.array[rows]
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_blocks_read_a_chunk_longer_than_a_block_once(tmp_path, start):
+    data = np.arange(1000, dtype=np.uint32)
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="w", zarr_format=3)
+    whole = g.create_array("x", shape=data.shape, dtype=data.dtype, chunks=(1000,))
+    whole[...] = data
+    counted = CountedReads(whole)
+    parts = list(blocks(counted, 64, start=start))
+    assert [s for s, _ in parts] == list(range(start, 1000, 64))
+    assert all(len(b) == min(64, 1000 - s) for s, b in parts)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), data[start:])
+    assert counted.reads == 1  # one read of 16 blocks (1024 rows): the chunk decoded once
+
+
 def test_label_groups_stay_under_the_budget_unless_one_label_is_larger():
     counts = np.array([5, 0, 3, 9, 2, 2])
     assert [g.tolist() for g in label_groups(counts, budget=7)] == [[0], [2], [3], [4, 5]]

@@ -236,9 +236,7 @@ def detect_spikes(
     for b in range(nb):
         start, stop = b * reader.NT, min((b + 1) * reader.NT, reader.n_samples)
         X = be.asarray(reader.read(start - margin, stop + margin))
-        parts.append(
-            batch_detections(X, b, start, stop, hood, yc, threshold, be, unwhiten)
-        )
+        parts.append(batch_detections(X, b, start, stop, hood, yc, threshold, be, unwhiten))
         n_found += parts[-1]["time"].size
         progress.update(spikes=n_found)
     progress.close()

@@ -25,13 +25,39 @@ BLOCK_ROWS = 1 << 16
 LABEL_BUDGET = 1 << 18
 
 
+#: a read of :func:`blocks` spans whole chunks of the array up to this many bytes
+WHOLE_CHUNKS_BYTES = 64 << 20
+
+
 def blocks(
     array, step: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, rows)`` of consecutive blocks of ``array`` (Zarr or NumPy) along axis 0."""
+    """``(first row, rows)`` of consecutive blocks of ``array`` (Zarr or NumPy) along axis 0.
+
+    Where the array's chunks are longer than a block, several blocks are read at once
+    (:func:`rows_per_read`): a Zarr read decodes every chunk it touches whole, so reading a
+    chunk block by block would decode it once per block.
+    """
     stop = array.shape[0] if stop is None else stop
-    for s in range(start, stop, step):
-        yield s, np.asarray(array[s : min(s + step, stop)])
+    at_once = rows_per_read(array, step)
+    for s0 in range(start, stop, at_once):
+        rows = np.asarray(array[s0 : min(s0 + at_once, stop)])
+        if at_once == step:
+            yield s0, rows
+            continue
+        for s in range(s0, min(s0 + at_once, stop), step):
+            yield s, rows[s - s0 : s - s0 + step].copy()
+
+
+def rows_per_read(array, step: int) -> int:
+    """``step``, or the least multiple of it that covers a chunk of ``array`` (Zarr arrays, and
+    views that name their ``chunks``) when such a read stays under :data:`WHOLE_CHUNKS_BYTES`."""
+    chunks = getattr(array, "chunks", None)
+    if not chunks or int(chunks[0]) <= step:
+        return step
+    at_once = -(-int(chunks[0]) // step) * step
+    row_bytes = np.dtype(array.dtype).itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    return at_once if at_once * row_bytes <= WHOLE_CHUNKS_BYTES else step
 
 
 def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
@@ -75,6 +101,7 @@ class MappedLabels:
         self.mapping = np.asarray(mapping)
         self.shape = tuple(labels.shape)
         self.dtype = self.mapping.dtype
+        self.chunks = getattr(labels, "chunks", None)
 
     def __getitem__(self, rows):
         return self.mapping[np.asarray(self.labels[rows], dtype=np.int64)]
