@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from kilosnake.io.streaming import (
+    ChunkCached,
     NpyWriter,
     blocks,
     columns_by_label,
@@ -114,6 +115,21 @@ def test_blocks_read_a_chunk_longer_than_a_block_once(tmp_path, start):
     assert all(len(b) == min(64, 1000 - s) for s, b in parts)
     np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), data[start:])
     assert counted.reads == 1  # one read of 16 blocks (1024 rows): the chunk decoded once
+
+
+def test_chunk_cached_rows_equal_the_arrays_and_decode_a_chunk_once(tmp_path):
+    data = np.arange(1000, dtype=np.uint32) * 3
+    g = zarr.open_group(str(tmp_path / "k.zarr"), mode="w", zarr_format=3)
+    arr = g.create_array("x", shape=data.shape, dtype=data.dtype, chunks=(256,))
+    arr[...] = data
+    counted = CountedReads(arr)
+    cached = ChunkCached(counted)
+    for lo, hi in [(0, 10), (10, 200), (250, 300), (300, 700), (990, 1200), (5, 6)]:
+        np.testing.assert_array_equal(cached[lo:hi], data[lo:hi])
+    # spans read: [0, 256), [0, 512), [256, 768), [768, 1000), [0, 256)
+    assert counted.reads == 5
+    idx = np.array([3, 999, 500])
+    np.testing.assert_array_equal(read_rows(ChunkCached(counted), idx, step=64), data[idx])
 
 
 def test_label_groups_stay_under_the_budget_unless_one_label_is_larger():

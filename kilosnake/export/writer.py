@@ -68,6 +68,7 @@ from kilosnake.export.tables import (
 from kilosnake.export.validate import validate_phy
 from kilosnake.io.store import publish
 from kilosnake.io.streaming import (
+    ChunkCached,
     NpyWriter,
     columns_by_label,
     npy_blocks,
@@ -108,6 +109,7 @@ def write_streamed_features(
     """
     tail = tuple(source.shape[1:])
     out_tail = tail if k_out is None else tail[:-1] + (k_out,)
+    src_ids, dst_ids = ChunkCached(src_ids), ChunkCached(dst_ids)  # a chunk decoded once
     with NpyWriter(folder / name, np.float32, (kept.n,) + out_tail) as out:
         for idx in kept.blocks():
             for start in range(0, idx.size, SPIKE_STEP):

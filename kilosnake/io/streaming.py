@@ -92,6 +92,37 @@ def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
     return out
 
 
+class ChunkCached:
+    """Row slices of a chunked array (Zarr, or a view naming its ``chunks``) served from the
+    last span of whole chunks read, so that reads of nearby rows, block after block (as
+    :func:`read_rows` makes them), decode each chunk once rather than once per read.
+
+    A span covers the chunks a read touches (meant for per-spike columns, whose chunks stay a
+    few MB); other reads (index arrays) go to the array itself.
+    """
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype = tuple(array.shape), array.dtype
+        self.chunks = getattr(array, "chunks", None) or (max(1, self.shape[0]),)
+        self._first, self._rows = 0, None
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            return self.array[rows]
+        lo, hi, _ = rows.indices(self.shape[0])
+        hi = max(lo, hi)
+        if self._rows is None or lo < self._first or hi > self._first + len(self._rows):
+            self._read_span(lo, hi)
+        return self._rows[lo - self._first : hi - self._first]
+
+    def _read_span(self, lo: int, hi: int) -> None:
+        step = int(self.chunks[0])
+        first = lo - lo % step
+        stop = min(self.shape[0], -(-hi // step) * step)
+        self._first, self._rows = first, np.asarray(self.array[first:stop])
+
+
 class MappedLabels:
     """A per-spike label array read through a label map: ``view[rows] == mapping[labels[rows]]``
     (slices and index arrays along axis 0), so a relabelling needs no copy of the spikes."""
