@@ -218,15 +218,9 @@ class WorkerPool:
         return list(self.imap(func, items, ahead=len(items)))
 
     def close(self) -> None:
-        """Stop the worker processes and restore BLAS threads.
-
-        The workers are not waited for: every result a map returned was collected, and an item
-        still running (a map left early) only computes a value no one reads. Their exit, seconds
-        long for processes forked from one that holds a CUDA context, then runs beside the
-        work that follows.
-        """
+        """Stop the worker processes (waiting for the running items) and restore BLAS threads."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
             del _INHERITED[self._key]
         if self._blas_limit is not None:
