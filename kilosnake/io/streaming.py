@@ -25,7 +25,7 @@ BLOCK_ROWS = 1 << 16
 LABEL_BUDGET = 1 << 18
 
 
-#: a read of :func:`blocks` spans whole chunks of the array up to this many bytes
+#: :func:`blocks` reads through :class:`ChunkCached` when a chunk holds at most this many bytes
 WHOLE_CHUNKS_BYTES = 64 << 20
 
 
@@ -34,30 +34,24 @@ def blocks(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(first row, rows)`` of consecutive blocks of ``array`` (Zarr or NumPy) along axis 0.
 
-    Where the array's chunks are longer than a block, several blocks are read at once
-    (:func:`rows_per_read`): a Zarr read decodes every chunk it touches whole, so reading a
-    chunk block by block would decode it once per block.
+    Where the array's chunks are longer than a block (and small enough, :func:`chunks_fit`),
+    the blocks are served from whole chunks (:class:`ChunkCached`): a Zarr read decodes every
+    chunk it touches whole, so reading a chunk block by block would decode it once per block.
     """
     stop = array.shape[0] if stop is None else stop
-    at_once = rows_per_read(array, step)
-    for s0 in range(start, stop, at_once):
-        rows = np.asarray(array[s0 : min(s0 + at_once, stop)])
-        if at_once == step:
-            yield s0, rows
-            continue
-        for s in range(s0, min(s0 + at_once, stop), step):
-            yield s, rows[s - s0 : s - s0 + step].copy()
+    source = ChunkCached(array) if chunks_fit(array, step) else array
+    for s in range(start, stop, step):
+        yield s, np.asarray(source[s : min(s + step, stop)])
 
 
-def rows_per_read(array, step: int) -> int:
-    """``step``, or the least multiple of it that covers a chunk of ``array`` (Zarr arrays, and
-    views that name their ``chunks``) when such a read stays under :data:`WHOLE_CHUNKS_BYTES`."""
+def chunks_fit(array, step: int) -> bool:
+    """Whether ``array`` (Zarr, or a view naming its ``chunks``) has chunks longer than
+    ``step`` rows that hold at most :data:`WHOLE_CHUNKS_BYTES` each."""
     chunks = getattr(array, "chunks", None)
     if not chunks or int(chunks[0]) <= step:
-        return step
-    at_once = -(-int(chunks[0]) // step) * step
+        return False
     row_bytes = np.dtype(array.dtype).itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
-    return at_once if at_once * row_bytes <= WHOLE_CHUNKS_BYTES else step
+    return int(chunks[0]) * row_bytes <= WHOLE_CHUNKS_BYTES
 
 
 def read_rows(array, idx: np.ndarray, step: int = BLOCK_ROWS) -> np.ndarray:
@@ -114,7 +108,7 @@ class ChunkCached:
         hi = max(lo, hi)
         if self._rows is None or lo < self._first or hi > self._first + len(self._rows):
             self._read_span(lo, hi)
-        return self._rows[lo - self._first : hi - self._first]
+        return self._rows[lo - self._first : hi - self._first].copy()  # as a read would give
 
     def _read_span(self, lo: int, hi: int) -> None:
         step = int(self.chunks[0])
