@@ -204,3 +204,49 @@ def test_the_median_across_channels_is_numpys_bit_for_bit(n_channels):
     got = median_across_channels(x, cpu_backend())
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, np.median(x, axis=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_samples", [10, 5003])
+@pytest.mark.parametrize("n_channels", [1, 7, 32, 385])
+@pytest.mark.parametrize("car", [True, False])
+@pytest.mark.parametrize("fslow", [None, 6000.0])
+def test_the_gpu_kernels_filter_a_batch_as_the_cpu_does_bit_for_bit(
+    n_samples, n_channels, car, fslow
+):
+    from backends import gpu_backend_or_skip
+
+    from kilosnake.preprocess.filters import batch_constants, filter_batch
+    from kilosnake.runtime.backend import cpu_backend
+
+    gpu = gpu_backend_or_skip("the preprocessing kernels")
+    rng = np.random.default_rng(n_channels + n_samples)
+    raw = rng.normal(0, 40, (n_samples, n_channels)).astype(np.int16)
+    raw[::5, : max(1, n_channels // 2)] = 3  # ties in the medians
+    offsets = rng.normal(0, 5, n_channels).astype(np.float32)
+    sos = butterworth_sos(300.0, FS, fslow)
+    expected = filter_batch(raw, offsets, sos, car, cpu_backend())
+    assert gpu.use_kernels
+    got = filter_batch(gpu.asarray(raw), *batch_constants(offsets, sos, gpu), car, gpu)
+    np.testing.assert_array_equal(got.get(), expected)
+    # and the array code the kernels replace agrees within float32 rounding
+    array_code = filter_batch(gpu.asarray(raw), offsets, sos, car, gpu.array_code())
+    np.testing.assert_allclose(array_code.get(), expected, rtol=1e-3, atol=0.1)
+
+
+@pytest.mark.gpu
+def test_the_gpu_rounding_to_int16_is_numpys():
+    from backends import gpu_backend_or_skip
+
+    from kilosnake.preprocess.traces import whitened_int16
+    from kilosnake.runtime.backend import cpu_backend
+
+    gpu = gpu_backend_or_skip("the rounding kernel")
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (4001, 6)).astype(np.float32)
+    x[:10] = np.array([0.5, 1.5, -0.5, -2.5, 4e4, -4e4], np.float32) / 200.0  # ties, clips
+    w = np.eye(6, dtype=np.float32)
+    expected = whitened_int16(x, w, 200.0, cpu_backend())
+    got = whitened_int16(gpu.asarray(x), w, 200.0, gpu)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(got.get(), expected)

@@ -362,37 +362,23 @@ class DetectionWhilePreprocessing:
     IN_FLIGHT = 2
 
     def _search(self, b: int) -> None:
-        """Search batch ``b`` on the background thread (its window is made here, in order)."""
+        """Search batch ``b`` on the background thread, which also builds its window from the
+        batch and its neighbours (:func:`detection_window`): those are made on this thread's
+        stream, which the search waits for."""
         start, stop = b * self.NT, min((b + 1) * self.NT, self.n_samples)
-        X = self._window(b, start, stop)
+        own = self._held[b][0]
+        before = self._neighbour(b - 1) if b > 0 else None
+        after = self._neighbour(b + 1) if b + 1 < self.n_batches else None
         self._wait(self.IN_FLIGHT - 1)
-        args = (X, b, start, stop, self.hood, self.yc, self.threshold, self.be)
-        marker = stream_marker(self.be)  # the window is made on this thread's stream
-        self._pending.append(
-            self._searching.submit(_detections_after, marker, *args, self.unwhiten)
-        )
+        window = (own, before, after, self.scaleproc, self.be.xp)
+        args = (b, start, stop, self.hood, self.yc, self.threshold, self.be, self.unwhiten)
+        marker = stream_marker(self.be)
+        self._pending.append(self._searching.submit(_detections_after, marker, window, args))
 
     def _wait(self, at_most: int) -> None:
         """Collect finished searches, in batch order, until ``at_most`` are left running."""
         while len(self._pending) > at_most:
             self.parts.append(self._pending.pop(0).result())
-
-    def _window(self, b: int, start: int, stop: int):
-        """Batch ``b`` with :data:`DETECT_MARGIN` samples each side, whitened units, as
-        :class:`kilosnake.io.traces.PreprocessedReader` reads it from the store."""
-        xp, m, n = self.be.xp, DETECT_MARGIN, stop - start
-        own = self._held[b][0]
-        X = xp.zeros((n + 2 * m, own.shape[1]), dtype=xp.int16)
-        X[m : m + n] = own
-        if b > 0:
-            before = self._neighbour(b - 1)
-            k = min(m, before.shape[0])
-            X[m - k : m] = before[before.shape[0] - k :]
-        if b + 1 < self.n_batches:
-            after = self._neighbour(b + 1)
-            k = min(m, after.shape[0])
-            X[m + n : m + n + k] = after[:k]
-        return X.astype(xp.float32) / xp.float32(self.scaleproc)
 
     def _neighbour(self, b: int):
         if b not in self._held:
@@ -400,11 +386,28 @@ class DetectionWhilePreprocessing:
         return self._held[b][0]
 
 
-def _detections_after(marker, *args):
-    """:func:`batch_detections` once the work ``marker`` marks is done (the window it reads
-    is made on another stream; it is freed after the search has copied its results back)."""
+def detection_window(own, before, after, scaleproc: float, xp):
+    """A batch with :data:`DETECT_MARGIN` samples each side from its neighbours (``before``,
+    ``after``: None at the recording's edges, zeros there), in whitened units, as
+    :class:`kilosnake.io.traces.PreprocessedReader` reads it from the store."""
+    m, n = DETECT_MARGIN, own.shape[0]
+    X = xp.zeros((n + 2 * m, own.shape[1]), dtype=xp.int16)
+    X[m : m + n] = own
+    if before is not None:
+        k = min(m, before.shape[0])
+        X[m - k : m] = before[before.shape[0] - k :]
+    if after is not None:
+        k = min(m, after.shape[0])
+        X[m + n : m + n + k] = after[:k]
+    return X.astype(xp.float32) / xp.float32(scaleproc)
+
+
+def _detections_after(marker, window: tuple, args: tuple):
+    """:func:`batch_detections` of the :func:`detection_window` of ``window``, once the work
+    ``marker`` marks is done (the batches it is built from are made on another stream; they are
+    released after the search has copied its results back)."""
     wait_for_marker(marker)
-    return batch_detections(*args)
+    return batch_detections(detection_window(*window), *args)
 
 
 def stored_detections(group, threshold: float, localised_on: str) -> dict | None:

@@ -47,7 +47,8 @@ def chunk_folder(array) -> Path | None:
     codecs = tuple(meta.codecs)
     if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec):
         return None
-    if not isinstance(codecs[1], BloscCodec) or str(codecs[0].endian.value) != "little":
+    endian = codecs[0].endian  # an enum up to zarr 3.3, a string from 3.4
+    if not isinstance(codecs[1], BloscCodec) or str(getattr(endian, "value", endian)) != "little":
         return None
     if array.chunks[1] != array.shape[1] or meta.encode_chunk_key((0, 0)) != "c/0/0":
         return None

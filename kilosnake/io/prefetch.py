@@ -182,27 +182,63 @@ class HostBuffers:
 
     def __init__(self, n_bytes: int, count: int, pinned: bool = False):
         self._slots = [_host_bytes(int(n_bytes), pinned) for _ in range(count)]
+        self._fences: list = [None] * count
         self._next = 0
 
     def take(self, shape, dtype) -> np.ndarray:
-        """The next buffer, viewed as a C-ordered array of ``shape`` and ``dtype``."""
+        """The next buffer, viewed as a C-ordered array of ``shape`` and ``dtype`` (once the
+        copy out of it that :meth:`fence` was told of has completed)."""
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
+        i = self._next
+        slot = self._slots[i]
+        self._next = (i + 1) % len(self._slots)
         if n > slot.size:
             raise ValueError(f"host buffer of {slot.size} bytes, need {n}")
+        fence, self._fences[i] = self._fences[i], None
+        if fence is not None:
+            fence.synchronize()
         return slot[:n].view(dtype).reshape(shape)
 
+    def settle(self) -> None:
+        """Wait for every copy out of these buffers that :meth:`fence` was told of (before the
+        buffers are dropped: page-locked memory goes back to a pool that hands it out again)."""
+        for i, fence in enumerate(self._fences):
+            if fence is not None:
+                fence.synchronize()
+                self._fences[i] = None
 
-def to_device(be, host: np.ndarray):
+    def fence(self, view: np.ndarray, event) -> None:
+        """Hand the buffer of ``view`` (from :meth:`take`) out again only after ``event`` (a
+        CUDA event recorded after an asynchronous copy out of it) has completed."""
+        at = view.__array_interface__["data"][0]
+        for i, slot in enumerate(self._slots):
+            start = slot.__array_interface__["data"][0]
+            if start <= at < start + slot.size:
+                self._fences[i] = event
+                return
+        raise ValueError("the array is not a view of one of these buffers")
+
+
+def to_device(be, host: np.ndarray, buffers: HostBuffers | None = None):
     """``host`` (e.g. a page-locked buffer of :class:`HostBuffers`) as an array of ``be``: on a
     GPU copied straight from ``host`` (``cupy.asarray`` would first copy it into a staging
-    buffer of its own); returns once ``host`` may be reused."""
+    buffer of its own).
+
+    From page-locked memory the copy is asynchronous: with ``buffers``, the ring ``host`` was
+    taken from, the ring hands that buffer out again only once the copy is done; without, this
+    waits for the copy before it returns.
+    """
     if be.name != "gpu":
         return be.asarray(host)
     out = be.xp.empty(host.shape, dtype=host.dtype)
     out.set(np.ascontiguousarray(host))
+    copied = be.xp.cuda.Event(disable_timing=True)
+    copied.record()
+    if buffers is None:
+        copied.synchronize()
+    else:
+        buffers.fence(host, copied)
     return out
 
 
@@ -249,5 +285,5 @@ class RawBatches:
 
     def on_device(self, raw, be):
         """A batch from :meth:`read` on ``be``, the probe's columns only (as stored)."""
-        x = to_device(be, raw)
+        x = to_device(be, raw, self._buffers)
         return select_columns(x, self.columns, be.xp) if self.whole_rows else x

@@ -101,22 +101,25 @@ class PreprocessedReader:
     def read_device(self, be: Backend, start: int, stop: int):
         """:meth:`read` as an array of ``be``: the int16 samples are moved as stored and scaled
         there (half the bytes of float32 to move; the same values as :meth:`read`)."""
-        host = None
+        host, ring = None, None
         if be.name == "gpu":  # decoded into a reused page-locked buffer, then moved
-            host = self._host_buffer(stop - start)
-        x = to_device(be, self.read_int16(start, stop, out=host)).astype(be.xp.float32)
+            host, ring = self._host_buffer(stop - start)
+        x = to_device(be, self.read_int16(start, stop, out=host), ring).astype(be.xp.float32)
         return x / be.xp.float32(self.scaleproc)
 
     #: page-locked buffers in the ring: a read ahead, a direct read, one spare
     RING = 3
 
-    def _host_buffer(self, n_rows: int) -> np.ndarray:
-        """The next page-locked buffer for ``n_rows`` samples (the ring grows when needed)."""
+    def _host_buffer(self, n_rows: int) -> tuple[np.ndarray, HostBuffers]:
+        """The next page-locked buffer for ``n_rows`` samples and its ring (which grows when
+        needed)."""
         need = n_rows * self.n_channels * 2
         with self._ring_lock:
             if self._ring is None or need > self._ring_bytes:
+                if self._ring is not None:
+                    self._ring.settle()
                 self._ring, self._ring_bytes = HostBuffers(need, self.RING, pinned=True), need
-            return self._ring.take((n_rows, self.n_channels), np.int16)
+            return self._ring.take((n_rows, self.n_channels), np.int16), self._ring
 
 
 def block_batches(n_batches: int, n_blocks: int, block: int) -> range:

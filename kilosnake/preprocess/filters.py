@@ -10,6 +10,7 @@ import numpy as np
 
 from kilosnake.io.probe import Probe
 from kilosnake.io.recording import RawRecording
+from kilosnake.preprocess import kernels
 from kilosnake.runtime.backend import Backend
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +83,15 @@ def batch_constants(offsets, sos, be: Backend):
 
 
 def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
-    """Offsets, CAR and high-pass on one (time, channel) batch; returns float32."""
+    """Offsets, CAR and high-pass on one (time, channel) batch; returns float32.
+
+    On a GPU (``be.use_kernels``) an int16 batch goes through the kernels of
+    :mod:`kilosnake.preprocess.kernels`, which compute the same values bit for bit.
+    """
+    if be.use_kernels and kernels.handles_batch(raw_batch, raw_batch.shape[1]):
+        offsets, sos = batch_constants(offsets, sos, be)  # no copy when already moved
+        x = kernels.offsets_and_median_reference(be.asarray(raw_batch), offsets, car)
+        return kernels.sos_forward_backward(x, sos)
     x = be.asarray(raw_batch).astype(be.xp.float32)  # moved as stored, converted on the device
     x -= be.asarray(offsets, dtype=be.xp.float32)[None, :]
     if car:

@@ -27,6 +27,7 @@ from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import open_store, writing_store
 from kilosnake.io.traces import block_batches, create_traces, n_batches
+from kilosnake.preprocess import kernels
 from kilosnake.preprocess.filters import (
     batch_constants,
     butterworth_sos,
@@ -44,7 +45,10 @@ logger = logging.getLogger(__name__)
 
 
 def whitened_int16(x, w, scaleproc: float, be: Backend):
-    """``round((x @ w) * scaleproc)`` clipped to int16, an array of ``be``: the values stored."""
+    """``round((x @ w) * scaleproc)`` clipped to int16, an array of ``be``: the values stored
+    (the rounding in one kernel on a GPU)."""
+    if be.use_kernels:
+        return kernels.rounded_int16(x @ be.asarray(w, dtype=be.xp.float32), scaleproc)
     y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
     return be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
 

@@ -13,7 +13,7 @@ tests compare the two.
 
 from __future__ import annotations
 
-import functools
+from kilosnake.runtime.kernels import compiled_kernel as _kernel
 
 _SUMMED_SCORES = r"""
 extern "C" __global__
@@ -77,13 +77,6 @@ def summed_score_weights(n_sum: int):
     import numpy as np
 
     return np.array([np.float32(1.0 / (j + 1)) for j in range(n_sum)], dtype=np.float32)
-
-
-@functools.cache
-def _kernel(name: str, source: str, options: tuple = ()):
-    import cupy
-
-    return cupy.RawKernel(source, name, options=options)
 
 
 def best_summed_scores(F, iC_sum):
