@@ -317,14 +317,16 @@ class DetectionWhilePreprocessing:
         self.hood = channel_neighbourhoods(probe, be)
         self.yc = be.asarray(probe.yc, be.xp.float64)
         wg = open_store(self.whitening_path)
-        unwhiten = unwhitening_matrix(wg["whitening"][...], wg["covariance"][...])
-        self.unwhiten = be.asarray(unwhiten, be.xp.float32)
+        whitening, covariance = wg["whitening"][...], wg["covariance"][...]
         self.n_batches = n_batches(self.n_samples, self.NT)
         # batches are searched on a thread beside the preprocessing loop, on a CUDA stream of
         # its own: on the default stream each thread's waits would also wait for the other's work
         self._searching = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="drift-detect", initializer=use_device_and_own_stream()
         )
+        # its first task: the pseudo-inverse the searches localise with (tenths of a second at
+        # 384 channels), made while the first batches are whitened
+        self._unwhiten = self._searching.submit(_unwhitening_on, be, whitening, covariance)
         self._pending: list[concurrent.futures.Future] = []
 
     def batches(self, owned: range, n_batches: int) -> range:
@@ -371,9 +373,11 @@ class DetectionWhilePreprocessing:
         after = self._neighbour(b + 1) if b + 1 < self.n_batches else None
         self._wait(self.IN_FLIGHT - 1)
         window = (own, before, after, self.scaleproc, self.be.xp)
-        args = (b, start, stop, self.hood, self.yc, self.threshold, self.be, self.unwhiten)
+        args = (b, start, stop, self.hood, self.yc, self.threshold, self.be)
         marker = stream_marker(self.be)
-        self._pending.append(self._searching.submit(_detections_after, marker, window, args))
+        self._pending.append(
+            self._searching.submit(_detections_after, marker, window, args, self._unwhiten)
+        )
 
     def _wait(self, at_most: int) -> None:
         """Collect finished searches, in batch order, until ``at_most`` are left running."""
@@ -402,12 +406,18 @@ def detection_window(own, before, after, scaleproc: float, xp):
     return X.astype(xp.float32) / xp.float32(scaleproc)
 
 
-def _detections_after(marker, window: tuple, args: tuple):
-    """:func:`batch_detections` of the :func:`detection_window` of ``window``, once the work
-    ``marker`` marks is done (the batches it is built from are made on another stream; they are
-    released after the search has copied its results back)."""
+def _unwhitening_on(be: Backend, whitening, covariance):
+    """:func:`unwhitening_matrix` as a float32 array of ``be``."""
+    return be.asarray(unwhitening_matrix(whitening, covariance), be.xp.float32)
+
+
+def _detections_after(marker, window: tuple, args: tuple, unwhiten):
+    """:func:`batch_detections` of the :func:`detection_window` of ``window`` (``unwhiten``: a
+    future of the matrix), once the work ``marker`` marks is done (the batches the window is
+    built from are made on another stream; they are released after the search has copied its
+    results back)."""
     wait_for_marker(marker)
-    return batch_detections(detection_window(*window), *args)
+    return batch_detections(detection_window(*window), *args, unwhiten.result())
 
 
 def stored_detections(group, threshold: float, localised_on: str) -> dict | None:

@@ -366,7 +366,9 @@ def input_check_figure(view) -> Figure:
 def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None) -> Figure:
     """The same window, raw and preprocessed, side by side (channels in probe order)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7), constrained_layout=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7), sharey=True)
+    # fixed margins: matplotlib's constrained layout measures every text, as long as the drawing
+    fig.subplots_adjust(left=0.045, right=0.995, bottom=0.075, top=0.925, wspace=0.06)
     if raw is not None:
         plot_traces(axes[0], raw, sample_rate, start_s, "raw (median removed)", unit)
     else:
@@ -386,7 +388,8 @@ def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str, spike
 def batches_figure(found, kept, batch_s: float, raster) -> Figure:
     """Spikes per batch above the raster of sorted spikes at their unit's depth."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 1, figsize=(14, 7), constrained_layout=True, height_ratios=[1, 1.6])
+    fig, axes = plt.subplots(2, 1, figsize=(14, 7), height_ratios=[1, 1.6])
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.07, top=0.96, hspace=0.3)  # fixed
     plot_spikes_per_batch(axes[0], found, kept, batch_s)
     plot_unit_raster(axes[1], *raster)
     return fig
