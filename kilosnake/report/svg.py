@@ -93,15 +93,27 @@ def axes_markup(frame: Frame, title: str, xlabel: str, ylabel: str) -> str:
     return "".join(parts)
 
 
+def _interleaved(xs, ys) -> tuple:
+    """``(x0, y0, x1, y1, ...)`` as Python floats, for one ``%`` formatting of all points (the
+    same text as formatting them one by one, several times faster)."""
+    n = min(len(xs), len(ys))
+    pairs = np.empty((n, 2), np.float64)
+    pairs[:, 0], pairs[:, 1] = np.asarray(xs, np.float64)[:n], np.asarray(ys, np.float64)[:n]
+    return tuple(pairs.ravel().tolist())
+
+
 def polyline_d(xs, ys) -> str:
     """An SVG path through the points."""
-    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-    return f"M{points}" if points else ""
+    values = _interleaved(xs, ys)
+    if not values:
+        return ""
+    return "M" + ("%.1f,%.1f " * (len(values) // 2) % values)[:-1]
 
 
 def dots_d(xs, ys) -> str:
     """An SVG path of one dot per point (zero-length segments with round caps)."""
-    return "".join(f"M{x:.1f},{y:.1f}h0" for x, y in zip(xs, ys))
+    values = _interleaved(xs, ys)
+    return "M%.1f,%.1fh0" * (len(values) // 2) % values
 
 
 def padded(lo: float, hi: float, margin: float) -> tuple[float, float]:
