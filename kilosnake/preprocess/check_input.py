@@ -29,6 +29,7 @@ them out.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import os
@@ -386,6 +387,21 @@ def channel_statistics(rec: RawRecording, chan_map) -> dict:
     return {"rms": rms, "saturation_fraction": saturated}
 
 
+def layout_checked_statistics(info: RecordingInfo, probe: Probe) -> dict:
+    """:func:`check_raw_layout` and :func:`channel_statistics`, side by side on two threads
+    (their NumPy work releases the interpreter lock); a layout problem is raised first, since
+    it explains any failure of the statistics."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="layout-check") as pool:
+        layout = pool.submit(check_raw_layout, info)
+        try:
+            stats = channel_statistics(RawRecording(info), probe.chan_map)
+        except Exception:
+            layout.result()
+            raise
+        layout.result()
+    return stats
+
+
 def bad_channels(stats: dict) -> dict[int, str]:
     """Channels (probe order) to leave out of the sort: ``{index: "flat" | "saturated"}``."""
     rms, sat = np.asarray(stats["rms"]), np.asarray(stats["saturation_fraction"])
@@ -519,8 +535,7 @@ def check_input(
     n_samples = check_file_size(info)
     validate_probe(probe, info.n_channels_total)
     check_length(n_samples, NT, info.sample_rate)
-    check_raw_layout(info)
-    stats = channel_statistics(RawRecording(info), probe.chan_map)
+    stats = layout_checked_statistics(info, probe)
     bad = bad_channels(stats)
     warn_bad_channels(stats, probe, bad)
     probe, stats, excluded = exclude_channels(probe, stats, bad)
