@@ -248,9 +248,20 @@ def lag_roughness(series: list[np.ndarray], lag: int) -> float:
     for v in series:
         if v.size > lag:
             d = np.abs(v[lag:] - v[:-lag])
-            total += float(d.sum())
+            # integers summed as integers: the same total as in float64, where it is exact too
+            total += float(d.sum(dtype=np.int64 if d.dtype.kind == "i" else None))
             count += d.size
     return total / count if count else math.nan
+
+
+def roughness_series(window: np.ndarray, dtype: str) -> np.ndarray:
+    """A window's values for :func:`lag_roughness`: 8- and 16-bit integers as int32 (their
+    differences are exact there, and the pass is about twice as fast as in float64), anything
+    else as float64."""
+    values = window.view(np.dtype(dtype).newbyteorder("<"))
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        return values.astype(np.int32)
+    return values.astype(np.float64)
 
 
 def channel_count_evidence(windows, info: RecordingInfo) -> dict:
@@ -263,7 +274,7 @@ def channel_count_evidence(windows, info: RecordingInfo) -> dict:
         ``best`` (smallest roughness) and ``likely`` (smallest count within
         :data:`SMOOTHEST_TOLERANCE` of the best).
     """
-    series = [w.view(np.dtype(info.dtype).newbyteorder("<")).astype(np.float64) for w in windows]
+    series = [roughness_series(w, info.dtype) for w in windows]
     n_values = (os.path.getsize(info.path) - info.offset) // info.itemsize
     longest = min(MAX_CHANNELS_CONSIDERED, min(s.size for s in series) // 2)
     lags = sorted(set(divisors(n_values, longest)) | {info.n_channels_total})
