@@ -88,7 +88,7 @@ def filter_batch(raw_batch, offsets, sos, car: bool, be: Backend):
     On a GPU (``be.use_kernels``) an int16 batch goes through the kernels of
     :mod:`kilosnake.preprocess.kernels`, which compute the same values bit for bit.
     """
-    if be.use_kernels and kernels.handles_batch(raw_batch, raw_batch.shape[1]):
+    if be.use_kernels and kernels.handles_batch(raw_batch):
         offsets, sos = batch_constants(offsets, sos, be)  # no copy when already moved
         x = kernels.offsets_and_median_reference(be.asarray(raw_batch), offsets, car)
         return kernels.sos_forward_backward(x, sos)

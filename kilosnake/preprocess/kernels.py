@@ -150,10 +150,10 @@ MAX_SORTED_CHANNELS = 2048
 _ROWS_PER_BLOCK = 4
 
 
-def handles_batch(raw, n_channels: int) -> bool:
-    """Whether the kernels filter this raw batch (int16 samples, at most
+def handles_batch(raw) -> bool:
+    """Whether the kernels filter this (time, channel) raw batch (int16 samples, at most
     :data:`MAX_SORTED_CHANNELS` channels); otherwise the array code does."""
-    return raw.dtype == np.int16 and 0 < n_channels <= MAX_SORTED_CHANNELS
+    return raw.dtype == np.int16 and 0 < raw.shape[1] <= MAX_SORTED_CHANNELS
 
 
 def offsets_and_median_reference(raw, offsets, car: bool):

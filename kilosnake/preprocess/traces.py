@@ -47,9 +47,10 @@ logger = logging.getLogger(__name__)
 def whitened_int16(x, w, scaleproc: float, be: Backend):
     """``round((x @ w) * scaleproc)`` clipped to int16, an array of ``be``: the values stored
     (the rounding in one kernel on a GPU)."""
+    y = x @ be.asarray(w, dtype=be.xp.float32)
     if be.use_kernels:
-        return kernels.rounded_int16(x @ be.asarray(w, dtype=be.xp.float32), scaleproc)
-    y = (x @ be.asarray(w, dtype=be.xp.float32)) * np.float32(scaleproc)
+        return kernels.rounded_int16(y, scaleproc)
+    y *= np.float32(scaleproc)
     return be.xp.clip(be.xp.rint(y), -32768, 32767).astype(be.xp.int16)
 
 
