@@ -29,9 +29,9 @@ rule all:
 
 onsuccess:
     print(write_summary(RECORDINGS, since=RUN_STARTED, config=config))
-    cancel_rescheduling_timers()  # the process then exits at once
+    end_of_run()  # the process then exits at once
 
 
 onerror:
     print(write_summary(RECORDINGS, since=RUN_STARTED, config=config))
-    cancel_rescheduling_timers()
+    end_of_run()

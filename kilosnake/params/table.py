@@ -220,10 +220,11 @@ PARAMS: tuple[Param, ...] = (
         "boolean",
         "workflow",
         "",
-        "with in_process: also draw the input check and drift pictures inside the Snakemake "
-        "process. false: each in a Python process of its own, so that its drawing does not "
-        "hold the interpreter lock of the stage running beside it (whitening, detect). The "
-        "result does not change",
+        "with in_process: also draw the input check and drift pictures and the QC report "
+        "inside the Snakemake process. false: in a side worker, a Python process started by "
+        "the first of them and reused by the others, so that their drawing does not hold the "
+        "interpreter lock of the stages running beside them (whitening, detect, the Phy "
+        "export). The result does not change",
     ),
     # --- batches -------------------------------------------------------------------------
     _P(

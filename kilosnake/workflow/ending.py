@@ -26,3 +26,12 @@ def cancel_rescheduling_timers() -> int:
     for timer in timers:
         timer.cancel()
     return len(timers)
+
+
+def end_of_run() -> None:
+    """What the workflow does once it has ended, done or failed: no scheduler timer left
+    waiting, the side workers told to exit."""
+    from kilosnake.workflow.side_worker import close_side_workers
+
+    cancel_rescheduling_timers()
+    close_side_workers()

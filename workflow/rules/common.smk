@@ -11,7 +11,7 @@ from kilosnake.workflow.config_check import check_config, coerced_config
 from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import filesystem_now, write_summary
-from kilosnake.workflow.ending import cancel_rescheduling_timers
+from kilosnake.workflow.ending import end_of_run
 from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
@@ -205,15 +205,19 @@ def block_of(wildcards):
 
 #: stages run inside this Snakemake process unless asked otherwise (see run_stage_job)
 IN_PROCESS = bool(config["in_process"])
-#: the pictures drawn beside the sort's main line: unless side_pictures_in_process is set they
-#: run in an interpreter of their own, not holding the lock of the stage that runs beside them
-#: (the QC report stays: it ends the run, where an interpreter's start would be waited for)
-SIDE_PICTURES = {"input_report", "drift_plot"}
+#: the stages drawn beside the sort's main line: unless side_pictures_in_process is set they run
+#: in a side worker, a Python of their own started by the first of them and reused by the
+#: others (kilosnake.workflow.side_worker), not holding the interpreter lock of the stages
+#: running beside them (whitening, detect, the Phy export)
+SIDE_STAGES = {"input_report", "drift_plot", "report"}
 SIDE_PICTURES_IN_PROCESS = bool(config["side_pictures_in_process"])
 #: a machine with several GPUs and none assigned: each GPU job claims one in its own process
 SEVERAL_LOCAL_GPUS = (
     config.get("device") != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ and gpu_count() > 1
 )
+
+#: the GPU stages run in this process: CUDA can start beside the input check
+GPU_IN_PROCESS = IN_PROCESS and config.get("device") != "cpu" and not SEVERAL_LOCAL_GPUS
 
 
 def stage_job(rule_name, input, output, params, wildcards, threads, log):
@@ -239,26 +243,34 @@ def stage_job(rule_name, input, output, params, wildcards, threads, log):
 
 
 def run_stage_job(rule_name, input, output, params, wildcards, threads, resources, log, conda_env):
-    """Run a rule's stage: here, inside the Snakemake process, or in a Python of its own when
-    the job has a conda environment (--use-conda), uses a GPU on a machine with several, or
-    in_process is false. Same stage function, same log file, same result."""
+    """Run a rule's stage: here, inside the Snakemake process; in the side worker (the
+    pictures and the report); or in a Python of its own when the job has a conda environment
+    (--use-conda), uses a GPU on a machine with several, or in_process is false. Same stage
+    function, same log file, same result."""
     job = stage_job(rule_name, input, output, params, wildcards, threads, log)
-    own = (
-        conda_env
-        or not IN_PROCESS
-        or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
-        or (rule_name in SIDE_PICTURES and not SIDE_PICTURES_IN_PROCESS)
-    )
-    if not own:
+    own = conda_env or not IN_PROCESS or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
+    side = rule_name in SIDE_STAGES and not SIDE_PICTURES_IN_PROCESS
+    if not (own or side):
         from kilosnake.workflow.stages import run_stage
 
+        if rule_name == "check_input" and GPU_IN_PROCESS:
+            from kilosnake.runtime.backend import start_gpu_ahead
+
+            start_gpu_ahead()  # CuPy and the CUDA context, ready for the whitening
         run_stage(job)
         return
     job_file = Path(job.log).with_name(f"{rule_name}.job.json")
     job.write_json(job_file)
-    python = "python" if conda_env else sys.executable
-    script = Path(workflow.basedir) / "scripts" / "run_stage.py"
-    shell(f"{python} {script} {job_file}", conda_env=conda_env, threads=threads)
+    if own:
+        python = "python" if conda_env else sys.executable
+        script = Path(workflow.basedir) / "scripts" / "run_stage.py"
+        shell(f"{python} {script} {job_file}", conda_env=conda_env, threads=threads)
+    else:
+        from kilosnake.workflow.side_worker import run_in_side_worker
+
+        status = run_in_side_worker(job_file)
+        if status != 0:
+            raise RuntimeError(f"{rule_name} failed (exit status {status}): see {job.log}")
     job_file.unlink()
 
 
