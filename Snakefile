@@ -30,6 +30,7 @@ rule all:
 onsuccess:
     print(write_summary(RECORDINGS, since=RUN_STARTED, config=config))
     end_of_run()  # the process then exits at once
+    exit_without_teardown()  # the snakemake command: no interpreter teardown at its exit
 
 
 onerror:

@@ -7,6 +7,7 @@ from curation_fixtures import FS, Unit, build_fixture, poisson_train, refractory
 from kilosnake.curation.cutoff import cluster_cutoff, run_cutoff, template_spread, thresholds
 from kilosnake.curation.metrics import presence_ratio, rp_contamination
 from kilosnake.params import resolve
+from kilosnake.runtime import parallel
 
 
 def test_clean_unit_is_good_and_contaminated_unit_is_mua(tmp_path):
@@ -91,7 +92,8 @@ def test_cutoff_guards(tmp_path):
         assert np.all((g["contamination"][...] >= 0) & (g["contamination"][...] <= 1))
 
 
-def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_path):
+def test_cutoff_is_the_same_with_one_or_three_workers_as_cluster_by_cluster(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "SPIKES_PER_WORKER", 1)  # three processes even for few spikes
     rng = np.random.default_rng(12)
     clean, core = refractory_train(rng, 20, 60), refractory_train(rng, 20, 60)
     junk = poisson_train(rng, 20, 60)

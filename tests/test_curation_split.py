@@ -10,6 +10,7 @@ from kilosnake.curation.data import members_by_label, read_feature_indices, read
 from kilosnake.curation.merge import run_merge
 from kilosnake.curation.split import fit_bimodality, run_split, same_waveform
 from kilosnake.params import resolve
+from kilosnake.runtime import parallel
 
 
 def split_fixture(tmp_path, units, peaks, **kw):
@@ -151,6 +152,7 @@ def split_one_cluster_at_a_time(spikes, labels, templates, indices, sample_rate,
 def test_split_is_the_same_with_one_or_three_workers_as_one_cluster_at_a_time(
     tmp_path, monkeypatch
 ):
+    monkeypatch.setattr(parallel, "SPIKES_PER_WORKER", 1)  # three processes even for few spikes
     rng = np.random.default_rng(11)
 
     def train(rate):

@@ -79,3 +79,12 @@ def test_pool_serves_several_maps_and_restores_blas_threads():
         assert [r for r, _ in pool.map(slow_square, [7])] == [49]
         assert [r for r, _ in pool.map(slow_square, [2, 3])] == [4, 9]
     assert [get() for get, _ in controls] == before
+
+
+def test_a_worker_is_started_per_share_of_spikes_up_to_the_limit():
+    share = parallel.SPIKES_PER_WORKER
+    assert parallel.workers_for(0, 8) == 1
+    assert parallel.workers_for(share - 1, 8) == 1
+    assert parallel.workers_for(3 * share, 8) == 3
+    assert parallel.workers_for(100 * share, 8) == 8
+    assert parallel.workers_for(100 * share, 0) == 1

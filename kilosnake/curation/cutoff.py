@@ -68,7 +68,7 @@ from kilosnake.curation.metrics import REFRACTORY_S
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import blocks, columns_by_label, label_counts
-from kilosnake.runtime.parallel import imap_ordered
+from kilosnake.runtime.parallel import imap_ordered, workers_for
 
 logger = logging.getLogger(__name__)
 
@@ -528,7 +528,8 @@ def run_cutoff(
     out : path
         ``cutoff.zarr`` to write.
     workers : int
-        Processes running the per-cluster threshold descents (same output whatever the number).
+        Processes running the per-cluster threshold descents at most (one per
+        ``SPIKES_PER_WORKER`` spikes; the same output whatever the number).
     """
     g = open_store(spikes_zarr)
     times, scores = g["time"], g["score"]
@@ -559,7 +560,7 @@ def run_cutoff(
         params["cutoff_fcont"],
         params["cutoff_R_max"],
         params["good_max_spread_um"],
-        workers,
+        workers_for(labels.shape[0], workers),
         info.get("duration_s"),
         params["min_unit_spikes"],
         columns.duplicates_among,

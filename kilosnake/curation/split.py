@@ -63,7 +63,7 @@ from kilosnake.curation.data import (
 from kilosnake.io.input_json import read_input_json
 from kilosnake.io.store import open_store, write_array, writing_store
 from kilosnake.io.streaming import read_rows
-from kilosnake.runtime.parallel import WorkerPool
+from kilosnake.runtime.parallel import WorkerPool, workers_for
 
 logger = logging.getLogger(__name__)
 
@@ -522,7 +522,8 @@ def run_split(
     out : path
         ``split.zarr`` to write.
     workers : int
-        Processes fitting clusters (same output whatever the number).
+        Processes fitting clusters at most (one per ``SPIKES_PER_WORKER`` spikes; the same
+        output whatever the number).
     """
     spikes = open_spikes(spikes_zarr)
     templates = read_templates(templates_zarr)
@@ -559,7 +560,7 @@ def run_split(
         indices["similar_templates"],
         sample_rate,
         SplitSettings.from_params(params),
-        workers,
+        workers_for(spikes.n_spikes, workers),
     )
     write_split_store(
         out,

@@ -16,6 +16,7 @@ set ``KILOSNAKE_GPU_LOCK_DIR`` to one shared folder for runs that share a machin
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -40,9 +41,11 @@ def lock_dir() -> Path:
     return Path(os.environ.get("KILOSNAKE_GPU_LOCK_DIR") or DEFAULT_LOCK_DIR)
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_count() -> int:
     """GPUs on this machine, counted without starting CUDA (``nvidia-smi -L``, else the driver's
-    ``/proc`` entries); 0 when there is no NVIDIA driver."""
+    ``/proc`` entries); 0 when there is no NVIDIA driver. Counted once per process: each GPU
+    stage asks, and ``nvidia-smi`` takes 20-40 ms."""
     smi = shutil.which("nvidia-smi")
     if smi:
         try:

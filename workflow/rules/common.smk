@@ -11,7 +11,7 @@ from kilosnake.workflow.config_check import check_config, coerced_config
 from kilosnake.workflow.input_guard import guard_changed_inputs
 from kilosnake.workflow.shanks import shank_seed, split_name, sub_recording
 from kilosnake.workflow.summary import filesystem_now, write_summary
-from kilosnake.workflow.ending import end_of_run
+from kilosnake.workflow.ending import end_of_run, exit_without_teardown
 from kilosnake.runtime.gpus import gpu_count
 from kilosnake.workflow.recordings import recording_sources, shank_counts
 
