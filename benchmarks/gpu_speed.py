@@ -1213,10 +1213,24 @@ def log_text(path: Path, limit: int = 200_000) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def warn_without_bytecode_cache() -> None:
+    """Both sorters' times include their imports: without a bytecode cache (an environment
+    with ``PYTHONDONTWRITEBYTECODE`` set and packages installed without ``.pyc`` files) every
+    run compiles its imports from source again, 2 s and more of each time."""
+    if sys.flags.dont_write_bytecode:
+        print(
+            "warning: PYTHONDONTWRITEBYTECODE is set: each run may compile its imports again; "
+            "unset it (and set PYTHONPYCACHEPREFIX to a writable folder where the packages' own "
+            "folders are read-only) to time the imports as an installed environment runs them",
+            file=sys.stderr,
+        )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.ks4_child is not None:
         return ks4_child(args.ks4_child)
+    warn_without_bytecode_cache()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rec = recording_files(args)
     if args.ks4_dry_run:

@@ -253,10 +253,10 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
     if not (own or side):
         from kilosnake.workflow.stages import run_stage
 
-        if rule_name == "check_input":
-            from kilosnake.workflow.ahead import start_ahead
+        if rule_name == "check_input" and GPU_IN_PROCESS:
+            from kilosnake.runtime.backend import start_gpu_ahead
 
-            start_ahead(gpu=GPU_IN_PROCESS)  # what the next steps would wait for
+            start_gpu_ahead()  # CuPy and the CUDA context, ready for the whitening
         run_stage(job)
         return
     job_file = Path(job.log).with_name(f"{rule_name}.job.json")
