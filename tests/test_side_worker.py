@@ -104,3 +104,15 @@ def test_the_workflow_draws_its_pictures_and_report_in_a_side_worker(demo_sort):
     assert len(main) == 1 and not pictures & main
     # both pictures are done when the report starts: it runs in a worker one of them started
     assert logged_pid(logs / "report.log") in pictures
+
+
+def test_a_job_runs_in_the_folder_its_caller_is_in(demo_sort, tmp_path, monkeypatch, fresh_workers):
+    drift = demo_sort / "results/demo/drift.zarr"
+    for name in ("one", "two"):  # one worker, two runs in two folders, relative paths
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        job = drift_plot_job(Path("."), drift, "plot")
+        assert run_in_side_worker(job_file(job, Path("."), "plot")) == 0
+        assert (folder / "plot.png").is_file()
+    assert logged_pid(tmp_path / "one/plot.log") == logged_pid(tmp_path / "two/plot.log")

@@ -14,12 +14,16 @@ when the process dies, the kernel closes it), and within :data:`WATCH_S` when th
 process is gone while a stage runs (killed with ``kill -9``): the stage's store, written under a
 temporary name, is then never renamed into place.
 
-Protocol: one line per job on the request pipe (the path of a ``StageJob`` JSON file), one line
-back on the reply pipe (the stage's exit status: 0 done, 1 failed, see the stage's log).
+Protocol: one line per job on the request pipe (a JSON list: the caller's working directory
+and the path of a ``StageJob`` JSON file), one line back on the reply pipe (the stage's exit
+status: 0 done, 1 failed, see the stage's log). The worker runs each job in the folder the caller
+is in when it hands the job over (a Python program may sort several recordings, each in its own
+folder).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,7 +56,7 @@ class SideWorker:
     def run(self, job_file) -> int:
         """Run the job of ``job_file`` in the worker; its exit status."""
         try:
-            self.requests.write(f"{os.fspath(job_file)}\n")
+            self.requests.write(json.dumps([os.getcwd(), os.fspath(job_file)]) + "\n")
             self.requests.flush()
             reply = self.replies.readline()
         except OSError:
@@ -121,11 +125,13 @@ def watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def run_job_file(job_file: str) -> int:
-    """Run one stage job; 0 when it is done, 1 when it failed (its log says why)."""
+def run_job_file(folder: str, job_file: str) -> int:
+    """Run one stage job in ``folder``; 0 when it is done, 1 when it failed (its log says
+    why)."""
     from kilosnake.workflow.stages import StageJob, run_stage
 
     try:
+        os.chdir(folder)
         run_stage(StageJob.read_json(job_file), exit_on_error=True)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
@@ -142,7 +148,8 @@ def serve(request_fd: int, reply_fd: int) -> None:
 
     with os.fdopen(request_fd, "r") as requests, os.fdopen(reply_fd, "w", buffering=1) as replies:
         for line in requests:
-            replies.write(f"{run_job_file(line.strip())}\n")
+            folder, job_file = json.loads(line)
+            replies.write(f"{run_job_file(folder, job_file)}\n")
             replies.flush()
 
 
