@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import traceback
 
 #: seconds between two looks, in the worker, at whether the Snakemake process is still there
@@ -120,7 +121,7 @@ def close_side_workers() -> int:
 def watch_parent(parent: int) -> None:
     """End this process at once when the process that started it is gone."""
     while True:
-        threading.Event().wait(WATCH_S)
+        time.sleep(WATCH_S)
         if os.getppid() != parent:
             os._exit(1)
 
@@ -128,17 +129,16 @@ def watch_parent(parent: int) -> None:
 def run_job_file(folder: str, job_file: str) -> int:
     """Run one stage job in ``folder``; 0 when it is done, 1 when it failed (its log says
     why)."""
-    from kilosnake.workflow.stages import StageJob, run_stage
+    from kilosnake.workflow.stages import main
 
     try:
         os.chdir(folder)
-        run_stage(StageJob.read_json(job_file), exit_on_error=True)
-    except SystemExit as stop:
+        return main([job_file])  # what scripts/run_stage.py runs
+    except SystemExit as stop:  # an expected error, logged with its fix
         return stop.code if isinstance(stop.code, int) else 1
     except BaseException:  # logged by the stage already; the worker serves the next job
         traceback.print_exc()
         return 1
-    return 0
 
 
 def serve(request_fd: int, reply_fd: int) -> None:
