@@ -11,6 +11,7 @@ temporary path and renamed when complete, and its result are the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ from kilosnake.preprocess.traces import run_preprocess
 from kilosnake.preprocess.whitening import run_whitening
 from kilosnake.report.build import write_report
 from kilosnake.report.input_check import write_input_check
+from kilosnake.runtime.backend import computes_on_gpu
 from kilosnake.runtime.logs import stage_logging
 from kilosnake.runtime.parallel import one_blas_thread
 from kilosnake.sorting.detect import run_detect
@@ -94,7 +96,26 @@ def run_stage(job: StageJob, exit_on_error: bool = False) -> None:
     inputs = () if job.rule == "demo_recording" else job.inputs
     logged = {**params, **job.settings}  # the GPU memory cap is applied as the stage starts
     with stage_logging(job.log, job.rule, logged, exit_on_error=exit_on_error, inputs=inputs):
-        STAGE_FUNCTIONS[job.rule](job)
+        with host_blas_threads(job):
+            STAGE_FUNCTIONS[job.rule](job)
+
+
+def host_blas_threads(job: StageJob):
+    """The OpenBLAS threads a stage's host arrays get: those found (one per core) for a stage
+    computing on the CPU backend, one for every other stage.
+
+    A stage beside the GPU, or with no array backend (the input check, curation, export,
+    report), multiplies small matrices and vectors: each product woke OpenBLAS's thread per
+    core, and they spun after it, in a job of ``threads: 1`` (on 16 cores the export and the
+    report, side by side in two processes, used 96 CPU seconds in 7 s). One thread also makes
+    a reduction (a ``dot`` of a long vector, which OpenBLAS splits over its threads) the same
+    bits on every machine. Curation's worker processes have one thread each already
+    (:class:`kilosnake.runtime.parallel.WorkerPool`).
+    """
+    device = job.p.get("device")
+    if device is not None and not computes_on_gpu(device):
+        return contextlib.nullcontext()
+    return one_blas_thread()
 
 
 def main(argv=None) -> int:
@@ -273,18 +294,17 @@ def cutoff_stage(job: StageJob) -> None:
 
 def export_phy_stage(job: StageJob) -> None:
     i = job.input
-    with one_blas_thread():  # see report_stage
-        export_recording(
-            i["spikes"],
-            i["templates"],
-            i["whitening"],
-            i["info"],
-            i["split"],
-            i["cutoff"],
-            i["shank_info"],
-            job.p,
-            job.outputs[0],
-        )
+    export_recording(
+        i["spikes"],
+        i["templates"],
+        i["whitening"],
+        i["info"],
+        i["split"],
+        i["cutoff"],
+        i["shank_info"],
+        job.p,
+        job.outputs[0],
+    )
 
 
 def scorecard_stage(job: StageJob) -> None:
@@ -297,14 +317,11 @@ def input_report_stage(job: StageJob) -> None:
 
 
 def report_stage(job: StageJob) -> None:
-    # The units come from the stores, so the report runs beside the export. Both make many
-    # small matrix products, on one BLAS thread: with OpenBLAS's thread per core, each product
-    # wakes every thread, which spin after it (on 16 cores the pair, in two processes, used 96
-    # CPU seconds in 7 s).
+    # the units come from the stores, so the report runs beside the export
     i = job.input
     stores = [i[f"units_{k}"] for k in ("spikes", "templates", "whitening")]
     stores += [i["info"], i["units_split"], i["units_cutoff"], i["units_shank_info"]]
-    with one_blas_thread(), unit_files_folder(*stores, job.p) as units:
+    with unit_files_folder(*stores, job.p) as units:
         write_report(
             job.outputs[0],
             i["info"],
