@@ -28,6 +28,31 @@ def test_read_windows_with_edge_padding(tmp_path, dtype):
     assert left.dtype == np.dtype(dtype)
 
 
+def test_a_large_window_read_in_pieces_by_threads_is_the_same(tmp_path, monkeypatch):
+    import kilosnake.io.recording as recording
+
+    x = (np.arange(1000 * 7) % 997).astype("int16").reshape(1000, 7)
+    x.tofile(tmp_path / "r.bin")
+    rec = RawRecording(RecordingInfo(str(tmp_path / "r.bin"), 7))
+    whole = rec.read(-5, 1005)
+    monkeypatch.setattr(recording, "READ_PIECE_BYTES", 1000)  # 14 kB: 4 pieces
+    np.testing.assert_array_equal(rec.read(-5, 1005), whole)
+    np.testing.assert_array_equal(rec.read(3, 998), x[3:998])
+
+
+def test_a_file_cut_short_while_sorting_is_named(tmp_path, monkeypatch):
+    import kilosnake.io.recording as recording
+
+    monkeypatch.setattr(recording, "READ_PIECE_BYTES", 1000)
+    path = tmp_path / "r.bin"
+    np.zeros((1000, 7), "int16").tofile(path)
+    rec = RawRecording(RecordingInfo(str(path), 7))
+    with open(path, "r+b") as f:
+        f.truncate(7 * 2 * 600)
+    with pytest.raises(OSError, match="short read .* truncated"):
+        rec.read(0, 1000)
+
+
 def test_recording_info_needs_a_channel_count(tmp_path):
     (tmp_path / "r.bin").write_bytes(b"\0" * 64)
     with pytest.raises(InputError, match="channel count"):

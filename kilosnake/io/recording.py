@@ -9,8 +9,10 @@ both sides.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +54,15 @@ class RawRecording:
         self.n_samples = n_bytes // self._row_bytes
 
     def _read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
-        """Samples [lo, hi) of every column (inside the recording) into ``out`` (C-ordered)."""
-        with open(self.info.path, "rb") as f:
-            f.seek(self.info.offset + lo * self._row_bytes)
-            n = f.readinto(memoryview(out).cast("B"))
-        if n != (hi - lo) * self._row_bytes:
+        """Samples [lo, hi) of every column (inside the recording) into ``out`` (C-ordered);
+        a large window in pieces read side by side (:func:`read_pieces_into`)."""
+        want = (hi - lo) * self._row_bytes
+        with open(self.info.path, "rb", buffering=0) as f:
+            n = read_pieces_into(f.fileno(), self.info.offset + lo * self._row_bytes, out)
+        if n != want:
             raise OSError(
-                f"{self.info.path}: short read ({n} of {(hi - lo) * self._row_bytes} "
-                "bytes); was the file truncated while being sorted?"
+                f"{self.info.path}: short read ({n} of {want} bytes); was the file truncated "
+                "while being sorted?"
             )
 
     @property
@@ -103,6 +106,58 @@ class RawRecording:
         """
         rows = self.read_rows(start, stop)
         return rows if channels is None else select_columns(rows, column_selector(channels))
+
+
+#: a read of more bytes than this is split into pieces of about this size, read by threads:
+#: one thread copies about 5 GB/s out of the page cache, a 384-channel batch is 50 MB
+READ_PIECE_BYTES = 8 << 20
+#: threads reading the pieces of one window
+READ_THREADS = 4
+_read_pool = None
+_read_pool_lock = threading.Lock()
+
+
+def read_pieces_into(fd: int, offset: int, out: np.ndarray) -> int:
+    """Fill ``out``'s bytes from file ``fd`` at ``offset``; returns the bytes read (fewer at the
+    end of the file). Above :data:`READ_PIECE_BYTES` the pieces are read by
+    :data:`READ_THREADS` threads (``os.preadv`` releases the GIL); the bytes are the same."""
+    view = memoryview(out).cast("B")
+    size = len(view)
+    n_pieces = min(READ_THREADS, max(1, size // READ_PIECE_BYTES))
+    if n_pieces == 1:
+        return _read_fully(fd, view, offset)
+    edges = [size * k // n_pieces for k in range(n_pieces + 1)]
+    pieces = [(view[a:b], offset + a) for a, b in zip(edges[:-1], edges[1:])]
+    counts = list(_reader_pool().map(lambda piece: _read_fully(fd, *piece), pieces))
+    # a short piece (end of the file) ends the bytes read: later pieces read nothing more
+    total = 0
+    for (piece, _), count in zip(pieces, counts):
+        total += count
+        if count < len(piece):
+            break
+    return total
+
+
+def _read_fully(fd: int, view: memoryview, offset: int) -> int:
+    """Read into all of ``view`` from ``offset`` (several calls if the system returns less),
+    stopping at the end of the file."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+def _reader_pool():
+    global _read_pool
+    with _read_pool_lock:
+        if _read_pool is None:
+            _read_pool = concurrent.futures.ThreadPoolExecutor(
+                READ_THREADS, thread_name_prefix="raw-read"
+            )
+        return _read_pool
 
 
 def column_selector(channels):
