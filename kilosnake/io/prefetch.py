@@ -242,6 +242,17 @@ def to_device(be, host: np.ndarray, buffers: HostBuffers | None = None):
     return out
 
 
+#: batches a ring of page-locked buffers must serve to repay its allocation: page-locking the
+#: 50 MB buffers of a 384-channel batch costs more than the copies it speeds up in a few batches
+PINNED_FROM_BATCHES = 16
+
+
+def pinning_pays(n_batches: int | None) -> bool:
+    """Whether buffers serving ``n_batches`` batches (None: unknown, many) are worth
+    page-locking (:data:`PINNED_FROM_BATCHES`)."""
+    return n_batches is None or n_batches >= PINNED_FROM_BATCHES
+
+
 def _host_bytes(n_bytes: int, pinned: bool) -> np.ndarray:
     if pinned:
         import cupyx
@@ -262,7 +273,7 @@ class RawBatches:
     #: host buffers in the ring: the batch being moved, the one read ahead, one spare
     RING = 3
 
-    def __init__(self, rec, chan_map, NT: int, margin: int, be=None):
+    def __init__(self, rec, chan_map, NT: int, margin: int, be=None, n_reads: int | None = None):
         self.rec, self.NT, self.margin = rec, int(NT), int(margin)
         self.columns = column_selector(chan_map)
         self.whole_rows = be is not None and be.name == "gpu"
@@ -270,7 +281,7 @@ class RawBatches:
         if self.whole_rows:
             row_bytes = rec.info.n_channels_total * rec.info.itemsize
             self._buffers = HostBuffers(
-                (self.NT + 2 * self.margin) * row_bytes, self.RING, pinned=True
+                (self.NT + 2 * self.margin) * row_bytes, self.RING, pinned=pinning_pays(n_reads)
             )
 
     def read(self, b: int):

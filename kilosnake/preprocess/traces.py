@@ -22,7 +22,13 @@ import numpy as np
 
 from kilosnake.io.blocks import block_attrs
 from kilosnake.io.input_json import info_from_input_json, read_input_json
-from kilosnake.io.prefetch import HostBuffers, Prefetching, RawBatches, WritingBehind
+from kilosnake.io.prefetch import (
+    HostBuffers,
+    Prefetching,
+    RawBatches,
+    WritingBehind,
+    pinning_pays,
+)
 from kilosnake.io.probe import probe_from_store, write_probe_arrays
 from kilosnake.io.recording import RawRecording, RecordingInfo
 from kilosnake.io.store import open_store, writing_store
@@ -151,16 +157,17 @@ def preprocess_recording(
         write_probe_arrays(g, probe)
         # the next batch is read, and the last ones encoded and written (a thread per chunk),
         # while this one computes; results go through a ring of reused host buffers
-        raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
         computed = batch_range
         if observer is not None:
             observer.start(probe, NT, rec.n_samples, p["scaleproc"], be)
             computed = observer.batches(batch_range, nb)
+        raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be, n_reads=len(computed))
         ahead = Prefetching(raw_batches, [(b,) for b in computed])
         depth = 2
-        # page-locked result buffers on a GPU (on the CPU the result is already a host array)
+        # reused result buffers on a GPU, page-locked for a long recording (on the CPU the
+        # result is already a host array)
         results = (
-            HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=True)
+            HostBuffers(NT * probe.n_channels * 2, depth + 2, pinned=pinning_pays(len(computed)))
             if be.name == "gpu"
             else None
         )

@@ -103,7 +103,7 @@ def estimate_covariance(rec: RawRecording, probe: Probe, offsets, p: dict, be: B
     margin = filter_margin(p["fshigh"], rec.info.sample_rate, p["ntbuff"])
     batches = covariance_batches(n_batches(rec.n_samples, NT), p["nSkipCov"])
     cov = be.xp.zeros((probe.n_channels, probe.n_channels), dtype=be.xp.float64)
-    raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be)
+    raw_batches = RawBatches(rec, probe.chan_map, NT, margin, be, n_reads=len(batches))
     with Prefetching(raw_batches, [(b,) for b in batches]) as ahead:
         for b in batches:
             x = read_filtered_batch(
