@@ -70,24 +70,15 @@ def test_a_block_in_another_thread_than_the_last_one_still_sets_one_thread():
     assert seen["inside"] and set(seen["inside"]) == {1}
 
 
-def stage_job(params: dict):
-    from kilosnake.workflow.stages import StageJob
-
-    return StageJob("merge", {}, {}, [], [], {"p": params}, None)
-
-
-@pytest.mark.parametrize(
-    "params, one_thread",
-    [({}, True), ({"device": "gpu"}, True), ({"device": "cpu"}, False)],
-    ids=["no-backend", "gpu", "cpu"],
-)
-def test_a_stage_on_the_cpu_backend_keeps_the_threads_every_other_gets_one(params, one_thread):
-    from kilosnake.workflow.stages import host_blas_threads
+def test_every_stage_runs_on_one_blas_thread(tmp_path, monkeypatch):
+    import kilosnake.workflow.stages as stages
 
     before = blas_threads()
     if max(before) == 1:
         pytest.skip("OpenBLAS runs one thread here already")
-    with host_blas_threads(stage_job(params)):
-        inside = blas_threads()
-    assert inside == ([1] * len(before) if one_thread else before)
+    seen = {}
+    monkeypatch.setitem(stages.STAGE_FUNCTIONS, "merge", lambda job: seen.update(n=blas_threads()))
+    job = stages.StageJob("merge", {}, {}, [], [], {"p": {"device": "cpu"}}, str(tmp_path / "l"))
+    stages.run_stage(job)
+    assert seen["n"] == [1] * len(before)
     assert blas_threads() == before

@@ -16,7 +16,6 @@ the two on a GPU.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 from types import ModuleType
@@ -99,19 +98,6 @@ def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
         f"gpu {dev.id} of {n} visible ({name}{bus}, {visible_gpus_text()}, CuPy {cupy.__version__})"
     )
     return Backend("gpu", cupy, cupyx.scipy.signal, cupyx.scipy.ndimage, label, True), ""
-
-
-def computes_on_gpu(device: str) -> bool:
-    """Whether a stage asked for ``device`` computes with CuPy: ``gpu``, or ``auto`` where the
-    GPU backend is usable (as :func:`get_backend` decides, without its log lines)."""
-    if device == "cpu":
-        return False
-    return device == "gpu" or _gpu_usable()
-
-
-@functools.lru_cache(maxsize=1)
-def _gpu_usable() -> bool:
-    return _gpu_backend_or_reason()[0] is not None
 
 
 def visible_gpus_text() -> str:

@@ -131,6 +131,15 @@ def one_blas_thread(be=None) -> Iterator[None]:
     shared 2-core machine a batched ``eigh`` of 30 such matrices took 18 ms (median; up to
     240 ms) with two threads and 6-7 ms with one.
 
+    Every stage runs inside such a block (:func:`kilosnake.workflow.stages.run_stage`). How
+    OpenBLAS splits a product over its threads (one per core) changes the bits of some
+    results, a matrix-vector product or a long dot: with its threads, a CPU sort's amplitudes
+    differed with the machine, and with a stage on one thread running beside it. With one, a
+    job also keeps to the one core of its rule's ``threads: 1``; beside the GPU, and in the
+    input check, curation, export and report, the threads only spun after each small product
+    (on 16 cores the export and the report, side by side in two processes, used 96 CPU seconds
+    in 7 s).
+
     The thread count is the process's and stages run side by side in its threads: the first
     block to enter (here or a :class:`WorkerPool`) sets one thread, the last to leave restores
     the count found before.

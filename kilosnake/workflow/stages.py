@@ -11,7 +11,6 @@ temporary path and renamed when complete, and its result are the same.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -37,7 +36,6 @@ from kilosnake.preprocess.traces import run_preprocess
 from kilosnake.preprocess.whitening import run_whitening
 from kilosnake.report.build import write_report
 from kilosnake.report.input_check import write_input_check
-from kilosnake.runtime.backend import computes_on_gpu
 from kilosnake.runtime.logs import stage_logging
 from kilosnake.runtime.parallel import one_blas_thread
 from kilosnake.sorting.detect import run_detect
@@ -96,26 +94,8 @@ def run_stage(job: StageJob, exit_on_error: bool = False) -> None:
     inputs = () if job.rule == "demo_recording" else job.inputs
     logged = {**params, **job.settings}  # the GPU memory cap is applied as the stage starts
     with stage_logging(job.log, job.rule, logged, exit_on_error=exit_on_error, inputs=inputs):
-        with host_blas_threads(job):
+        with one_blas_thread():  # every stage: see one_blas_thread
             STAGE_FUNCTIONS[job.rule](job)
-
-
-def host_blas_threads(job: StageJob):
-    """The OpenBLAS threads a stage's host arrays get: those found (one per core) for a stage
-    computing on the CPU backend, one for every other stage.
-
-    A stage beside the GPU, or with no array backend (the input check, curation, export,
-    report), multiplies small matrices and vectors: each product woke OpenBLAS's thread per
-    core, and they spun after it, in a job of ``threads: 1`` (on 16 cores the export and the
-    report, side by side in two processes, used 96 CPU seconds in 7 s). One thread also makes
-    a reduction (a ``dot`` of a long vector, which OpenBLAS splits over its threads) the same
-    bits on every machine. Curation's worker processes have one thread each already
-    (:class:`kilosnake.runtime.parallel.WorkerPool`).
-    """
-    device = job.p.get("device")
-    if device is not None and not computes_on_gpu(device):
-        return contextlib.nullcontext()
-    return one_blas_thread()
 
 
 def main(argv=None) -> int:
