@@ -570,3 +570,19 @@ def test_config_of_the_wrong_type_or_range_is_refused(tmp_path, setting, problem
         result.stderr[-2000:]
     )
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32"])
+def test_channel_rms_and_medians_equal_the_row_by_row_float64_values(dtype):
+    from kilosnake.preprocess.check_input import rms_about, row_medians
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(1000, 40, (70, 6001)).astype(dtype)
+    rows[3, :] = rows[3, 0]  # a flat channel: RMS 0
+    medians = row_medians(rows)
+    np.testing.assert_array_equal(medians, np.median(rows, axis=1))
+    expected = [
+        np.sqrt(np.mean((r.astype(np.float64) - m) ** 2)) for r, m in zip(rows, medians)
+    ]
+    np.testing.assert_allclose(rms_about(rows, medians), expected, rtol=1e-12)
+    assert rms_about(rows, medians)[3] == 0

@@ -242,16 +242,30 @@ def divisors(n: int, largest: int) -> list[int]:
     return [d for d in range(2, largest + 1) if n % d == 0]
 
 
-def lag_roughness(series: list[np.ndarray], lag: int) -> float:
-    """Mean absolute difference between values ``lag`` apart (within each window)."""
+def lag_roughness(stacks: list[np.ndarray], lag: int) -> float:
+    """Mean absolute difference between values ``lag`` apart within each window, the windows
+    given as stacks of windows of one length (:func:`same_length_stacks`).
+
+    A few array operations per lag and stack, not per window: each would wait for the
+    interpreter lock again while another thread (the GPU's start) holds it.
+    """
     total, count = 0.0, 0
-    for v in series:
-        if v.size > lag:
-            d = np.abs(v[lag:] - v[:-lag])
+    for v in stacks:
+        if v.shape[1] > lag:
+            d = np.subtract(v[:, lag:], v[:, :-lag])
+            np.abs(d, out=d)  # in place: a second temporary of the stack's size costs more
             # integers summed as integers: the same total as in float64, where it is exact too
             total += float(d.sum(dtype=np.int64 if d.dtype.kind == "i" else None))
             count += d.size
     return total / count if count else math.nan
+
+
+def same_length_stacks(series: list[np.ndarray]) -> list[np.ndarray]:
+    """The 1-D arrays of ``series`` as 2-D stacks (one row each), one stack per length."""
+    by_length: dict[int, list[np.ndarray]] = {}
+    for v in series:
+        by_length.setdefault(v.size, []).append(v)
+    return [np.stack(rows) for rows in by_length.values()]
 
 
 def roughness_series(window: np.ndarray, dtype: str) -> np.ndarray:
@@ -278,7 +292,8 @@ def channel_count_evidence(windows, info: RecordingInfo) -> dict:
     n_values = (os.path.getsize(info.path) - info.offset) // info.itemsize
     longest = min(MAX_CHANNELS_CONSIDERED, min(s.size for s in series) // 2)
     lags = sorted(set(divisors(n_values, longest)) | {info.n_channels_total})
-    rough = {lag: lag_roughness(series, lag) for lag in lags}
+    stacks = same_length_stacks(series)
+    rough = {lag: lag_roughness(stacks, lag) for lag in lags}
     finite = {lag: r for lag, r in rough.items() if np.isfinite(r)}
     best = min(finite.values()) if finite else math.nan
     likely = min(
@@ -390,12 +405,52 @@ def channel_statistics(rec: RawRecording, chan_map) -> dict:
     else:
         saturated = np.zeros(by_channel.shape[0])
         by_channel = by_channel.astype(np.float64)
-    medians = np.median(by_channel, axis=1)  # of integers: exact, no float copy needed
+    medians = row_medians(by_channel)
+    return {"rms": rms_about(by_channel, medians), "saturation_fraction": saturated}
+
+
+#: threads computing the channels' medians, a block of channels each (NumPy's partition
+#: releases the interpreter lock)
+MEDIAN_THREADS = 4
+
+
+def row_medians(rows: np.ndarray) -> np.ndarray:
+    """The median of each row (of integers: exact, no float copy), blocks of rows side by side
+    on :data:`MEDIAN_THREADS` threads; the values do not depend on the blocks."""
+    block = -(-rows.shape[0] // MEDIAN_THREADS)
+    if block < 2:
+        return np.median(rows, axis=1)
+    starts = range(0, rows.shape[0], block)
+    with concurrent.futures.ThreadPoolExecutor(MEDIAN_THREADS, "channel-medians") as pool:
+        parts = pool.map(lambda lo: np.median(rows[lo : lo + block], axis=1), starts)
+        return np.concatenate(list(parts))
+
+
+#: channels whose squares :func:`rms_about` sums at a time (a few MB of int64)
+RMS_CHANNEL_BLOCK = 32
+
+
+def rms_about(by_channel: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """RMS of each row of ``by_channel`` about its value in ``centres``.
+
+    Rows of 8- or 16-bit integers are summed exactly, a block of rows at a time: a median of
+    integers is a multiple of 1/2, so twice the deviation is an integer, and the sum of its
+    squares fits an int64. Other rows are summed in float64, row by row.
+    """
+    n = max(by_channel.shape[1], 1)
     rms = np.empty(by_channel.shape[0])
-    for c, (values, median) in enumerate(zip(by_channel, medians)):
-        centred = values.astype(np.float64) - median
-        rms[c] = math.sqrt(float(np.dot(centred, centred)) / max(centred.size, 1))
-    return {"rms": rms, "saturation_fraction": saturated}
+    if by_channel.dtype.kind in "iu" and by_channel.dtype.itemsize <= 2:
+        twice_centres = np.rint(2 * centres).astype(np.int64)
+        for lo in range(0, by_channel.shape[0], RMS_CHANNEL_BLOCK):
+            hi = lo + RMS_CHANNEL_BLOCK
+            twice = 2 * by_channel[lo:hi].astype(np.int64) - twice_centres[lo:hi, None]
+            squares = np.einsum("ij,ij->i", twice, twice)
+            rms[lo:hi] = np.sqrt(squares.astype(np.float64) / 4 / n)
+        return rms
+    for c, (values, centre) in enumerate(zip(by_channel, centres)):
+        centred = values.astype(np.float64) - centre
+        rms[c] = math.sqrt(float(np.dot(centred, centred)) / n)
+    return rms
 
 
 def layout_checked_statistics(info: RecordingInfo, probe: Probe) -> dict:
