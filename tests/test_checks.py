@@ -581,8 +581,6 @@ def test_channel_rms_and_medians_equal_the_row_by_row_float64_values(dtype):
     rows[3, :] = rows[3, 0]  # a flat channel: RMS 0
     medians = row_medians(rows)
     np.testing.assert_array_equal(medians, np.median(rows, axis=1))
-    expected = [
-        np.sqrt(np.mean((r.astype(np.float64) - m) ** 2)) for r, m in zip(rows, medians)
-    ]
+    expected = [np.sqrt(np.mean((r.astype(np.float64) - m) ** 2)) for r, m in zip(rows, medians)]
     np.testing.assert_allclose(rms_about(rows, medians), expected, rtol=1e-12)
     assert rms_about(rows, medians)[3] == 0
