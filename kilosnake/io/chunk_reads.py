@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +20,14 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from kilosnake.runtime.threads import shared_thread_pool
+
 #: decoding threads (Blosc releases the GIL; each chunk is decoded on one thread)
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
-_pool = None
-_pool_lock = threading.Lock()
 
 
 def _decoding_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                DECODE_THREADS, thread_name_prefix="decode"
-            )
-        return _pool
+    return shared_thread_pool("decode", DECODE_THREADS)
 
 
 def chunk_folder(array) -> Path | None:

@@ -9,10 +9,8 @@ both sides.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import numpy as np
 from kilosnake.errors import InputError
 from kilosnake.io.spikeglx import find_meta, read_meta, recording_fields
 from kilosnake.params import PARAMS_BY_NAME
+from kilosnake.runtime.threads import shared_thread_pool
 
 SUPPORTED_DTYPES = ("int16", "uint16", "int32", "float32")
 
@@ -113,8 +112,6 @@ class RawRecording:
 READ_PIECE_BYTES = 8 << 20
 #: threads reading the pieces of one window
 READ_THREADS = 4
-_read_pool = None
-_read_pool_lock = threading.Lock()
 
 
 def read_pieces_into(fd: int, offset: int, out: np.ndarray) -> int:
@@ -128,7 +125,8 @@ def read_pieces_into(fd: int, offset: int, out: np.ndarray) -> int:
         return _read_fully(fd, view, offset)
     edges = [size * k // n_pieces for k in range(n_pieces + 1)]
     pieces = [(view[a:b], offset + a) for a, b in zip(edges[:-1], edges[1:])]
-    counts = list(_reader_pool().map(lambda piece: _read_fully(fd, *piece), pieces))
+    pool = shared_thread_pool("raw-read", READ_THREADS)
+    counts = list(pool.map(lambda piece: _read_fully(fd, *piece), pieces))
     # a short piece (end of the file) ends the bytes read: later pieces read nothing more
     total = 0
     for (piece, _), count in zip(pieces, counts):
@@ -148,16 +146,6 @@ def _read_fully(fd: int, view: memoryview, offset: int) -> int:
             break
         done += n
     return done
-
-
-def _reader_pool():
-    global _read_pool
-    with _read_pool_lock:
-        if _read_pool is None:
-            _read_pool = concurrent.futures.ThreadPoolExecutor(
-                READ_THREADS, thread_name_prefix="raw-read"
-            )
-        return _read_pool
 
 
 def column_selector(channels):
