@@ -10,7 +10,6 @@ other codec) and says so by its return value; anything else is left to Zarr.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from pathlib import Path
 
@@ -24,10 +23,6 @@ from kilosnake.runtime.threads import shared_thread_pool
 
 #: decoding threads (Blosc releases the GIL; each chunk is decoded on one thread)
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
-
-
-def _decoding_pool() -> concurrent.futures.ThreadPoolExecutor:
-    return shared_thread_pool("decode", DECODE_THREADS)
 
 
 def chunk_folder(array) -> Path | None:
@@ -62,7 +57,7 @@ def read_rows_direct(array, lo: int, hi: int, out: np.ndarray) -> bool:
         first, stop = c * rows, (c + 1) * rows
         a, z = max(lo, first), min(hi, stop)
         tasks.append((folder / str(c) / "0", out[a - lo : z - lo], a - first))
-    pool = _decoding_pool()
+    pool = shared_thread_pool("decode", DECODE_THREADS)
     for future in [pool.submit(_decode_rows, array, *task) for task in tasks]:
         future.result()
     return True

@@ -126,14 +126,8 @@ def read_pieces_into(fd: int, offset: int, out: np.ndarray) -> int:
     edges = [size * k // n_pieces for k in range(n_pieces + 1)]
     pieces = [(view[a:b], offset + a) for a, b in zip(edges[:-1], edges[1:])]
     pool = shared_thread_pool("raw-read", READ_THREADS)
-    counts = list(pool.map(lambda piece: _read_fully(fd, *piece), pieces))
-    # a short piece (end of the file) ends the bytes read: later pieces read nothing more
-    total = 0
-    for (piece, _), count in zip(pieces, counts):
-        total += count
-        if count < len(piece):
-            break
-    return total
+    # only the piece holding the end of the file reads short; those after it read nothing
+    return sum(pool.map(lambda piece: _read_fully(fd, *piece), pieces))
 
 
 def _read_fully(fd: int, view: memoryview, offset: int) -> int:

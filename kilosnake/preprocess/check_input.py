@@ -42,6 +42,7 @@ from kilosnake.io.input_json import write_json_atomic
 from kilosnake.io.probe import Probe, load_probe, validate_probe
 from kilosnake.io.recording import RawRecording, RecordingInfo, recording_info
 from kilosnake.params import PARAMS_BY_NAME
+from kilosnake.runtime.threads import shared_thread_pool
 
 logger = logging.getLogger(__name__)
 
@@ -420,10 +421,10 @@ def row_medians(rows: np.ndarray) -> np.ndarray:
     block = -(-rows.shape[0] // MEDIAN_THREADS)
     if block < 2:
         return np.median(rows, axis=1)
-    starts = range(0, rows.shape[0], block)
-    with concurrent.futures.ThreadPoolExecutor(MEDIAN_THREADS, "channel-medians") as pool:
-        parts = pool.map(lambda lo: np.median(rows[lo : lo + block], axis=1), starts)
-        return np.concatenate(list(parts))
+    pool = shared_thread_pool("channel-medians", MEDIAN_THREADS)
+    starts = range(0, len(rows), block)
+    parts = pool.map(lambda lo: np.median(rows[lo : lo + block], axis=1), starts)
+    return np.concatenate(list(parts))
 
 
 #: channels whose squares :func:`rms_about` sums at a time (a few MB of int64)
