@@ -38,7 +38,7 @@ from pathlib import Path
 from kilosnake.params import SORT_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (*SORT_RULES, "input_report", "report")
+STAGES = (*SORT_RULES, "input_report", "traces_plot", "report")
 #: what a full run builds for a recording (the scorecard is scored outside the workflow: a raw
 #: file given with dat= has no ground truth in the workflow's eyes)
 TARGETS = ("phy", "report.html")

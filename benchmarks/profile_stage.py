@@ -25,7 +25,7 @@ from pathlib import Path
 
 #: the stages this script can rerun (named like their rules)
 STAGES = ("whitening", "preprocess", "drift", "drift_plot", "detect", "learn", "final_pass",
-          "merge", "split", "cutoff", "export_phy", "report")  # fmt: skip
+          "traces_plot", "merge", "split", "cutoff", "export_phy", "report")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +60,7 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
     from kilosnake.preprocess.traces import run_preprocess
     from kilosnake.preprocess.whitening import run_whitening
     from kilosnake.report.build import write_report
+    from kilosnake.report.traces import write_traces_picture
     from kilosnake.sorting import detect, final_pass, learn
 
     r = results
@@ -81,6 +82,13 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
         ),
         "final_pass": lambda: final_pass.run_final_pass(
             r / "preprocessed.zarr", r / "templates.zarr", out, p, drift_store
+        ),
+        "traces_plot": lambda: write_traces_picture(
+            r / "input.json",
+            r / "preprocessed.zarr",
+            r / "spikes.zarr",
+            r / "templates.zarr",
+            out.with_suffix(".png"),
         ),
         "merge": lambda: merge.run_merge(r / "spikes.zarr", r / "input.json", p, out),
         "split": lambda: split.run_split(
@@ -117,7 +125,7 @@ def stage_call(stage: str, results: Path, p: dict, out: Path):
             out.with_suffix(".html"),
             r / "input.json",
             r / "phy",
-            preprocessed=r / "preprocessed.zarr",
+            traces_plot=r / "traces.png",
             spikes=r / "spikes.zarr",
             drift=drift_store,
             drift_plot=r / "drift.png",

@@ -14,7 +14,7 @@ import numpy as np
 
 #: (width, height) in pixels of each picture: figsize x DPI (90)
 INPUT_CHECK = (1350, 675)  # (15, 7.5) in
-TRACES = (1350, 630)  # (15, 7) in
+TRACES = (1350, 666)  # (15, 7.4) in
 BATCHES = (1260, 630)  # (14, 7) in
 #: (width, height) of a unit panel (inline SVG, kilosnake.report.svg)
 UNIT = (1080, 290)

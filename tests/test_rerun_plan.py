@@ -85,8 +85,8 @@ def min_readers(readers: set) -> set:
 
 #: what a change of lam reruns in a scattered run: its readers (the final pass in blocks, their
 #: gather) and what follows; not the preprocessing, although its block stores are not on disk
-LAM_RERUNS = {"learn", "final_pass_block", "gather_spikes", "merge", "split", "cutoff",
-              "export_phy", "scorecard", "report"}  # fmt: skip
+LAM_RERUNS = {"learn", "final_pass_block", "gather_spikes", "traces_plot", "merge", "split",
+              "cutoff", "export_phy", "scorecard", "report"}  # fmt: skip
 
 
 def test_a_parameter_reruns_only_its_readers_after_a_scatter_change(demo_sort):

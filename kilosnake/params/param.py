@@ -25,11 +25,13 @@ STAGES = (
 
 #: the rules of one recording's sort in workflow order (the order of run tables and benchmarks)
 RULE_ORDER = ("check_input", "input_report", "whitening", "preprocess", "drift", "drift_plot",
-              "detect", "learn", "final_pass", "merge", "split", "cutoff", "export_phy",
-              "scorecard", "report")  # fmt: skip
+              "detect", "learn", "final_pass", "traces_plot", "merge", "split", "cutoff",
+              "export_phy", "scorecard", "report")  # fmt: skip
 #: ... those that sort (the input check, the sorting stages, curation and the export)
 SORT_RULES = tuple(
-    r for r in RULE_ORDER if r not in ("input_report", "drift_plot", "scorecard", "report")
+    r
+    for r in RULE_ORDER
+    if r not in ("input_report", "drift_plot", "traces_plot", "scorecard", "report")
 )
 #: the rules that read the parameters of each stage, unless a parameter names its own
 GPU_RULES = ("whitening", "preprocess", "preprocess_block", "drift", "detect", "learn",

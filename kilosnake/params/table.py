@@ -220,8 +220,8 @@ PARAMS: tuple[Param, ...] = (
         "boolean",
         "workflow",
         "",
-        "with in_process: also draw the input check and drift pictures and the QC report "
-        "inside the Snakemake process. false: in a side worker, a Python process started by "
+        "with in_process: also draw the input check, drift and traces pictures and the QC "
+        "report inside the Snakemake process. false: in a side worker, a Python process started by "
         "the first of them and reused by the others, so that their drawing does not hold the "
         "interpreter lock of the stages running beside them (whitening, detect, the Phy "
         "export). The result does not change",

@@ -13,8 +13,9 @@ Two stages live here:
   ``summary``             recording, probe, batches, spikes and units, version, device,
                           non-default parameters, the ground-truth scorecard when there is one
   ``input``               the input-check picture
-  ``traces``              the same 100 ms raw and preprocessed, probe order, sorted spikes
-                          circled (the busiest 100 ms of the sorted spikes)
+  ``traces``              the same 100 ms raw and preprocessed, probe order, the final
+                          pass's spikes circled (the ``traces_plot`` stage's picture,
+                          drawn beside curation: :mod:`kilosnake.report.traces`)
   ``drift``               the drift stage's picture (displacement; spike depths before and
                           after correction) and whether the correction was on
   ``batches``             spikes per batch found by the final pass and kept after curation
@@ -53,9 +54,8 @@ from kilosnake.io.input_json import probe_from_input_json, read_input_json
 from kilosnake.io.phy import PhyView, read_phy
 from kilosnake.io.store import open_store
 from kilosnake.io.streaming import blocks
-from kilosnake.io.traces import PreprocessedReader
 from kilosnake.params import non_default
-from kilosnake.report.figures import batches_figure, input_check_figure, png_bytes, traces_figure
+from kilosnake.report.figures import batches_figure, input_check_figure, png_bytes
 from kilosnake.report.html import RawHtml, Section, fmt, html_table, img_tag, render_html
 from kilosnake.report.input_check import (
     FLAT_FRACTION,
@@ -66,14 +66,10 @@ from kilosnake.report.input_check import (
     _write_bytes,
     amplitude_unit,
     input_view,
-    probe_order,
-    read_raw_window,
-    resolve_raw_path,
 )
 from kilosnake.report.run_log import run_section
 from kilosnake.report.units import (
     MAX_UNITS,
-    busiest_window,
     render_unit_panels,
     unit_rows,
     unit_view,
@@ -99,7 +95,7 @@ class ReportInputs:
 
     input_json: Path
     phy: Path
-    preprocessed: Path | None = None
+    traces_plot: Path | None = None
     spikes: Path | None = None
     drift: Path | None = None
     drift_plot: Path | None = None
@@ -177,38 +173,20 @@ def input_section(paths: ReportInputs) -> Section:
     )
 
 
-def traces_section(info: dict, paths: ReportInputs, phy: PhyView, rows: list[dict]) -> Section:
-    """The busiest 100 ms of the sort, raw and preprocessed, sorted spikes circled."""
-
-    fs = float(info["sample_rate"])
-    n = int(round(TRACE_WINDOW_S * fs))
-    probe = probe_from_input_json(info)
-    order = probe_order(probe.kcoords, probe.yc, probe.xc)
-    start = busiest_window(phy.spike_times, info["n_samples"], n)
-    raw_path = resolve_raw_path(info["dat"], paths.input_json)
-    raw = None if raw_path is None else read_raw_window(info, raw_path, start, n)[:, order]
-    if paths.preprocessed is None or not Path(paths.preprocessed).exists():
-        return Section("traces", "Traces", '<p class="note">No preprocessed traces.</p>')
-    pre = PreprocessedReader(paths.preprocessed).read(start, start + n)[:, order]
-    row_of = np.empty(order.size, np.int64)
-    row_of[order] = np.arange(order.size)
-    peak = {r["id"]: r["peak_channel"] for r in rows}
-    good = {r["id"] for r in rows if r["label"] == "good"}
-    sel = (phy.spike_times >= start) & (phy.spike_times < start + n)
-    cl = phy.spike_clusters[sel]
-    spikes = (
-        phy.spike_times[sel] / fs,
-        row_of[[peak.get(int(c), 0) for c in cl]],
-        np.array([int(c) in good for c in cl], bool),
-    )
-    fig = traces_figure(raw, pre, fs, start / fs, amplitude_unit(info), spikes)
+def traces_section(paths: ReportInputs) -> Section:
+    """The traces picture of the ``traces_plot`` stage (:mod:`kilosnake.report.traces`)."""
+    if paths.traces_plot is None or not Path(paths.traces_plot).is_file():
+        return Section("traces", "Traces", '<p class="note">No traces picture.</p>')
     note = (
-        f"{TRACE_WINDOW_S * 1e3:.0f} ms from {start / fs:.2f} s (the window with most "
-        f"sorted spikes: {int(sel.sum())}), channels in probe order (shank, depth). "
-        "Circles mark sorted spikes at their unit's peak channel (green: good)."
+        f"{TRACE_WINDOW_S * 1e3:.0f} ms of the recording, raw (median removed) and preprocessed "
+        "(filtered, whitened), channels in probe order (shank, depth): the window with most "
+        "spikes found by the final pass. Circles mark those spikes at their template's peak "
+        "channel, before curation."
     )
     return Section(
-        "traces", "Traces", f'<p class="note">{note}</p>' + img_tag(png_bytes(fig), "traces")
+        "traces",
+        "Traces",
+        f'<p class="note">{note}</p>' + img_tag(Path(paths.traces_plot).read_bytes(), "traces"),
     )
 
 
@@ -379,7 +357,7 @@ def build_report(
     sections = [
         summary_section(info, phy, rows, spikes_group, paths.scorecard, params),
         input_section(paths),
-        traces_section(info, paths, phy, rows),
+        traces_section(paths),
         drift_section(paths),
         batches_section(info, phy, rows, spikes_group),
         units_section(phy, rows, {r["id"] for r in chosen}, unit),
@@ -400,7 +378,7 @@ def write_report(
     out,
     input_json,
     phy,
-    preprocessed=None,
+    traces_plot=None,
     spikes=None,
     drift=None,
     drift_plot=None,
@@ -418,8 +396,8 @@ def write_report(
         HTML file to write (through a temporary file and a rename).
     input_json, phy : str or Path
         ``input.json`` and the Phy folder.
-    preprocessed, spikes, drift, drift_plot, input_check, scorecard : str or Path, optional
-        The other outputs drawn from; a section says so when one is missing.
+    traces_plot, spikes, drift, drift_plot, input_check, scorecard : str or Path, optional
+        The other outputs shown; a section says so when one is missing.
     run_dir : str or Path, optional
         The recording's results folder (for ``logs/``); the folder of ``out`` by default.
     max_units : int
@@ -434,7 +412,7 @@ def write_report(
             for p in (
                 input_json,
                 phy,
-                preprocessed,
+                traces_plot,
                 spikes,
                 drift,
                 drift_plot,

@@ -36,6 +36,7 @@ TRACE_SPACING_SD = 6.0
 #: resolution of the report's pictures
 DPI = 90
 GOOD_COLOUR = "#1b7837"
+SPIKE_COLOUR = "#d95f02"  # the spikes circled on traces
 MUA_COLOUR = "#999999"
 FLAG_STYLE = {  # how flagged channels are marked on the probe and the per-channel panels
     "flat": dict(marker="x", color="black", label="flat"),
@@ -183,8 +184,8 @@ def plot_traces(
     start_s : float
         Time of the first sample (s).
     title, unit : str
-    spikes : tuple (times_s, rows, good), optional
-        Sorted spikes in the window: time (s), row in ``x`` and whether the unit is good.
+    spikes : tuple (times_s, rows), optional
+        Spikes in the window, circled: time (s) and row in ``x``.
     """
     x = np.asarray(x, dtype=np.float64)
     t = start_s + np.arange(x.shape[0]) / sample_rate
@@ -207,14 +208,14 @@ def plot_traces(
         )
         title = f"{title}\ncolour range ±{half:.3g} {unit}"
     if spikes is not None and len(spikes[0]):
-        ts, rows, good = spikes
+        ts, rows = spikes
         ax.scatter(
             np.asarray(ts) * 1e3,
             rows,
             s=110,
             marker="o",
             facecolors="none",
-            edgecolors=np.where(good, GOOD_COLOUR, "#d95f02"),
+            edgecolors=SPIKE_COLOUR,
             linewidths=1.6,
             zorder=3,
         )
@@ -363,12 +364,16 @@ def input_check_figure(view) -> Figure:
     return fig
 
 
-def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None) -> Figure:
+def traces_figure(
+    raw, pre, sample_rate: float, start_s: float, unit: str, spikes=None, title: str = ""
+) -> Figure:
     """The same window, raw and preprocessed, side by side (channels in probe order)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.4), sharey=True)
     # fixed margins: matplotlib's constrained layout measures every text, as long as the drawing
-    fig.subplots_adjust(left=0.045, right=0.995, bottom=0.075, top=0.925, wspace=0.06)
+    fig.subplots_adjust(left=0.045, right=0.995, bottom=0.07, top=0.88, wspace=0.06)
+    if title:
+        fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     if raw is not None:
         plot_traces(axes[0], raw, sample_rate, start_s, "raw (median removed)", unit)
     else:
@@ -378,7 +383,7 @@ def traces_figure(raw, pre, sample_rate: float, start_s: float, unit: str, spike
         pre,
         sample_rate,
         start_s,
-        "preprocessed (filtered, whitened; circles: sorted spikes)",
+        "preprocessed (filtered, whitened; circles: spikes found)",
         "whitened SD",
         spikes,
     )

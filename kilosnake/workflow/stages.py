@@ -36,6 +36,7 @@ from kilosnake.preprocess.traces import run_preprocess
 from kilosnake.preprocess.whitening import run_whitening
 from kilosnake.report.build import write_report
 from kilosnake.report.input_check import write_input_check
+from kilosnake.report.traces import write_traces_picture
 from kilosnake.runtime.logs import stage_logging
 from kilosnake.runtime.parallel import one_blas_thread
 from kilosnake.sorting.detect import run_detect
@@ -296,6 +297,11 @@ def input_report_stage(job: StageJob) -> None:
     write_input_check(job.input["info"], job.outputs[0])
 
 
+def traces_plot_stage(job: StageJob) -> None:
+    i = job.input
+    write_traces_picture(i["info"], i["preprocessed"], i["spikes"], i["templates"], job.outputs[0])
+
+
 def report_stage(job: StageJob) -> None:
     # the units come from the stores, so the report runs beside the export
     i = job.input
@@ -306,7 +312,7 @@ def report_stage(job: StageJob) -> None:
             job.outputs[0],
             i["info"],
             units,
-            preprocessed=i.get("preprocessed"),
+            traces_plot=i.get("traces_plot"),
             spikes=i.get("spikes"),
             drift=i.get("drift"),
             drift_plot=i.get("drift_plot"),
@@ -340,5 +346,6 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageJob], None]] = {
     "export_phy": export_phy_stage,
     "scorecard": scorecard_stage,
     "input_report": input_report_stage,
+    "traces_plot": traces_plot_stage,
     "report": report_stage,
 }

@@ -209,7 +209,7 @@ IN_PROCESS = bool(config["in_process"])
 #: in a side worker, a Python of their own started by the first of them and reused by the
 #: others (kilosnake.workflow.side_worker), not holding the interpreter lock of the stages
 #: running beside them (whitening, detect, the Phy export)
-SIDE_STAGES = {"input_report", "drift_plot", "report"}
+SIDE_STAGES = {"input_report", "drift_plot", "traces_plot", "report"}
 SIDE_PICTURES_IN_PROCESS = bool(config["side_pictures_in_process"])
 #: a machine with several GPUs and none assigned: each GPU job claims one in its own process
 SEVERAL_LOCAL_GPUS = (

@@ -1,6 +1,7 @@
 # What users look at: the input check picture (ready right after check_input, before the sort)
 # and the QC report of every recording (one self-contained HTML page). Both are marked for
-# `snakemake --report`.
+# `snakemake --report`. The report's traces picture is drawn once the final pass is done, beside
+# curation; the report itself waits for curation (its units are the curated ones).
 
 
 rule input_report:
@@ -27,6 +28,28 @@ rule input_report:
         run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
 
 
+rule traces_plot:
+    input:
+        dat=get_raw,
+        info=out("input.json"),
+        preprocessed=out("preprocessed.zarr"),
+        preprocessed_blocks=preprocessed_blocks,
+        spikes=out("spikes.zarr"),
+        templates=out("templates.zarr"),
+    output:
+        out("traces.png"),
+    log:
+        log_path("traces_plot"),
+    benchmark:
+        bench_path("traces_plot")
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        p=rule_params("traces_plot"),
+    run:
+        run_stage_job(rule, input, output, params, wildcards, threads, resources, log, conda_env)
+
+
 rule report:
     input:
         unpack(report_scorecard),
@@ -34,8 +57,7 @@ rule report:
         # recording's report has the input check, the units and the run)
         unpack(
             single_shank_inputs(
-                preprocessed=out("preprocessed.zarr"),
-                preprocessed_blocks=preprocessed_blocks,
+                traces_plot=out("traces.png"),
                 drift=out("drift.zarr"),
                 drift_plot=out("drift.png"),
                 spikes=out("spikes.zarr"),
