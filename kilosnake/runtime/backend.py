@@ -15,15 +15,16 @@ the two on a GPU.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
-import threading
 from types import ModuleType
 
 import numpy as np
 
 from kilosnake.errors import DeviceError
 from kilosnake.runtime.gpus import claim_gpu
+from kilosnake.runtime.threads import on_kept_thread
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ def visible_gpus_text() -> str:
     return f"CUDA_VISIBLE_DEVICES={value}"
 
 
-def start_gpu_ahead() -> threading.Thread:
-    """Import CuPy and create the GPU's CUDA context on a thread of its own, now.
+def start_gpu_ahead() -> concurrent.futures.Future:
+    """Import CuPy and create the GPU's CUDA context on a kept thread
+    (:func:`kilosnake.runtime.threads.on_kept_thread`), now.
 
     Both take about half a second, which the first GPU stage of a run would otherwise wait for;
     started beside the input check, they are ready when the whitening begins. Nothing is
@@ -133,9 +135,7 @@ def start_gpu_ahead() -> threading.Thread:
         except Exception:  # no GPU, or no CUDA: the GPU stage will say so
             pass
 
-    thread = threading.Thread(target=warm_up, name="gpu-ahead", daemon=True)
-    thread.start()
-    return thread
+    return on_kept_thread(warm_up)
 
 
 def get_backend(device: str = "cpu") -> Backend:

@@ -257,7 +257,12 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
             from kilosnake.runtime.backend import start_gpu_ahead
 
             start_gpu_ahead()  # CuPy and the CUDA context, ready for the whitening
-        run_stage(job)
+        if GPU_IN_PROCESS and resources.get("gpu", 0) > 0:
+            from kilosnake.runtime.threads import on_kept_thread
+
+            on_kept_thread(run_stage, job).result()  # CuPy's per-thread handles are kept
+        else:
+            run_stage(job)
         return
     job_file = Path(job.log).with_name(f"{rule_name}.job.json")
     job.write_json(job_file)
