@@ -39,13 +39,14 @@ class _KeptThread:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                result = fn(*args)
+                result, error = fn(*args), None
             except BaseException as exc:  # handed to the caller, as concurrent.futures does
-                self._idle()
-                future.set_exception(exc)
-            else:
-                self._idle()  # idle before the caller hears: it may hand over the next call
+                result, error = None, exc
+            self._idle()  # idle before the caller hears: it may hand over the next call
+            if error is None:
                 future.set_result(result)
+            else:
+                future.set_exception(error)
 
     def _idle(self) -> None:
         with _lock:

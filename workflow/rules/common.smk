@@ -248,7 +248,8 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
     (--use-conda), uses a GPU on a machine with several, or in_process is false. Same stage
     function, same log file, same result."""
     job = stage_job(rule_name, input, output, params, wildcards, threads, log)
-    own = conda_env or not IN_PROCESS or (SEVERAL_LOCAL_GPUS and resources.get("gpu", 0) > 0)
+    gpu_job = resources.get("gpu", 0) > 0
+    own = conda_env or not IN_PROCESS or (SEVERAL_LOCAL_GPUS and gpu_job)
     side = rule_name in SIDE_STAGES and not SIDE_PICTURES_IN_PROCESS
     if not (own or side):
         from kilosnake.workflow.stages import run_stage
@@ -257,7 +258,7 @@ def run_stage_job(rule_name, input, output, params, wildcards, threads, resource
             from kilosnake.runtime.backend import start_gpu_ahead
 
             start_gpu_ahead()  # CuPy and the CUDA context, ready for the whitening
-        if GPU_IN_PROCESS and resources.get("gpu", 0) > 0:
+        if GPU_IN_PROCESS and gpu_job:
             from kilosnake.runtime.threads import on_kept_thread
 
             on_kept_thread(run_stage, job).result()  # CuPy's per-thread handles are kept
